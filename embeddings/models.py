@@ -1,0 +1,91 @@
+"""Pipeline runs and their per-image results."""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class RunStage(models.TextChoices):
+    PREPARING = "preparing", "Preparing"
+    TRAINING = "training", "Training"
+    EMBEDDING = "embedding", "Embedding"
+    LAYOUT = "layout", "Layout"
+    CLUSTERING = "clustering", "Clustering"
+    DONE = "done", "Done"
+
+
+class TrainingRun(models.Model):
+    """One execution of the pipeline for a dataset; the UI polls this row."""
+
+    dataset = models.ForeignKey("labeling.Dataset", on_delete=models.CASCADE, related_name="runs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    stage = models.CharField(max_length=12, choices=RunStage.choices, default=RunStage.PREPARING)
+    progress = models.FloatField(default=0.0)  # 0..1 over the whole run
+    params = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    loss_curve = models.JSONField(default=list, blank=True)
+    stage_timings = models.JSONField(default=dict, blank=True)  # stage -> seconds
+    error = models.TextField(blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    celery_task_id = models.CharField(max_length=64, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Filled by the run: the preprocessing used, so new images are embedded alike.
+    input_size = models.PositiveIntegerField(null=True, blank=True)
+    channels = models.PositiveSmallIntegerField(null=True, blank=True)
+    image_count = models.PositiveIntegerField(default=0)
+    cluster_count = models.PositiveIntegerField(default=0)
+    # Images embedded and placed on this map after the run, without retraining.
+    placed_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset"],
+                condition=Q(status__in=["queued", "running"]),
+                name="one_active_run_per_dataset",
+            )
+        ]
+        indexes = [models.Index(fields=["dataset", "status", "-id"])]
+
+    def __str__(self):
+        return f"run {self.pk} of dataset {self.dataset_id} ({self.status})"
+
+    @property
+    def artifact_prefix(self) -> str:
+        return f"{settings.SIMLABEL_ARTIFACTS_PREFIX}/{self.dataset_id}/{self.pk}"
+
+
+class ImageEmbedding(models.Model):
+    """Where one image sits in one run: its code, map position and cluster."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="embeddings")
+    image = models.ForeignKey("labeling.Image", on_delete=models.CASCADE, related_name="embeddings")
+    code = models.BinaryField()  # float32 little-endian, code_size values
+    x = models.FloatField()
+    y = models.FloatField()
+    cluster = models.IntegerField()
+    reconstruction_error = models.FloatField(default=0.0)
+    placed_after_run = models.BooleanField(default=False)
+    suggested_class = models.ForeignKey("labeling.LabelClass", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    suggestion_confidence = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "image"], name="one_embedding_per_image_and_run")]
+        indexes = [models.Index(fields=["run", "cluster"])]

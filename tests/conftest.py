@@ -1,0 +1,191 @@
+"""Shared fixtures: users, datasets, image files, and a real Celery worker.
+
+The suite runs on SQLite by default and on PostgreSQL + Redis when
+DATABASE_URL / CELERY_BROKER_URL are set (as .ci/run does for its second pass).
+"""
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_pg = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    on_pg = (os.environ.get("DATABASE_URL") or "").startswith("postgres")
+    for item in items:
+        if "postgres" in item.keywords and not on_pg:
+            item.add_marker(skip_pg)
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path_factory):
+    settings.MEDIA_ROOT = str(_session_media_root(tmp_path_factory))
+
+
+_MEDIA = {}
+
+
+def _session_media_root(tmp_path_factory) -> Path:
+    # One media root per test session, shared with the worker subprocess.
+    if "root" not in _MEDIA:
+        _MEDIA["root"] = tmp_path_factory.mktemp("media")
+    return _MEDIA["root"]
+
+
+# --- factories ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth import get_user_model
+
+    counter = {"n": 0}
+
+    def make(username=None, password="pw-Secret-123", **extra):
+        counter["n"] += 1
+        username = username or f"user{counter['n']}"
+        return get_user_model().objects.create_user(username=username, password=password, **extra)
+
+    return make
+
+
+@pytest.fixture
+def make_dataset(db):
+    from labeling.models import Dataset, Membership
+
+    def make(name="Digits", admin=None, members=None, **extra):
+        dataset = Dataset.objects.create(name=name, created_by=admin, **extra)
+        if admin is not None:
+            Membership.objects.create(dataset=dataset, user=admin, role="admin")
+        for user, role in (members or {}).items():
+            Membership.objects.create(dataset=dataset, user=user, role=role)
+        return dataset
+
+    return make
+
+
+def png_bytes(size=(28, 28), color=None, seed=0, mode="L", fmt="PNG") -> bytes:
+    """A real image file whose pixels depend on seed (so files hash differently)."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    arr = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    if color is not None:
+        arr[:] = color
+    img = PILImage.fromarray(arr[:, :, 0] if channels == 1 else arr, mode=mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def make_png():
+    return png_bytes
+
+
+# --- a real Celery worker ---------------------------------------------------------------------
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    else:
+        env.pop("DATABASE_URL", None)
+        env["SQLITE_PATH"] = str(db["NAME"])
+    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, queues="default,ml", extra_args=(), env=None):
+        self.queues = queues
+        self.extra_args = list(extra_args)
+        self.env = env or _worker_env()
+        self.log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)
+        self.proc = None
+
+    def start(self, wait_ready=True):
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "project", "worker",
+            "-Q", self.queues, "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+            "--without-heartbeat", *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if wait_ready:
+            self.wait_for("ready", timeout=60)
+        return self
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.output()[-4000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"worker never printed {text!r}:\n{self.output()[-4000:]}")
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db):
+    """Starts `celery worker` as a real subprocess against the test database.
+
+    Tests that use it must commit their data (transactional_db) so the worker sees it.
+    Call .start() is already done; .kill() sends SIGKILL to the whole process group.
+    """
+    worker = WorkerProcess().start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def worker_factory(transactional_db):
+    workers = []
+
+    def make(**kwargs):
+        worker = WorkerProcess(**kwargs)
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.stop()
