@@ -131,7 +131,11 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # --- static and media -----------------------------------------------------------
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # Front-end vendor libraries come from npm (`npm ci`), never from a CDN.
+    ("vendor/plotly", BASE_DIR / "node_modules" / "plotly.js-strict-dist-min"),
+]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "/media/"  # never routed: media is served by permission-checking views
@@ -144,6 +148,9 @@ if USE_S3:
             "bucket_name": os.environ["AWS_STORAGE_BUCKET_NAME"],
             "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
             "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+            # Left unset, boto3 falls back to its own chain (instance roles, ~/.aws).
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
             "default_acl": None,
             "file_overwrite": False,
             "querystring_auth": True,

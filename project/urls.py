@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("labeling.api.urls")),
     path("api/", include("embeddings.api.urls")),
+    path("", include("labeling.media_urls")),
     path("", include("labeling.urls")),
     path("", include("embeddings.urls")),
 ]

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One command: install, migrate, load the demo dataset, start worker + web.
+#   ./scripts/run.sh            -> http://127.0.0.1:8000/
+# With no environment set this uses SQLite and a filesystem broker in ./var;
+# set DATABASE_URL / CELERY_BROKER_URL to use PostgreSQL / Redis instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh requirements.txt
+
+PY=.venv/bin/python
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}"
+
+$PY manage.py migrate --noinput
+$PY manage.py seed_demo ${SEED_DEMO_ARGS:-}
+
+mkdir -p var/log
+echo "==> starting Celery worker (queues default, ml); log: var/log/worker.log"
+$PY -m celery -A project worker -Q default,ml --concurrency 2 --loglevel INFO >var/log/worker.log 2>&1 &
+WORKER_PID=$!
+trap 'kill $WORKER_PID 2>/dev/null; wait $WORKER_PID 2>/dev/null' EXIT INT TERM
+
+echo "==> simlabel on http://$HOST:$PORT/  (Ctrl+C stops web and worker)"
+$PY manage.py runserver "$HOST:$PORT" --noreload

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything simlabel needs into ./.venv and ./node_modules.
+# Safe to run again: it only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+REQUIREMENTS="${1:-requirements.txt}"
+
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating virtual environment in .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.installed-$(cat requirements.txt "$REQUIREMENTS" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    echo "==> installing Python packages from $REQUIREMENTS"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -r "$REQUIREMENTS"
+    touch "$stamp"
+fi
+if [ -f package-lock.json ]; then
+    lockstamp="node_modules/.installed-$(sha256sum package-lock.json | cut -c1-16)"
+    if [ ! -f "$lockstamp" ]; then
+        echo "==> installing front-end packages (npm ci)"
+        npm ci --silent --no-audit --no-fund
+        touch "$lockstamp"
+    fi
+fi
