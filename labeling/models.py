@@ -25,6 +25,9 @@ class Dataset(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # Bumped whenever labels change, so suggestion recomputation can be debounced.
     labels_changed_at = models.DateTimeField(null=True, blank=True)
+    # When the last suggestion recompute read the labels; a scheduled recompute
+    # requested before this is already covered and skips (debouncing).
+    suggestions_computed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

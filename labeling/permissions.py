@@ -43,6 +43,8 @@ def dataset_for_user(user, dataset_id, action: str = "view") -> Dataset:
         dataset_id = int(dataset_id)
     except (TypeError, ValueError):
         raise Http404("No such dataset.")
+    if not 0 < dataset_id < 2**63:  # beyond any id; SQLite cannot even bind it
+        raise Http404("No such dataset.")
     role = membership_role(user, dataset_id)
     if role is None:
         raise Http404("No such dataset.")

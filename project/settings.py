@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally (CSP: no CDN)
     "labeling",
     "embeddings",
 ]
@@ -137,6 +138,7 @@ STATICFILES_DIRS = [
     ("vendor/plotly", BASE_DIR / "node_modules" / "plotly.js-strict-dist-min"),
 ]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing root
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "/media/"  # never routed: media is served by permission-checking views
 
@@ -205,6 +207,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 CACHES = {
@@ -250,6 +255,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "in
 # A run whose worker has not written a heartbeat for this long is marked failed.
 SIMLABEL_RUN_HEARTBEAT_TIMEOUT = env_int("SIMLABEL_RUN_HEARTBEAT_TIMEOUT", 120)
 SIMLABEL_ARTIFACTS_PREFIX = "runs"
+SIMLABEL_MIN_RUN_IMAGES = env_int("SIMLABEL_MIN_RUN_IMAGES", 10)
+# Large datasets are embedded in chunks that idle `ml` workers pick up in parallel.
+SIMLABEL_EMBED_PARALLEL_MIN_IMAGES = env_int("SIMLABEL_EMBED_PARALLEL_MIN_IMAGES", 20_000)
+SIMLABEL_EMBED_CHUNK_SIZE = env_int("SIMLABEL_EMBED_CHUNK_SIZE", 4096)
 NUMBA_CACHE_DIR = os.environ.setdefault("NUMBA_CACHE_DIR", str(VAR_DIR / "numba-cache"))
 
 # --- security -------------------------------------------------------------------------------

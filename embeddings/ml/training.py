@@ -1,0 +1,166 @@
+"""Training loop for the autoencoder.  Knows nothing of Django: it takes arrays
+and a config, reports through on_progress and polls should_stop."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .autoencoder import ConvAutoencoder
+from .config import TrainConfig, select_device
+
+ProgressFn = Callable[[int, int, dict], None]
+
+
+@dataclass
+class TrainResult:
+    model: ConvAutoencoder
+    loss_curve: list[float]  # mean training loss per finished epoch
+    epochs_run: int
+    stopped_early: bool
+    cancelled: bool
+    step_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def set_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(config: TrainConfig) -> ConvAutoencoder:
+    return ConvAutoencoder(
+        in_channels=config.channels,
+        input_size=config.input_size,
+        code_size=config.code_size,
+        depth=config.depth,
+        base_channels=config.base_channels,
+        batch_norm=config.batch_norm,
+    )
+
+
+def _augment(batch: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Inputs for a denoising autoencoder: random shifts and Gaussian noise.
+    The target stays the clean image."""
+    if config.max_shift > 0:
+        s = config.max_shift
+        dx, dy = (int(v) for v in torch.randint(-s, s + 1, (2,), generator=generator))
+        batch = torch.roll(batch, shifts=(dy, dx), dims=(2, 3))
+    if config.noise_std > 0:
+        noise = torch.randn(batch.shape, generator=generator) * config.noise_std
+        batch = (batch + noise.to(batch.device)).clamp_(0.0, 1.0)
+    return batch
+
+
+def train_autoencoder(
+    images: np.ndarray,
+    config: TrainConfig,
+    on_progress: Optional[ProgressFn] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+    device=None,
+) -> TrainResult:
+    """Train a ConvAutoencoder on float32 images (N, C, H, W) in [0, 1].
+
+    on_progress(step, total_steps, metrics) is called every
+    config.progress_every steps and at the end of each epoch; metrics holds
+    'loss' (mean over the steps since the last call), 'epoch' and, at an
+    epoch's end, 'epoch_loss'.  should_stop() is polled before every step; when
+    it returns True training stops and the result has cancelled=True.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
+    if images.shape[1] != config.channels or images.shape[2] != config.input_size:
+        raise ValueError(
+            f"images {images.shape[1:]} do not match config (channels={config.channels}, "
+            f"input_size={config.input_size})"
+        )
+    started = time.perf_counter()
+    device = device or select_device()
+    set_seeds(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if config.max_train_images is not None and len(images) > config.max_train_images:
+        subset = np.sort(rng.choice(len(images), config.max_train_images, replace=False))
+        images = images[subset]
+    data = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    n = len(data)
+
+    model = build_model(config).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    if config.loss not in ("mse", "bce"):
+        raise ValueError(f"unknown loss {config.loss!r}")
+    loss_fn = nn.MSELoss() if config.loss == "mse" else nn.BCELoss()
+    generator = torch.Generator().manual_seed(config.seed)
+
+    steps_per_epoch = max(1, -(-n // config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    loss_curve: list[float] = []
+    step_losses: list[float] = []
+    best = float("inf")
+    bad_epochs = 0
+    stopped_early = cancelled = False
+    step = 0
+    epoch = 0
+
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        order = torch.randperm(n, generator=generator).to(device)
+        epoch_sum, epoch_count = 0.0, 0
+        window_sum, window_count = 0.0, 0
+        for start in range(0, n, config.batch_size):
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            target = data[order[start : start + config.batch_size]]
+            inputs = _augment(target, config, generator) if (config.noise_std or config.max_shift) else target
+            loss = loss_fn(model(inputs), target)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+
+            value = float(loss.detach())
+            step += 1
+            step_losses.append(value)
+            epoch_sum += value * len(target)
+            epoch_count += len(target)
+            window_sum += value
+            window_count += 1
+            if on_progress is not None and step % config.progress_every == 0:
+                on_progress(step, total_steps, {"loss": window_sum / window_count, "epoch": epoch})
+                window_sum, window_count = 0.0, 0
+        if cancelled:
+            break
+        epoch_loss = epoch_sum / max(1, epoch_count)
+        loss_curve.append(epoch_loss)
+        if on_progress is not None:
+            on_progress(step, total_steps, {"loss": epoch_loss, "epoch": epoch, "epoch_loss": epoch_loss})
+        if epoch_loss < best * (1.0 - config.min_delta):
+            best = epoch_loss
+            bad_epochs = 0
+        else:
+            best = min(best, epoch_loss)
+            bad_epochs += 1
+        if config.patience is not None and bad_epochs >= config.patience and epoch < config.epochs:
+            stopped_early = True
+            break
+        if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+            stopped_early = epoch < config.epochs
+            break
+
+    model.eval()
+    return TrainResult(
+        model=model,
+        loss_curve=loss_curve,
+        epochs_run=len(loss_curve),
+        stopped_early=stopped_early,
+        cancelled=cancelled,
+        step_losses=step_losses,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,460 @@
+"""Executing a training run on the worker: prepare, train, embed, lay out, cluster, store.
+
+Read, compute, write: images and arrays are loaded and computed outside any
+transaction; the per-image results are written in one atomic block at the end,
+and only if the run is still ours (not cancelled, not reaped as stale).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from embeddings import storage
+from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
+
+from . import params as run_params
+from .runs import (
+    RunCancelled,
+    RunLost,
+    RunReporter,
+    failure_reason,
+    min_run_images,
+    run_claim,
+    run_mark_finished,
+)
+
+logger = logging.getLogger(__name__)
+
+# Unreadable images are skipped (and listed in the run's metrics) up to this share.
+MAX_UNREADABLE_SHARE = 0.05
+EMBED_BATCH_SIZE = 1024
+
+
+def _setting_int(name: str, default: int) -> int:
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name) or default
+    return int(value)
+
+
+def embed_chunk_size() -> int:
+    return max(1, _setting_int("SIMLABEL_EMBED_CHUNK_SIZE", 4096))
+
+
+def embed_parallel_min_images() -> int:
+    """Datasets with at least this many images are embedded in chunks that idle
+    `ml` workers help with (0: never)."""
+    return _setting_int("SIMLABEL_EMBED_PARALLEL_MIN_IMAGES", 20000)
+
+
+# --- entry point called by the task ----------------------------------------------------------------
+
+
+def training_run_execute(*, run_id: int, worker_name: str) -> str:
+    """Run the whole pipeline for a queued run; returns what happened.
+
+    Safe to call twice for the same run (a redelivered message): the second call
+    finds nothing to claim and returns "skipped".  Every exception ends the run
+    as failed with the reason: a run never stays running because of an error.
+    """
+    run = run_claim(run_id=run_id, worker_name=worker_name)
+    if run is None:
+        logger.info("run %s: nothing to claim (already taken, finished or cancelled): skipped", run_id)
+        return "skipped"
+    logger.info("run %s claimed by %s (attempt %s)", run_id, worker_name, run.attempts)
+    with RunReporter(run) as reporter:
+        try:
+            metrics = _execute(run, reporter)
+        except RunCancelled:
+            run_mark_finished(
+                run_id=run_id, status=RunStatus.CANCELLED, error="cancelled by a user",
+                stage_timings=reporter.timings(), loss_curve=reporter.loss_curve,
+            )
+            logger.info("run %s cancelled", run_id)
+            return "cancelled"
+        except RunLost:
+            logger.warning("run %s was taken away from this worker (reaped or deleted); stopped", run_id)
+            return "lost"
+        except Exception as exc:
+            logger.exception("run %s failed", run_id)
+            run_mark_finished(
+                run_id=run_id, status=RunStatus.FAILED, error=failure_reason(exc),
+                stage_timings=reporter.timings(), loss_curve=reporter.loss_curve,
+            )
+            return "failed"
+    if metrics is None:
+        return "lost"
+    _after_success(run)
+    return "succeeded"
+
+
+def _after_success(run: TrainingRun) -> None:
+    try:
+        from labeling.services.suggestions import suggestions_schedule_recompute
+    except ImportError:
+        suggestions_schedule_recompute = None
+    if suggestions_schedule_recompute is not None:
+        try:
+            suggestions_schedule_recompute(dataset_id=run.dataset_id)
+        except Exception:
+            logger.exception("could not schedule suggestions for dataset %s", run.dataset_id)
+    # Images uploaded while the run was training are not in it: place them now.
+    from .placement import images_missing_from_run, images_place_execute
+
+    if images_missing_from_run(run).exists():
+        try:
+            images_place_execute(run_id=run.pk)
+        except Exception:
+            logger.exception("placing late images into run %s failed", run.pk)
+
+
+# --- the stages ------------------------------------------------------------------------------------------
+
+
+def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
+    from embeddings.ml.clustering import cluster_codes
+    from embeddings.ml.layout import compute_layout
+    from embeddings.ml.preprocess import choose_input_spec
+    from embeddings.ml.training import train_autoencoder
+
+    params = run.params or {}
+    params = run_params.run_params_validate(params)  # defaults for keys added since the run was queued
+    started = time.perf_counter()
+
+    # preparing --------------------------------------------------------------------------------
+    reporter.enter_stage(RunStage.PREPARING)
+    rows = _dataset_images(run.dataset_id)
+    if len(rows) < min_run_images():
+        raise ValueError(f"the dataset has {len(rows)} images; a run needs at least {min_run_images()}")
+    input_size, channels = params["input_size"], params["channels"]
+    if input_size is None or channels is None:
+        chosen_size, chosen_channels = choose_input_spec([(r[2], r[3]) for r in rows], [r[4] for r in rows])
+        input_size = input_size or chosen_size
+        channels = channels or chosen_channels
+    TrainingRun.objects.filter(pk=run.pk).update(input_size=input_size, channels=channels, image_count=len(rows))
+    run.input_size, run.channels = input_size, channels
+    images, image_ids, unreadable = load_run_images(
+        rows, input_size, channels, on_progress=lambda done, total: reporter.progress(done / total),
+        should_stop=reporter.check,
+    )
+    if unreadable:
+        allowed = int(len(rows) * MAX_UNREADABLE_SHARE)
+        if len(unreadable) > allowed or len(image_ids) < min_run_images():
+            first = unreadable[0]
+            raise ValueError(
+                f"{len(unreadable)} of {len(rows)} images could not be read (at most {allowed} may be skipped); "
+                f"first: image {first['id']} ({first['name']}): {first['error']}"
+            )
+    storage.write_array(run, storage.IMAGE_IDS, image_ids)
+
+    # training ----------------------------------------------------------------------------------
+    reporter.enter_stage(RunStage.TRAINING)
+    config = run_params.train_config(params, input_size=input_size, channels=channels)
+
+    def on_train_progress(step, total, metrics):
+        point = {"step": int(step), "epoch": int(metrics.get("epoch", 0)), "loss": float(metrics["loss"])}
+        if "epoch_loss" in metrics:
+            point["epoch_loss"] = float(metrics["epoch_loss"])
+        reporter.progress(step / max(1, total), loss_point=point)
+
+    result = train_autoencoder(images, config, on_progress=on_train_progress, should_stop=reporter.should_stop)
+    if result.cancelled:
+        reporter.check()  # raises RunCancelled or RunLost
+        raise RunCancelled()
+    reporter.progress(1.0, force=True)
+    storage.write_model(run, result.model)
+
+    # embedding ---------------------------------------------------------------------------------
+    reporter.enter_stage(RunStage.EMBEDDING)
+    embed_started = time.perf_counter()
+    codes, errors, chunk_info = embed_run_images(run, result.model, images, image_ids, reporter)
+    embed_seconds = time.perf_counter() - embed_started
+    del images
+
+    # layout ------------------------------------------------------------------------------------
+    reporter.enter_stage(RunStage.LAYOUT)
+    layout_cfg = run_params.layout_config(params, image_count=len(codes))
+    xy = np.asarray(
+        compute_layout(codes, layout_cfg, on_progress=lambda step, total, *_: reporter.progress(step / max(1, total))),
+        dtype=np.float32,
+    )
+
+    # clustering --------------------------------------------------------------------------------
+    reporter.enter_stage(RunStage.CLUSTERING)
+    reporter.check()
+    labels = np.asarray(cluster_codes(codes, run_params.cluster_config(params), layout_xy=xy), dtype=np.int32)
+    reporter.check()
+
+    # storing -----------------------------------------------------------------------------------
+    storage.write_array(run, storage.CODES, codes)
+    storage.write_array(run, storage.LAYOUT, xy)
+    storage.write_array(run, storage.CLUSTERS, labels)
+    storage.write_array(run, storage.RECONSTRUCTION_ERRORS, errors)
+    timings = reporter.timings()
+    n_clusters = int(len(np.unique(labels)))
+    metrics = {
+        "n_images": int(len(image_ids)),
+        "n_unreadable": len(unreadable),
+        "unreadable": unreadable[:50],
+        "n_clusters": n_clusters,
+        "code_size": int(codes.shape[1]),
+        "input_size": int(input_size),
+        "channels": int(channels),
+        "final_loss": float(result.loss_curve[-1]) if result.loss_curve else None,
+        "epoch_losses": [float(v) for v in result.loss_curve],
+        "epochs_run": int(result.epochs_run),
+        "stopped_early": bool(result.stopped_early),
+        "mean_reconstruction_error": float(errors.mean()),
+        "layout_method": layout_cfg.method,
+        "embedding_images_per_second": round(len(codes) / max(embed_seconds, 1e-9), 1),
+        "embedding_chunks": chunk_info,
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().filter(pk=run.pk, status=RunStatus.RUNNING).first()
+        if locked is None:
+            return None  # reaped or deleted while we computed; results are not ours to write
+        if locked.cancel_requested:
+            raise RunCancelled()
+        ImageEmbedding.objects.filter(run_id=run.pk).delete()  # a retried run replaces its own rows
+        ImageEmbedding.objects.bulk_create(
+            (
+                ImageEmbedding(
+                    run_id=run.pk, image_id=int(image_id), code=codes[i].tobytes(), x=float(xy[i, 0]),
+                    y=float(xy[i, 1]), cluster=int(labels[i]), reconstruction_error=float(errors[i]),
+                )
+                for i, image_id in enumerate(image_ids)
+            ),
+            batch_size=2000,
+        )
+        timings["storing"] = round(time.perf_counter() - started - sum(timings.values()), 3)
+        metrics["total_seconds"] = round(time.perf_counter() - started, 3)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.SUCCEEDED, stage=RunStage.DONE, progress=1.0, metrics=metrics,
+            stage_timings=timings, loss_curve=reporter.loss_curve, image_count=len(image_ids),
+            cluster_count=n_clusters, finished_at=timezone.now(), heartbeat_at=timezone.now(),
+        )
+    logger.info("run %s succeeded: %s images, %s clusters in %.1f s", run.pk, len(image_ids), n_clusters,
+                metrics["total_seconds"])
+    return metrics
+
+
+def _dataset_images(dataset_id: int) -> list[tuple]:
+    from labeling.models import Image
+
+    return list(
+        Image.objects.filter(dataset_id=dataset_id)
+        .order_by("id")
+        .values_list("id", "file", "width", "height", "mode", "original_name")
+    )
+
+
+def load_run_images(rows, input_size: int, channels: int, *, on_progress=None, should_stop=None):
+    """(images (N,C,H,W) float32, image ids int64, unreadable [{id,name,error}]) for
+    rows of (id, file name, width, height, mode, original name)."""
+    from embeddings.ml.preprocess import load_image_array
+
+    total = len(rows)
+    out = np.empty((total, channels, input_size, input_size), dtype=np.float32)
+    ok = np.zeros(total, dtype=bool)
+    unreadable = []
+    last = time.monotonic()
+    for i, row in enumerate(rows):
+        image_id, name = row[0], row[1]
+        try:
+            with storage.open_image_file(name) as fh:
+                out[i] = load_image_array(fh, input_size, channels)
+            ok[i] = True
+        except Exception as exc:  # a missing, truncated or non-image file
+            unreadable.append({"id": int(image_id), "name": str(row[5] if len(row) > 5 else name), "error": str(exc)[:300]})
+        if time.monotonic() - last >= 1.0:
+            last = time.monotonic()
+            if should_stop is not None:
+                should_stop()
+            if on_progress is not None:
+                on_progress(i + 1, total)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=total)
+    if ok.all():
+        return out, ids, unreadable
+    return out[ok], ids[ok], unreadable
+
+
+# --- embedding, optionally in chunks shared with other `ml` workers ---------------------------------
+
+
+def chunk_bounds(n: int, chunk_size: int, batch_size: int) -> list[tuple[int, int]]:
+    """Chunk boundaries aligned to the inference batch size, so chunked and
+    single-process embedding run exactly the same batches (identical results)."""
+    chunk_size = max(batch_size, (chunk_size // batch_size) * batch_size)
+    return [(start, min(n, start + chunk_size)) for start in range(0, n, chunk_size)]
+
+
+def embedding_batch_size() -> int:
+    return min(EMBED_BATCH_SIZE, embed_chunk_size())
+
+
+def embed_in_chunks(model, images: np.ndarray, *, chunk_size: int, batch_size: int, done_elsewhere=None,
+                    on_chunk=None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Codes and errors for all images, chunk by chunk.
+
+    done_elsewhere(index) may return (codes, errors) a helper worker already
+    computed for that chunk; chunks are worked from the last to the first so the
+    coordinator and helpers (which start at the first) meet in the middle.
+    Returns (codes, errors, chunks taken from helpers).
+    """
+    from embeddings.ml.inference import embed_images
+
+    bounds = chunk_bounds(len(images), chunk_size, batch_size)
+    codes = errors = None
+    from_helpers = 0
+    for index in reversed(range(len(bounds))):
+        start, stop = bounds[index]
+        found = done_elsewhere(index) if done_elsewhere is not None else None
+        if found is not None:
+            chunk_codes, chunk_errors = found
+            from_helpers += 1
+        else:
+            chunk_codes, chunk_errors = embed_images(model, images[start:stop], batch_size=batch_size)
+        if codes is None:
+            codes = np.empty((len(images), chunk_codes.shape[1]), dtype=np.float32)
+            errors = np.empty(len(images), dtype=np.float32)
+        codes[start:stop] = chunk_codes
+        errors[start:stop] = chunk_errors
+        if on_chunk is not None:
+            on_chunk(len(bounds) - index, len(bounds))
+    return codes, errors, from_helpers
+
+
+def embed_run_images(run: TrainingRun, model, images: np.ndarray, image_ids: np.ndarray, reporter: RunReporter):
+    batch_size = embedding_batch_size()
+    chunk_size = embed_chunk_size()
+    bounds = chunk_bounds(len(images), chunk_size, batch_size)
+    parallel = 0 < embed_parallel_min_images() <= len(images) and len(bounds) > 1
+    helpers_asked = False
+    if parallel:
+        helpers_asked = _ask_helpers(run, len(bounds))
+
+    def done_elsewhere(index):
+        if not helpers_asked:
+            return None
+        return read_helper_chunk(run, index)
+
+    def on_chunk(done, total):
+        reporter.check()
+        reporter.progress(done / total)
+
+    codes, errors, from_helpers = embed_in_chunks(
+        model, images, chunk_size=chunk_size, batch_size=batch_size, done_elsewhere=done_elsewhere, on_chunk=on_chunk
+    )
+    if helpers_asked:
+        _delete_helper_chunks(run)
+    info = {"count": len(bounds), "chunk_size": bounds[0][1] - bounds[0][0] if bounds else 0,
+            "helpers_asked": helpers_asked, "from_helpers": from_helpers}
+    return codes, errors, info
+
+
+def _ask_helpers(run: TrainingRun, chunk_count: int) -> bool:
+    from celery import group
+
+    from embeddings.tasks import embed_chunk
+
+    try:
+        group(embed_chunk.s(run.pk, index) for index in range(chunk_count)).apply_async()
+        return True
+    except Exception:
+        logger.exception("run %s: could not hand embedding chunks to other workers; embedding alone", run.pk)
+        return False
+
+
+def _chunk_marker(index: int) -> str:
+    return f"chunks/embedding-{index:05d}.done"
+
+
+def read_helper_chunk(run: TrainingRun, index: int):
+    """A helper's finished chunk, or None.  The marker is written after the data,
+    so a chunk is read only once complete; anything odd means "compute it here"."""
+    try:
+        if not storage.exists(run, _chunk_marker(index)):
+            return None
+        data_name = storage.read_bytes(run, _chunk_marker(index)).decode().strip()
+        if not data_name.startswith("chunks/"):
+            return None
+        import io
+
+        with np.load(io.BytesIO(storage.read_bytes(run, data_name)), allow_pickle=False) as data:
+            return data["codes"], data["errors"]
+    except Exception:
+        logger.warning("run %s: unreadable helper chunk %s; computing it here", run.pk, index, exc_info=True)
+        return None
+
+
+def _delete_helper_chunks(run: TrainingRun) -> None:
+    prefix = storage.artifact_name(run, "chunks")
+    try:
+        _, files = default_storage.listdir(prefix)
+    except (FileNotFoundError, OSError):
+        return
+    for name in files:
+        try:
+            default_storage.delete(f"{prefix}/{name}")
+        except Exception:
+            logger.warning("could not delete %s/%s", prefix, name)
+
+
+_helper_models: dict = {}
+
+
+def embedding_chunk_execute(*, run_id: int, index: int) -> str:
+    """A helper worker embeds one chunk of a running run, if it is still needed.
+
+    Idempotent and harmless when late: a run that is past its embedding stage,
+    or a chunk already done, is skipped.  Results go to a uniquely named file
+    and a marker naming it, so two helpers never overwrite each other.
+    """
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is None or run.status != RunStatus.RUNNING or run.stage != RunStage.EMBEDDING:
+        return "skipped"
+    if storage.exists(run, _chunk_marker(index)):
+        return "skipped"
+    image_ids = storage.read_array(run, storage.IMAGE_IDS)
+    bounds = chunk_bounds(len(image_ids), embed_chunk_size(), embedding_batch_size())
+    if index >= len(bounds):
+        return "skipped"
+    start, stop = bounds[index]
+    from labeling.models import Image
+
+    chunk_ids = [int(v) for v in image_ids[start:stop]]
+    files = dict(Image.objects.filter(pk__in=chunk_ids).values_list("id", "file"))
+    rows = [(image_id, files[image_id]) for image_id in chunk_ids if image_id in files]
+    if len(rows) != len(chunk_ids):
+        return "skipped"  # images deleted meanwhile: let the coordinator do it
+    images, _, unreadable = load_run_images(rows, run.input_size, run.channels)
+    if unreadable:
+        return "skipped"
+    key = run.pk
+    model = _helper_models.get(key)
+    if model is None:
+        _helper_models.clear()
+        model = _helper_models[key] = storage.read_model(run)
+    from embeddings.ml.inference import embed_images
+
+    codes, errors = embed_images(model, images, batch_size=embedding_batch_size())
+    fresh = TrainingRun.objects.filter(pk=run_id).values_list("status", "stage").first()
+    if fresh is None or fresh[0] != RunStatus.RUNNING or fresh[1] != RunStage.EMBEDDING:
+        return "skipped"
+    data_name = f"chunks/embedding-{index:05d}-{uuid.uuid4().hex[:12]}.npz"
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, codes=codes, errors=errors)
+    storage.write_bytes(run, data_name, buf.getvalue())
+    storage.write_bytes(run, _chunk_marker(index), data_name.encode())
+    return "done"

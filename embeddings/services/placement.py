@@ -1,0 +1,144 @@
+"""Placing images uploaded after a run onto that run's map, without retraining.
+
+The run's own model embeds the new images; each is put on the map near its
+code-space neighbours (ml.layout.place_new_points) and into their cluster
+(ml.clustering.assign_clusters).  Rows are marked placed_after_run and the run's
+placed_count says how many, so the map page can offer a full re-run.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+
+from embeddings import storage
+from embeddings.models import ImageEmbedding, RunStatus, TrainingRun
+
+logger = logging.getLogger(__name__)
+
+_models: OrderedDict = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def _run_model(run: TrainingRun):
+    """The run's autoencoder, kept in memory for the next placement (a few runs)."""
+    with _models_lock:
+        model = _models.get(run.pk)
+        if model is not None:
+            _models.move_to_end(run.pk)
+            return model
+    model = storage.read_model(run)
+    with _models_lock:
+        _models[run.pk] = model
+        while len(_models) > 3:
+            _models.popitem(last=False)
+    return model
+
+
+def images_missing_from_run(run: TrainingRun):
+    from labeling.models import Image
+
+    return Image.objects.filter(dataset_id=run.dataset_id).exclude(
+        pk__in=ImageEmbedding.objects.filter(run_id=run.pk).values("image_id")
+    )
+
+
+def images_place_on_current_map(*, dataset, image_ids=None) -> TrainingRun | None:
+    """Queue embedding and placement of new images on the dataset's current map.
+
+    Returns the run they go into, or None when the dataset has no map yet (the
+    next run includes them).  A broker outage is logged, not raised: uploads
+    must not fail for it, and the next placement or run picks the images up
+    (placement with image_ids=None places every image missing from the map).
+    """
+    from embeddings.selectors import current_run
+
+    run = current_run(dataset)
+    if run is None:
+        return None
+    ids = None if image_ids is None else sorted({int(i) for i in image_ids})
+    if ids == []:
+        return run
+
+    def publish():
+        from embeddings.tasks import place_images
+
+        try:
+            place_images.delay(run.pk, ids)
+        except Exception:
+            logger.exception("could not queue placement of %s image(s) into run %s", len(ids or ()), run.pk)
+
+    transaction.on_commit(publish)
+    return run
+
+
+def images_place_execute(*, run_id: int, image_ids=None) -> int:
+    """Embed and place images into a succeeded run; returns how many were placed.
+
+    Idempotent: images already on the run's map are skipped, and placements for
+    the same run are serialised on the run row, so a redelivered task adds nothing.
+    """
+    from embeddings.ml.clustering import assign_clusters
+    from embeddings.ml.inference import embed_images
+    from embeddings.ml.layout import place_new_points
+
+    from .pipeline import embedding_batch_size, load_run_images
+
+    run = TrainingRun.objects.filter(pk=run_id, status=RunStatus.SUCCEEDED).first()
+    if run is None:
+        return 0
+    candidates = images_missing_from_run(run)
+    if image_ids is not None:
+        candidates = candidates.filter(pk__in=[int(i) for i in image_ids])
+    rows = list(candidates.order_by("id").values_list("id", "file", "width", "height", "mode", "original_name"))
+    if not rows:
+        return 0
+    images, ids, unreadable = load_run_images(rows, run.input_size, run.channels)
+    for bad in unreadable:
+        logger.warning("run %s: image %s (%s) could not be placed: %s", run.pk, bad["id"], bad["name"], bad["error"])
+    if len(ids) == 0:
+        return 0
+    model = _run_model(run)
+    codes, errors = embed_images(model, images, batch_size=embedding_batch_size())
+    ref_codes = storage.read_array(run, storage.CODES)
+    ref_xy = storage.read_array(run, storage.LAYOUT)
+    ref_labels = storage.read_array(run, storage.CLUSTERS)
+    k = max(1, min(10, len(ref_codes)))
+    xy = np.asarray(place_new_points(ref_codes, ref_xy, codes, k=k), dtype=np.float32)
+    labels = np.asarray(assign_clusters(ref_codes, ref_labels, codes, k=k), dtype=np.int32)
+
+    with transaction.atomic():
+        # One placement per run at a time: the lock makes "skip the ones already there" exact.
+        TrainingRun.objects.select_for_update().filter(pk=run.pk).values_list("pk").first()
+        already = set(
+            ImageEmbedding.objects.filter(run_id=run.pk, image_id__in=[int(i) for i in ids]).values_list(
+                "image_id", flat=True
+            )
+        )
+        new_rows = [
+            ImageEmbedding(
+                run_id=run.pk, image_id=int(image_id), code=codes[i].tobytes(), x=float(xy[i, 0]), y=float(xy[i, 1]),
+                cluster=int(labels[i]), reconstruction_error=float(errors[i]), placed_after_run=True,
+            )
+            for i, image_id in enumerate(ids)
+            if int(image_id) not in already
+        ]
+        ImageEmbedding.objects.bulk_create(new_rows, batch_size=2000)
+        if new_rows:
+            TrainingRun.objects.filter(pk=run.pk).update(placed_count=F("placed_count") + len(new_rows))
+    if new_rows:
+        try:
+            from labeling.services.suggestions import suggestions_schedule_recompute
+        except ImportError:
+            suggestions_schedule_recompute = None
+        if suggestions_schedule_recompute is not None:
+            try:
+                suggestions_schedule_recompute(dataset_id=run.dataset_id)
+            except Exception:
+                logger.exception("could not schedule suggestions for dataset %s", run.dataset_id)
+    logger.info("run %s: placed %s new image(s)", run.pk, len(new_rows))
+    return len(new_rows)

@@ -1,0 +1,78 @@
+"""A run's artifacts (model weights, codes, layout, chunk results) in default storage.
+
+Everything goes through Django's storage API, so the same code writes to the
+local media folder and to S3-compatible storage.  Artifacts live under the
+run's id (``runs/<dataset>/<run>/``): a rerun of the same run overwrites its own
+files and never touches another run's.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+MODEL = "model.pt"
+CODES = "codes.npy"
+LAYOUT = "layout.npy"
+CLUSTERS = "clusters.npy"
+RECONSTRUCTION_ERRORS = "reconstruction_errors.npy"
+IMAGE_IDS = "image_ids.npy"
+
+
+def artifact_name(run, name: str) -> str:
+    return f"{run.artifact_prefix}/{name}"
+
+
+def write_bytes(run, name: str, data: bytes) -> str:
+    """Store data under the run, replacing an earlier file of the same name."""
+    path = artifact_name(run, name)
+    # Storages keep both files on a name clash (file_overwrite=False on S3 and
+    # FileSystemStorage's default): delete first so the name stays stable.
+    if default_storage.exists(path):
+        default_storage.delete(path)
+    saved = default_storage.save(path, ContentFile(data))
+    return saved
+
+
+def read_bytes(run, name: str) -> bytes:
+    with default_storage.open(artifact_name(run, name), "rb") as fh:
+        return fh.read()
+
+
+def exists(run, name: str) -> bool:
+    return default_storage.exists(artifact_name(run, name))
+
+
+def write_array(run, name: str, array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return write_bytes(run, name, buf.getvalue())
+
+
+def read_array(run, name: str) -> np.ndarray:
+    return np.load(io.BytesIO(read_bytes(run, name)), allow_pickle=False)
+
+
+def write_model(run, model) -> str:
+    from embeddings.ml.inference import save_model
+
+    buf = io.BytesIO()
+    save_model(model, buf)
+    return write_bytes(run, MODEL, buf.getvalue())
+
+
+def read_model(run, device=None):
+    """The run's autoencoder, loaded with torch.load(weights_only=True)."""
+    from embeddings.ml.inference import load_model
+
+    return load_model(io.BytesIO(read_bytes(run, MODEL)), device=device)
+
+
+def open_image_file(name: str):
+    """A readable file object for a stored image (a local path when there is one: faster)."""
+    try:
+        return open(default_storage.path(name), "rb")
+    except NotImplementedError:  # remote storage (S3): no local path
+        return default_storage.open(name, "rb")

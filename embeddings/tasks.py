@@ -1,0 +1,68 @@
+"""Celery tasks for the pipeline: thin wrappers that take ids and call a service.
+
+Delivery semantics, and why:
+- run_pipeline uses acks_late=True: the message is acknowledged only when the
+  run is over, so a worker lost *before* it claimed the run gives the run to
+  another worker.  The claim is a conditional UPDATE, so a redelivered message
+  (or the same id published twice) never executes a run twice at once.
+- reject_on_worker_lost=False: when the process running a task dies (SIGKILL,
+  out of memory), Celery must not requeue the message, or a run that kills its
+  worker would kill every worker in turn, forever.  Instead the run stops
+  writing heartbeats and runs_fail_stale() marks it failed with the reason.
+  (With Redis, a message unacked because the whole worker died comes back after
+  the visibility timeout; by then the run is failed, so the claim skips it —
+  or, if nothing reaped it yet, the stale claim retries it once.)
+- Results are ignored: the UI polls the TrainingRun row, never the result backend,
+  and publishing does not need the result backend to be reachable.
+"""
+import socket
+
+from celery import shared_task
+
+from project.celery import app
+
+
+def _worker_name(task) -> str:
+    hostname = getattr(task.request, "hostname", None) or socket.gethostname()
+    import os
+
+    return f"{hostname} pid {os.getpid()}"
+
+
+@shared_task(bind=True, name="embeddings.tasks.run_pipeline", acks_late=True, reject_on_worker_lost=False,
+             ignore_result=True)
+def run_pipeline(self, run_id: int) -> str:
+    from embeddings.services import training_run_execute
+
+    return training_run_execute(run_id=run_id, worker_name=_worker_name(self))
+
+
+@shared_task(bind=True, name="embeddings.tasks.embed_chunk", acks_late=True, reject_on_worker_lost=False,
+             ignore_result=True)
+def embed_chunk(self, run_id: int, index: int) -> str:
+    from embeddings.services import embedding_chunk_execute
+
+    return embedding_chunk_execute(run_id=run_id, index=index)
+
+
+@shared_task(bind=True, name="embeddings.tasks.place_images", acks_late=True, reject_on_worker_lost=False,
+             ignore_result=True, autoretry_for=(OSError,), retry_backoff=2, max_retries=3)
+def place_images(self, run_id: int, image_ids=None) -> int:
+    from embeddings.services import images_place_execute
+
+    return images_place_execute(run_id=run_id, image_ids=image_ids)
+
+
+@shared_task(name="embeddings.tasks.fail_stale_runs", ignore_result=True)
+def fail_stale_runs() -> int:
+    from embeddings.services import runs_fail_stale
+
+    return runs_fail_stale()
+
+
+# When celery beat runs, it reaps dead runs every minute; without beat the same
+# check happens on every run-status read and whenever a run starts.
+app.conf.beat_schedule = {
+    **(app.conf.beat_schedule or {}),
+    "embeddings-fail-stale-runs": {"task": "embeddings.tasks.fail_stale_runs", "schedule": 60.0},
+}

@@ -1,0 +1,124 @@
+"""Pages for the map, the cluster browser and training runs.
+
+The heavy data (the columnar map, clusters, run status) comes from the REST API
+in the browser; these views render the frame and the small facts the page needs
+first (classes, the current run, the past runs table).
+"""
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+
+from labeling.views import dataset_page, page_context
+
+from .models import ACTIVE_RUN_STATUSES, RunStatus, TrainingRun
+
+PAST_RUNS_SHOWN = 25
+RECONSTRUCTIONS_MAX = 32
+
+
+def _run_summary(run: TrainingRun | None) -> dict | None:
+    if run is None:
+        return None
+    return {
+        "id": run.id,
+        "status": run.status,
+        "finished": run.finished_at.isoformat() if run.finished_at else None,
+        "image_count": run.image_count,
+        "cluster_count": run.cluster_count,
+        "placed_count": run.placed_count,
+    }
+
+
+def _current_run(dataset) -> TrainingRun | None:
+    from .selectors import current_run
+
+    return current_run(dataset)
+
+
+@dataset_page("view")
+def dataset_map(request, dataset):
+    run = _current_run(dataset)
+    cluster = request.GET.get("cluster", "")
+    initial = {
+        "cluster": int(cluster) if cluster.lstrip("-").isdigit() else None,
+        "class": int(request.GET["class"]) if request.GET.get("class", "").isdigit() else None,
+        "unlabeled": request.GET.get("unlabeled") in {"1", "true"},
+        "color": request.GET.get("color") if request.GET.get("color") in {"cluster", "class", "confidence"} else None,
+    }
+    from .selectors import active_run
+
+    active = active_run(dataset)
+    active = {"id": active.id, "status": active.status} if active else None
+    context = page_context(
+        dataset, "map", run=run, active_run=active,
+        page_data={"run": _run_summary(run), "initial": initial, "active_run": active},
+    )
+    return render(request, "embeddings/map.html", context)
+
+
+@dataset_page("view")
+def dataset_clusters(request, dataset):
+    run = _current_run(dataset)
+    order = request.GET.get("order", "size")
+    if order not in {"size", "uncertainty"}:
+        order = "size"
+    context = page_context(dataset, "clusters", run=run, order=order,
+                           page_data={"run": _run_summary(run), "order": order})
+    return render(request, "embeddings/clusters.html", context)
+
+
+@dataset_page("view")
+def dataset_runs(request, dataset):
+    from .selectors import dataset_runs as runs_of
+
+    runs = list(runs_of(dataset).select_related("created_by")[:PAST_RUNS_SHOWN])
+    active = next((r for r in runs if r.status in ACTIVE_RUN_STATUSES), None)
+    latest_succeeded = next((r for r in runs if r.status == RunStatus.SUCCEEDED), None)
+    for run in runs:
+        run.timings = sorted((run.stage_timings or {}).items(), key=lambda kv: _STAGE_ORDER.get(kv[0], 99))
+        run.duration = (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
+    context = page_context(
+        dataset, "runs", runs=runs, active_run=active, latest_succeeded=latest_succeeded,
+        page_data={
+            "active_run": active.id if active else None,
+            "latest_succeeded": latest_succeeded.id if latest_succeeded else None,
+            "watch_run": runs[0].id if runs else None,
+        },
+    )
+    return render(request, "embeddings/runs.html", context)
+
+
+_STAGE_ORDER = {"preparing": 0, "training": 1, "embedding": 2, "layout": 3, "clustering": 4, "done": 5}
+
+
+@dataset_page("view")
+def run_reconstructions(request, dataset, run_id):
+    """Originals beside their reconstructions for a succeeded run, as data URLs."""
+    run = TrainingRun.objects.filter(dataset=dataset, pk=run_id).first()
+    if run is None:
+        raise Http404("No such run.")
+    if run.status != RunStatus.SUCCEEDED:
+        return JsonResponse({"detail": "Reconstructions exist only for succeeded runs.", "items": []}, status=409)
+    try:
+        n = max(1, min(int(request.GET.get("n", 16)), RECONSTRUCTIONS_MAX))
+    except ValueError:
+        n = 16
+    from .selectors import run_reconstruction_preview
+
+    items = run_reconstruction_preview(run, n)
+    return JsonResponse({"run": run.id, "items": [_preview_item(item) for item in items]})
+
+
+def _preview_item(item) -> dict:
+    """Normalise one preview entry to {image_id, original, reconstruction} data URLs."""
+    import base64
+
+    def as_url(value):
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return "data:image/png;base64," + base64.b64encode(bytes(value)).decode("ascii")
+        return value
+
+    return {
+        "image_id": item.get("image_id", item.get("id")),
+        "original": as_url(item.get("original")),
+        "reconstruction": as_url(item.get("reconstruction")),
+    }

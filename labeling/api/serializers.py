@@ -1,0 +1,323 @@
+"""Request and response shapes of the labeling API.
+
+Input serializers only check types and bounds; the services check the rules
+(unique names, the last admin, classes of the right dataset). Output
+serializers describe exactly what the views return, so the OpenAPI schema and
+Schemathesis see the real shapes.
+"""
+from rest_framework import serializers
+
+from labeling.models import Role
+from labeling.services.annotations import MAX_BULK_IMAGES, MAX_POLYGON_VERTICES
+
+MAX_ID = 2**63 - 1
+
+
+def IdField(**kwargs):
+    return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+# --- auth ------------------------------------------------------------------------------
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+# --- datasets ---------------------------------------------------------------------------
+
+
+class DatasetWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+
+
+class DatasetPatchSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+
+
+class DatasetSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices, source="user_role")
+    image_count = serializers.IntegerField()
+    labeled_count = serializers.IntegerField()
+    created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    labels_changed_at = serializers.DateTimeField(allow_null=True)
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+class MemberWriteSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberPatchSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    user_id = serializers.IntegerField()
+    username = serializers.CharField(source="user.username")
+    role = serializers.ChoiceField(choices=Role.choices)
+    created_at = serializers.DateTimeField()
+
+
+# --- classes -----------------------------------------------------------------------------------
+
+
+class LabelClassWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$", required=False, allow_null=True, max_length=7,
+                                   error_messages={"invalid": "Enter a colour like #1f77b4."})
+    shortcut = serializers.CharField(max_length=1, required=False, allow_blank=True, trim_whitespace=False)
+
+
+class LabelClassPatchSerializer(LabelClassWriteSerializer):
+    name = serializers.CharField(max_length=100, required=False)
+    color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$", required=False, max_length=7,
+                                   error_messages={"invalid": "Enter a colour like #1f77b4."})
+
+
+class LabelClassSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    color = serializers.CharField()
+    shortcut = serializers.CharField(allow_blank=True)
+    image_count = serializers.IntegerField(required=False)
+
+
+# --- images --------------------------------------------------------------------------------------
+
+
+class ImageListQuerySerializer(serializers.Serializer):
+    locals()["class"] = IdField(required=False, help_text="only images labelled with this class id")
+    cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9,
+                                       help_text="only images in this cluster of the current map")
+    unlabeled = serializers.BooleanField(required=False, default=False, help_text="only images without a class")
+    page = serializers.IntegerField(required=False, min_value=1)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500)
+
+
+class ImageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    dataset = serializers.IntegerField()
+    name = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    url = serializers.CharField()
+    thumbnail_url = serializers.CharField()
+    locals()["class"] = serializers.IntegerField(allow_null=True)
+    annotation_version = serializers.IntegerField()
+    cluster = serializers.IntegerField(allow_null=True)
+    x = serializers.FloatField(allow_null=True)
+    y = serializers.FloatField(allow_null=True)
+    suggestion = serializers.IntegerField(allow_null=True)
+    confidence = serializers.FloatField(allow_null=True)
+    reviewed = serializers.BooleanField()
+
+
+class ImageDetailSerializer(ImageSerializer):
+    format = serializers.CharField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    uploaded_at = serializers.DateTimeField()
+    author = serializers.IntegerField(allow_null=True)
+    updated = serializers.DateTimeField(allow_null=True)
+    reviewed_by = serializers.IntegerField(allow_null=True)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
+    run = serializers.IntegerField(allow_null=True)
+
+
+class UploadSerializer(serializers.Serializer):
+    files = serializers.ListField(child=serializers.FileField(), help_text="images or .zip archives")
+
+
+class UploadCreatedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class UploadSkippedSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class UploadRejectedSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    error = serializers.CharField()
+
+
+class UploadReportSerializer(serializers.Serializer):
+    created = UploadCreatedSerializer(many=True)
+    skipped = UploadSkippedSerializer(many=True)
+    rejected = UploadRejectedSerializer(many=True)
+
+
+# --- annotations -----------------------------------------------------------------------------------
+
+
+class AnnotationSetSerializer(serializers.Serializer):
+    locals()["class"] = IdField(allow_null=True, help_text="class id, or null to clear")
+    version = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1,
+                                       help_text="the annotation_version you saw; a stale one is a 409")
+
+
+class AnnotationDeleteQuerySerializer(serializers.Serializer):
+    version = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+
+class AnnotationSerializer(serializers.Serializer):
+    image = serializers.IntegerField()
+    locals()["class"] = serializers.IntegerField(allow_null=True)
+    annotation_version = serializers.IntegerField()
+    action_id = serializers.IntegerField(allow_null=True)
+    author = serializers.IntegerField(allow_null=True)
+    updated = serializers.DateTimeField(allow_null=True)
+
+
+class VersionConflictSerializer(ErrorSerializer):
+    current_version = serializers.IntegerField()
+    current_class = serializers.IntegerField(allow_null=True)
+
+
+class BulkSerializer(serializers.Serializer):
+    locals()["class"] = IdField(allow_null=True, help_text="class id, or null to clear")
+    image_ids = serializers.ListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES, allow_empty=True)
+    cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9)
+    polygon = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        required=False,
+        min_length=3,
+        max_length=MAX_POLYGON_VERTICES,
+        help_text="[[x, y], ...] in map coordinates",
+    )
+    exclude_image_ids = serializers.ListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES, default=list)
+
+    def validate(self, attrs):
+        given = [key for key in ("image_ids", "cluster", "polygon") if key in attrs]
+        if len(given) != 1:
+            raise serializers.ValidationError("Give exactly one of image_ids, cluster or polygon.")
+        return attrs
+
+
+class BulkResultSerializer(serializers.Serializer):
+    updated = serializers.IntegerField()
+    action_id = serializers.IntegerField()
+
+
+class UndoResultSerializer(serializers.Serializer):
+    action_id = serializers.IntegerField()
+    undo_action_id = serializers.IntegerField()
+    restored = serializers.IntegerField()
+    conflicts = serializers.ListField(child=serializers.IntegerField())
+
+
+class LabelActionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    source = serializers.CharField()
+    locals()["class"] = serializers.IntegerField(source="label_class_id", allow_null=True)
+    image_count = serializers.IntegerField()
+    user = serializers.IntegerField(source="user_id", allow_null=True)
+    username = serializers.CharField(source="user.username", allow_null=True, default=None)
+    created_at = serializers.DateTimeField()
+    undo_of = serializers.IntegerField(source="undo_of_id", allow_null=True)
+    undone_by = serializers.IntegerField(source="undone_by_id", allow_null=True)
+
+
+class ActionListQuerySerializer(serializers.Serializer):
+    mine = serializers.BooleanField(required=False, default=False)
+    page = serializers.IntegerField(required=False, min_value=1)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500)
+
+
+class HistoryEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    action_id = serializers.IntegerField()
+    kind = serializers.CharField()
+    source = serializers.CharField()
+    undo_of = serializers.IntegerField(allow_null=True)
+    old_class = serializers.IntegerField(allow_null=True)
+    new_class = serializers.IntegerField(allow_null=True)
+    version = serializers.IntegerField()
+    user = serializers.IntegerField(allow_null=True)
+    username = serializers.CharField(allow_null=True)
+    created = serializers.DateTimeField()
+
+
+# --- review --------------------------------------------------------------------------------------------
+
+
+class ReviewQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=500)
+
+
+class ReviewItemSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["cluster", "image"])
+    id = serializers.IntegerField()
+    reason = serializers.CharField()
+    score = serializers.FloatField()
+    image_ids = serializers.ListField(child=serializers.IntegerField())
+    suggested_class = serializers.IntegerField(allow_null=True)
+
+
+class ReviewResolveSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["cluster", "image"])
+    id = serializers.IntegerField(min_value=-1, max_value=MAX_ID)
+    outcome = serializers.ChoiceField(choices=["accepted", "relabelled", "reviewed"])
+    locals()["class"] = IdField(required=False, allow_null=True)
+    image_ids = serializers.ListField(child=IdField(), required=False, allow_null=True, max_length=MAX_BULK_IMAGES)
+
+
+class ReviewResolveResultSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    id = serializers.IntegerField()
+    outcome = serializers.CharField()
+    action_id = serializers.IntegerField(allow_null=True)
+    updated = serializers.IntegerField()
+
+
+class SuggestionsAcceptSerializer(serializers.Serializer):
+    image_ids = serializers.ListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES)
+    cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9)
+
+    def validate(self, attrs):
+        if ("image_ids" in attrs) == ("cluster" in attrs):
+            raise serializers.ValidationError("Give exactly one of image_ids or cluster.")
+        return attrs
+
+
+# --- export ---------------------------------------------------------------------------------------------
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=["json", "csv", "coco", "imagefolder"], default="json")
+    include_unlabeled = serializers.BooleanField(required=False, default=False)
+
+
+class ExportRowSerializer(serializers.Serializer):
+    image_id = serializers.IntegerField()
+    name = serializers.CharField()
+    sha256 = serializers.CharField()
+    locals()["class"] = serializers.CharField(allow_null=True)
+    class_id = serializers.IntegerField(allow_null=True)
+    author = serializers.CharField(allow_null=True)
+    updated = serializers.DateTimeField(allow_null=True)

@@ -1,0 +1,576 @@
+"""HTTP endpoints for datasets, members, classes, images, labels, review and export.
+
+Each view validates its input with a serializer, resolves the dataset through
+labeling.permissions (404 for non-members, 403 for too low a role), calls one
+service or selector and serializes the result.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.authtoken.models import Token
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from labeling import selectors
+from labeling.errors import PayloadTooLarge, ValidationFailed
+from labeling.models import LabelAction
+from labeling.permissions import dataset_for_user
+from labeling.services import annotations as annotation_services
+from labeling.services import datasets as dataset_services
+from labeling.services.exports import labels_export
+
+from . import serializers as s
+from .pagination import StandardPagination
+
+ERRORS = {
+    400: OpenApiResponse(s.ErrorSerializer, description="Invalid input"),
+    401: OpenApiResponse(s.ErrorSerializer, description="Not signed in"),
+    403: OpenApiResponse(s.ErrorSerializer, description="Role too low"),
+    404: OpenApiResponse(s.ErrorSerializer, description="No such object, or not a member"),
+}
+
+
+def errors(*codes):
+    return {code: ERRORS[code] for code in codes}
+
+
+def _validated(serializer_class, data, **kwargs) -> dict:
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _query(serializer_class, request, allowed_extra=()) -> dict:
+    """Query parameters checked against an allow-list: unknown ones are a 400."""
+    allowed = set(serializer_class().fields) | set(allowed_extra)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown query parameter(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}.",
+            fields=unknown,
+        )
+    return _validated(serializer_class, request.query_params)
+
+
+def _paginate(view: APIView, request, queryset, to_data):
+    paginator = getattr(view, "pagination_class", StandardPagination)()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(to_data(page))
+
+
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+class TokenView(APIView):
+    """Exchange a username and password for an API token (throttled)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(
+        request=s.TokenRequestSerializer,
+        responses={200: s.TokenSerializer, 400: ERRORS[400], 429: OpenApiResponse(s.ErrorSerializer)},
+        auth=[],
+        tags=["auth"],
+    )
+    def post(self, request):
+        data = _validated(s.TokenRequestSerializer, request.data)
+        user = authenticate(request=request._request, username=data["username"], password=data["password"])
+        if user is None or not user.is_active:
+            raise ValidationFailed("Unable to sign in with these credentials.", code="invalid_credentials")
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+
+
+class DatasetListView(APIView):
+    pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    @extend_schema(
+        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        responses={200: s.DatasetSerializer(many=True), **errors(401)},
+        tags=["datasets"],
+    )
+    def get(self, request):
+        return _paginate(self, request, selectors.datasets_for_user(request.user),
+                         lambda page: s.DatasetSerializer(page, many=True).data)
+
+    @extend_schema(request=s.DatasetWriteSerializer, responses={201: s.DatasetSerializer, **errors(400, 401)},
+                   tags=["datasets"])
+    def post(self, request):
+        data = _validated(s.DatasetWriteSerializer, request.data)
+        dataset = dataset_services.dataset_create(user=request.user, **data)
+        dataset = dataset_for_user(request.user, dataset.pk, "view")
+        return Response(s.DatasetSerializer(selectors.dataset_with_counts(dataset)).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailView(APIView):
+    @extend_schema(responses={200: s.DatasetSerializer, **errors(401, 404)}, tags=["datasets"])
+    def get(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "view")
+        return Response(s.DatasetSerializer(selectors.dataset_with_counts(dataset)).data)
+
+    @extend_schema(request=s.DatasetPatchSerializer, responses={200: s.DatasetSerializer, **errors(400, 401, 403, 404)},
+                   tags=["datasets"])
+    def patch(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "edit_dataset")
+        data = _validated(s.DatasetPatchSerializer, request.data)
+        dataset_services.dataset_update(dataset=dataset, **data)
+        return Response(s.DatasetSerializer(selectors.dataset_with_counts(dataset)).data)
+
+    @extend_schema(responses={204: None, **errors(401, 403, 404)}, tags=["datasets"])
+    def delete(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "delete_dataset")
+        dataset_services.dataset_delete(dataset=dataset)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- members ------------------------------------------------------------------------------------------
+
+
+class MemberListView(APIView):
+    pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    @extend_schema(
+        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        responses={200: s.MemberSerializer(many=True), **errors(401, 404)},
+        tags=["members"],
+    )
+    def get(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "view")
+        return _paginate(self, request, selectors.dataset_members(dataset),
+                         lambda page: s.MemberSerializer(page, many=True).data)
+
+    @extend_schema(request=s.MemberWriteSerializer,
+                   responses={201: s.MemberSerializer, **errors(400, 401, 403, 404), 409: ERRORS[400]},
+                   tags=["members"])
+    def post(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "manage_members")
+        data = _validated(s.MemberWriteSerializer, request.data)
+        membership = dataset_services.member_add(dataset=dataset, username=data["username"], role=data["role"])
+        return Response(s.MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailView(APIView):
+    @extend_schema(request=s.MemberPatchSerializer,
+                   responses={200: s.MemberSerializer, **errors(400, 401, 403, 404), 409: ERRORS[400]},
+                   tags=["members"])
+    def patch(self, request, dataset_id, user_id):
+        dataset = dataset_for_user(request.user, dataset_id, "manage_members")
+        data = _validated(s.MemberPatchSerializer, request.data)
+        membership = dataset_services.member_update_role(dataset=dataset, user_id=user_id, role=data["role"])
+        return Response(s.MemberSerializer(membership).data)
+
+    @extend_schema(responses={204: None, **errors(401, 403, 404), 409: ERRORS[400]}, tags=["members"])
+    def delete(self, request, dataset_id, user_id):
+        dataset = dataset_for_user(request.user, dataset_id, "manage_members")
+        dataset_services.member_remove(dataset=dataset, user_id=user_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- classes ---------------------------------------------------------------------------------------------
+
+
+class LabelClassListView(APIView):
+    pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    @extend_schema(
+        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        responses={200: s.LabelClassSerializer(many=True), **errors(401, 404)},
+        tags=["classes"],
+    )
+    def get(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "view")
+        return _paginate(self, request, selectors.dataset_classes(dataset),
+                         lambda page: s.LabelClassSerializer(page, many=True).data)
+
+    @extend_schema(request=s.LabelClassWriteSerializer,
+                   responses={201: s.LabelClassSerializer, **errors(400, 401, 403, 404)}, tags=["classes"])
+    def post(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "manage_classes")
+        data = _validated(s.LabelClassWriteSerializer, request.data)
+        label_class = dataset_services.label_class_create(dataset=dataset, **data)
+        return Response(s.LabelClassSerializer(label_class).data, status=status.HTTP_201_CREATED)
+
+
+class LabelClassDetailView(APIView):
+    @extend_schema(responses={200: s.LabelClassSerializer, **errors(401, 404)}, tags=["classes"])
+    def get(self, request, dataset_id, class_id):
+        dataset = dataset_for_user(request.user, dataset_id, "view")
+        label_class = selectors.dataset_classes(dataset).filter(pk=selectors.label_class_for_update(dataset, class_id).pk).get()
+        return Response(s.LabelClassSerializer(label_class).data)
+
+    @extend_schema(request=s.LabelClassPatchSerializer,
+                   responses={200: s.LabelClassSerializer, **errors(400, 401, 403, 404)}, tags=["classes"])
+    def patch(self, request, dataset_id, class_id):
+        dataset = dataset_for_user(request.user, dataset_id, "manage_classes")
+        label_class = selectors.label_class_for_update(dataset, class_id)
+        data = _validated(s.LabelClassPatchSerializer, request.data)
+        label_class = dataset_services.label_class_update(label_class=label_class, **data)
+        return Response(s.LabelClassSerializer(label_class).data)
+
+    @extend_schema(responses={204: None, **errors(401, 403, 404), 409: ERRORS[400]}, tags=["classes"])
+    def delete(self, request, dataset_id, class_id):
+        dataset = dataset_for_user(request.user, dataset_id, "manage_classes")
+        label_class = selectors.label_class_for_update(dataset, class_id)
+        dataset_services.label_class_delete(label_class=label_class)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- images ------------------------------------------------------------------------------------------------
+
+
+def image_payload(request, image, position: dict | None) -> dict:
+    annotation = selectors.image_annotation(image)
+    position = position or {}
+    return {
+        "id": image.pk,
+        "dataset": image.dataset_id,
+        "name": image.original_name,
+        "width": image.width,
+        "height": image.height,
+        "url": request.build_absolute_uri(f"/images/{image.pk}/file/"),
+        "thumbnail_url": request.build_absolute_uri(f"/images/{image.pk}/thumbnail/"),
+        "class": annotation.label_class_id if annotation else None,
+        "annotation_version": annotation.version if annotation else 0,
+        "cluster": position.get("cluster"),
+        "x": position.get("x"),
+        "y": position.get("y"),
+        "suggestion": position.get("suggestion"),
+        "confidence": position.get("confidence"),
+        "reviewed": bool(annotation and annotation.reviewed_by_id),
+    }
+
+
+class ImageListView(APIView):
+    pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        parameters=[s.ImageListQuerySerializer],
+        responses={200: s.ImageSerializer(many=True), **errors(400, 401, 404)},
+        tags=["images"],
+        description="The dataset's images by id. Only the listed query parameters are accepted; any other is a 400.",
+    )
+    def get(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "view")
+        query = _query(s.ImageListQuerySerializer, request)
+        class_id = query.get("class")
+        if class_id is not None:
+            selectors.label_class_in_dataset(dataset, class_id)
+        images = selectors.dataset_images(
+            dataset, class_id=class_id, cluster=query.get("cluster"), unlabeled=query.get("unlabeled", False)
+        )
+
+        def to_data(page):
+            positions = selectors.image_positions(dataset, [image.pk for image in page])
+            return [image_payload(request, image, positions.get(image.pk)) for image in page]
+
+        return _paginate(self, request, images, to_data)
+
+    @extend_schema(
+        request={"multipart/form-data": s.UploadSerializer},
+        responses={201: s.UploadReportSerializer, **errors(400, 401, 403, 404),
+                   413: OpenApiResponse(s.ErrorSerializer, description="Too many or too large files")},
+        tags=["images"],
+    )
+    def post(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "upload")
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.SIMLABEL_MAX_UPLOAD_BYTES:
+            raise PayloadTooLarge(f"An upload may be at most {settings.SIMLABEL_MAX_UPLOAD_BYTES} bytes.")
+        files = request.FILES.getlist("files")
+        if not files:
+            raise ValidationFailed("Send one or more files in the multipart field 'files'.", field="files")
+        if len(files) > settings.SIMLABEL_MAX_FILES_PER_REQUEST:
+            raise PayloadTooLarge(f"At most {settings.SIMLABEL_MAX_FILES_PER_REQUEST} files per request.")
+        from labeling.services.images import images_ingest
+
+        report = images_ingest(dataset=dataset, user=request.user, files=files)
+        return Response(report.as_dict(), status=status.HTTP_201_CREATED)
+
+
+class ImageDetailView(APIView):
+    @extend_schema(responses={200: s.ImageDetailSerializer, **errors(401, 404)}, tags=["images"])
+    def get(self, request, image_id):
+        image = selectors.image_for_user(request.user, image_id, "view")
+        detail = selectors.image_detail(image)
+        detail.update(
+            url=request.build_absolute_uri(f"/images/{image.pk}/file/"),
+            thumbnail_url=request.build_absolute_uri(f"/images/{image.pk}/thumbnail/"),
+        )
+        return Response(detail)
+
+
+class ImageHistoryView(APIView):
+    @extend_schema(responses={200: s.HistoryEntrySerializer(many=True), **errors(401, 404)}, tags=["annotations"],
+                   description="The image's label changes, newest first (at most 200).")
+    def get(self, request, image_id):
+        image = selectors.image_for_user(request.user, image_id, "view")
+        return Response(s.HistoryEntrySerializer(selectors.image_history(image), many=True).data)
+
+
+# --- annotations -----------------------------------------------------------------------------------------------
+
+
+def annotation_payload(annotation) -> dict:
+    action = getattr(annotation, "action", None)
+    return {
+        "image": annotation.image_id,
+        "class": annotation.label_class_id,
+        "annotation_version": annotation.version,
+        "action_id": action.pk if action else None,
+        "author": annotation.author_id,
+        "updated": annotation.updated_at,
+    }
+
+
+class AnnotationView(APIView):
+    @extend_schema(
+        request=s.AnnotationSetSerializer,
+        responses={200: s.AnnotationSerializer, **errors(400, 401, 403, 404),
+                   409: OpenApiResponse(s.VersionConflictSerializer, description="Stale version")},
+        tags=["annotations"],
+    )
+    def put(self, request, image_id):
+        image = selectors.image_for_user(request.user, image_id, "label")
+        data = _validated(s.AnnotationSetSerializer, request.data)
+        label_class = selectors.label_class_in_dataset(image.dataset, data["class"])
+        annotation = annotation_services.annotation_set(
+            image=image, label_class=label_class, user=request.user, expected_version=data.get("version")
+        )
+        return Response(annotation_payload(annotation))
+
+    @extend_schema(
+        parameters=[s.AnnotationDeleteQuerySerializer],
+        responses={200: s.AnnotationSerializer, **errors(400, 401, 403, 404),
+                   409: OpenApiResponse(s.VersionConflictSerializer, description="Stale version")},
+        tags=["annotations"],
+        description="Clears the image's class. `?version=` makes it conditional like PUT.",
+    )
+    def delete(self, request, image_id):
+        image = selectors.image_for_user(request.user, image_id, "label")
+        query = _query(s.AnnotationDeleteQuerySerializer, request)
+        annotation = annotation_services.annotation_set(
+            image=image, label_class=None, user=request.user, expected_version=query.get("version")
+        )
+        return Response(annotation_payload(annotation))
+
+
+class BulkAnnotationView(APIView):
+    @extend_schema(
+        request=s.BulkSerializer,
+        responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404)},
+        tags=["annotations"],
+        description="Applies one class (null clears) to a selection, a cluster of the current map, or the images "
+        "inside a lasso polygon, as one undoable action. Give exactly one of image_ids, cluster, polygon.",
+    )
+    def post(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "label")
+        data = _validated(s.BulkSerializer, request.data)
+        label_class = selectors.label_class_in_dataset(dataset, data["class"])
+        exclude = data.get("exclude_image_ids") or []
+        if "image_ids" in data:
+            ids = set(data["image_ids"]) - set(exclude)
+            action = annotation_services.annotations_apply_bulk(
+                dataset=dataset, user=request.user, label_class=label_class, image_ids=ids
+            )
+        elif "cluster" in data:
+            action = annotation_services.annotations_apply_to_cluster(
+                dataset=dataset, user=request.user, label_class=label_class, cluster=data["cluster"],
+                exclude_image_ids=exclude,
+            )
+        else:
+            action = annotation_services.annotations_apply_polygon(
+                dataset=dataset, user=request.user, label_class=label_class, polygon=data["polygon"],
+                exclude_image_ids=exclude,
+            )
+        return Response({"updated": action.image_count, "action_id": action.pk})
+
+
+class ActionListView(APIView):
+    pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    @extend_schema(
+        parameters=[s.ActionListQuerySerializer],
+        responses={200: s.LabelActionSerializer(many=True), **errors(400, 401, 404)},
+        tags=["annotations"],
+        description="Label actions, newest first; `mine=true` for your own (what you can undo).",
+    )
+    def get(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "view")
+        query = _query(s.ActionListQuerySerializer, request)
+        actions = selectors.label_actions(dataset, user=request.user if query.get("mine") else None)
+        return _paginate(self, request, actions, lambda page: s.LabelActionSerializer(page, many=True).data)
+
+
+class UndoView(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: s.UndoResultSerializer, **errors(401, 403, 404),
+                   409: OpenApiResponse(s.ErrorSerializer, description="Already undone")},
+        tags=["annotations"],
+        description="Restores each image's class before the action unless it changed since; those are listed "
+        "in `conflicts` and left alone. Only the action's author or a dataset admin may undo it.",
+    )
+    def post(self, request, dataset_id, action_id):
+        dataset = dataset_for_user(request.user, dataset_id, "label")
+        result = annotation_services.label_action_undo(dataset=dataset, user=request.user, action_id=action_id)
+        return Response(result)
+
+
+# --- review ----------------------------------------------------------------------------------------------------
+
+
+class ReviewQueueView(APIView):
+    @extend_schema(
+        parameters=[s.ReviewQuerySerializer],
+        responses={200: s.ReviewItemSerializer(many=True), **errors(400, 401, 404)},
+        tags=["review"],
+    )
+    def get(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "view")
+        query = _query(s.ReviewQuerySerializer, request)
+        from labeling.selectors.review import review_queue_for_dataset
+
+        items = review_queue_for_dataset(dataset, limit=query["limit"])
+        return Response(s.ReviewItemSerializer(items, many=True).data)
+
+
+def _resolution_payload(result, data) -> dict:
+    """review_item_resolve may return a LabelAction, a ReviewResolution or a dict; answer one shape."""
+    payload = {"kind": data["kind"], "id": data["id"], "outcome": data["outcome"], "action_id": None, "updated": 0}
+    if isinstance(result, dict):
+        payload.update({k: result[k] for k in ("action_id", "updated") if k in result})
+    elif isinstance(result, LabelAction):
+        payload.update(action_id=result.pk, updated=result.image_count)
+    elif result is not None:
+        action = getattr(result, "action", None)
+        if isinstance(action, LabelAction):
+            payload.update(action_id=action.pk, updated=action.image_count)
+    return payload
+
+
+class ReviewResolveView(APIView):
+    @extend_schema(
+        request=s.ReviewResolveSerializer,
+        responses={200: s.ReviewResolveResultSerializer, **errors(400, 401, 403, 404)},
+        tags=["review"],
+        description="accepted applies the item's suggestion; relabelled applies `class` to `image_ids` "
+        "(default: the item's images); reviewed marks it checked. The item leaves the queue.",
+    )
+    def post(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "review")
+        data = _validated(s.ReviewResolveSerializer, request.data)
+        label_class = selectors.label_class_in_dataset(dataset, data.get("class"))
+        if data["outcome"] == "relabelled" and label_class is None:
+            raise ValidationFailed("Relabelling needs a class.", field="class")
+        from labeling.services.review import review_item_resolve
+
+        result = review_item_resolve(
+            dataset=dataset, user=request.user, kind=data["kind"], object_id=data["id"], outcome=data["outcome"],
+            label_class=label_class, image_ids=data.get("image_ids"),
+        )
+        return Response(_resolution_payload(result, data))
+
+
+class SuggestionsAcceptView(APIView):
+    @extend_schema(
+        request=s.SuggestionsAcceptSerializer,
+        responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404)},
+        tags=["review"],
+        description="Applies each image's suggested class (the images given, or a whole cluster) as one action.",
+    )
+    def post(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "label")
+        data = _validated(s.SuggestionsAcceptSerializer, request.data)
+        from labeling.services.suggestions import suggestions_accept
+
+        action = suggestions_accept(
+            dataset=dataset, user=request.user, image_ids=data.get("image_ids"), cluster=data.get("cluster")
+        )
+        return Response({"updated": action.image_count if action else 0, "action_id": action.pk if action else None})
+
+
+# --- export -----------------------------------------------------------------------------------------------------
+
+EXPORT_JSON_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "array",
+            "description": "json: one row per image",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "image_id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "sha256": {"type": "string"},
+                    "class": {"type": "string", "nullable": True},
+                    "class_id": {"type": "integer", "nullable": True},
+                    "author": {"type": "string", "nullable": True},
+                    "updated": {"type": "string", "format": "date-time", "nullable": True},
+                },
+                "required": ["image_id", "name", "sha256", "class", "class_id", "author", "updated"],
+            },
+        },
+        {
+            "type": "object",
+            "description": "COCO: images, categories and one whole-image annotation per labelled image",
+            "properties": {
+                "info": {"type": "object"},
+                "images": {"type": "array", "items": {"type": "object"}},
+                "categories": {"type": "array", "items": {"type": "object"}},
+                "annotations": {"type": "array", "items": {"type": "object"}},
+            },
+            "required": ["images", "categories", "annotations"],
+        },
+    ]
+}
+
+
+class FormatParamIsNotARenderer(DefaultContentNegotiation):
+    """`?format=` names the export format here, not a DRF renderer; errors render as JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class ExportView(APIView):
+    content_negotiation_class = FormatParamIsNotARenderer
+    @extend_schema(
+        parameters=[s.ExportQuerySerializer],
+        responses={
+            (200, "application/json"): OpenApiResponse(EXPORT_JSON_SCHEMA, description="json or coco"),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="csv"),
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="imagefolder"),
+            **errors(400, 401, 403, 404),
+        },
+        tags=["export"],
+        description="All current labels, streamed as an attachment. JSON and CSV rows: image_id, name, sha256, "
+        "class (name), class_id, author, updated. COCO: images, categories, one whole-image annotation each. "
+        "imagefolder: a zip with one folder per class (and unlabeled/ with include_unlabeled=true).",
+    )
+    def get(self, request, dataset_id):
+        dataset = dataset_for_user(request.user, dataset_id, "export")
+        query = _query(s.ExportQuerySerializer, request)
+        export = labels_export(dataset=dataset, format=query["format"], include_unlabeled=query["include_unlabeled"])
+        response = StreamingHttpResponse(export.chunks, content_type=export.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
+        response["Cache-Control"] = "private, no-store"
+        return response
+

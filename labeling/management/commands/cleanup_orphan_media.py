@@ -1,0 +1,24 @@
+"""cleanup_orphan_media: delete stored image files that no image row points to."""
+from django.core.management.base import BaseCommand
+
+from labeling.management.commands.import_images import find_dataset
+from labeling.services.images import images_cleanup_orphans
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete image files and thumbnails left in storage without a database row "
+        "(e.g. after an ingest process was killed). Files younger than --min-age are kept, "
+        "since they may belong to an ingest still running."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", help="only this dataset (id or name); default all")
+        parser.add_argument("--min-age", type=float, default=3600, help="seconds a file must be old (default 3600)")
+
+    def handle(self, *args, **options):
+        dataset = find_dataset(options["dataset"]) if options["dataset"] else None
+        removed = images_cleanup_orphans(dataset=dataset, min_age_seconds=options["min_age"])
+        for name in removed:
+            self.stdout.write(f"removed {name}")
+        self.stdout.write(self.style.SUCCESS(f"{len(removed)} orphaned file(s) removed."))

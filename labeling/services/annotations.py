@@ -1,0 +1,598 @@
+"""Label writes: one image, a selection, a cluster, a lasso polygon, and undo.
+
+Concurrency rules (they hold on PostgreSQL and on SQLite):
+- every write locks the annotation rows it touches with SELECT ... FOR UPDATE,
+  always in ascending image id, so two bulk actions over overlapping images
+  queue behind each other instead of deadlocking (SQLite's IMMEDIATE
+  transactions serialise writers outright);
+- a single-image write that carries the version the client saw is applied with
+  a conditional UPDATE ... WHERE version = <seen>; a mismatch is a 409 with the
+  current version and class, so no annotator silently overwrites another;
+- every change appends one AnnotationHistory row per image (old and new class,
+  the version it produced, the user and the LabelAction), which is what undo
+  and the image history read.
+Bulk writes issue a fixed number of statements per chunk of ids (lock, one
+UPDATE, one multi-row INSERT of history), never one query per image.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from labeling.errors import Conflict, NotFound, PermissionRefused, ValidationFailed, VersionConflict
+from labeling.models import (
+    Annotation,
+    AnnotationHistory,
+    AnnotationSource,
+    Dataset,
+    Image,
+    LabelAction,
+    LabelClass,
+    Role,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BULK_IMAGES = 100_000
+MAX_POLYGON_VERTICES = 10_000
+HISTORY_BATCH = 2000
+
+
+def _id_chunk_size() -> int:
+    # Stay under the backend's bound-parameter limit (SQLite's can be 999).
+    limit = getattr(connection.features, "max_query_params", None) or 10_000
+    return max(100, min(10_000, limit - 20))
+
+
+def _chunks(seq, size=None):
+    size = size or _id_chunk_size()
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+@dataclass(frozen=True)
+class _Current:
+    annotation_id: int
+    class_id: int | None
+    version: int
+
+
+def _check_class(dataset_id: int, label_class: LabelClass | None) -> int | None:
+    if label_class is None:
+        return None
+    if label_class.dataset_id != dataset_id:
+        raise ValidationFailed("That class belongs to another dataset.", field="class")
+    return label_class.pk
+
+
+def _on_postgres() -> bool:
+    # PostgreSQL takes a whole id list as one array parameter (= ANY(%s),
+    # unnest(%s)): one short statement instead of thousands of placeholders.
+    return connection.vendor == "postgresql"
+
+
+def _check_images_in_dataset(dataset_id: int, image_ids: list[int]) -> None:
+    if _on_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT t.i FROM unnest(%s::bigint[]) AS t(i) WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {Image._meta.db_table} im WHERE im.id = t.i AND im.dataset_id = %s)",
+                [image_ids, dataset_id],
+            )
+            missing = sorted(row[0] for row in cursor.fetchall())
+        bad = len(missing)
+    else:
+        missing = []
+        bad = 0
+        for chunk in _chunks(image_ids):
+            present = set(Image.objects.filter(dataset_id=dataset_id, id__in=chunk).values_list("id", flat=True))
+            bad += len(chunk) - len(present)
+            if len(present) != len(chunk) and len(missing) < 20:
+                missing.extend(i for i in chunk if i not in present)
+    if bad:
+        raise ValidationFailed(
+            f"{bad} image id(s) are not images of this dataset; nothing was changed.",
+            field="image_ids",
+            invalid_image_ids=missing[:20],
+        )
+
+
+def _ensure_annotation_rows(dataset_id: int, image_ids: list[int]) -> None:
+    """Every image gets an Annotation row (version 0, no class) before it is locked.
+
+    A concurrent writer may insert the same rows: ON CONFLICT DO NOTHING waits
+    for it and then keeps its row.
+    """
+    if _on_postgres():
+        table = Annotation._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (image_id, dataset_id, label_class_id, author_id, source, updated_at, version, "
+                f"reviewed_by_id, reviewed_at) "
+                f"SELECT t.i, %s, NULL, NULL, %s, %s, 0, NULL, NULL FROM unnest(%s::bigint[]) AS t(i) "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {table} a WHERE a.image_id = t.i) "
+                f"ON CONFLICT (image_id) DO NOTHING",
+                [dataset_id, AnnotationSource.MANUAL, timezone.now(), image_ids],
+            )
+        return
+    for chunk in _chunks(image_ids):
+        existing = set(Annotation.objects.filter(image_id__in=chunk).values_list("image_id", flat=True))
+        missing = [i for i in chunk if i not in existing]
+        if missing:
+            Annotation.objects.bulk_create(
+                [Annotation(image_id=i, dataset_id=dataset_id, version=0) for i in missing],
+                batch_size=HISTORY_BATCH,
+                ignore_conflicts=True,
+            )
+
+
+def _lock_annotations(image_ids: list[int]) -> dict[int, _Current]:
+    """Locks the annotation rows of sorted `image_ids` in ascending order."""
+    current: dict[int, _Current] = {}
+    if _on_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, image_id, label_class_id, version FROM {Annotation._meta.db_table} "
+                f"WHERE image_id = ANY(%s::bigint[]) ORDER BY image_id FOR UPDATE",
+                [image_ids],
+            )
+            for ann_id, image_id, class_id, version in cursor.fetchall():
+                current[image_id] = _Current(ann_id, class_id, version)
+        return current
+    for chunk in _chunks(image_ids):
+        rows = (
+            Annotation.objects.select_for_update()
+            .filter(image_id__in=chunk)
+            .order_by("image_id")
+            .values_list("id", "image_id", "label_class_id", "version")
+        )
+        for ann_id, image_id, class_id, version in rows:
+            current[image_id] = _Current(ann_id, class_id, version)
+    return current
+
+
+def _after_labels_changed(dataset_id: int) -> None:
+    """After commit: mark the dataset's labels as changed and schedule suggestions.
+
+    Done after commit, not inside the transaction, so label writes never queue
+    on the dataset row.
+    """
+
+    def run():
+        Dataset.objects.filter(pk=dataset_id).update(labels_changed_at=timezone.now())
+        try:
+            from labeling.services.suggestions import suggestions_schedule_recompute
+        except ImportError:
+            return
+        try:
+            suggestions_schedule_recompute(dataset_id=dataset_id)
+        except Exception:  # suggestions are advisory: a broker hiccup must not fail labeling
+            log.exception("could not schedule suggestion recompute for dataset %s", dataset_id)
+
+    transaction.on_commit(run)
+
+
+def _write_changes(
+    *,
+    dataset_id: int,
+    user,
+    action: LabelAction,
+    changes: list[tuple[int, _Current]],
+    new_class_id: int | None,
+    source: str,
+    mark_reviewed: bool,
+    now,
+) -> None:
+    """Sets `new_class_id` on the locked rows in `changes` and appends their history."""
+    reviewer_id = user.pk if (mark_reviewed and user is not None) else None
+    reviewed_at = now if mark_reviewed else None
+    user_id = user.pk if user is not None else None
+    annotation_ids = [cur.annotation_id for _, cur in changes]
+    if _on_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Annotation._meta.db_table} SET label_class_id = %s, version = version + 1, author_id = %s, "
+                f"source = %s, updated_at = %s, reviewed_by_id = %s, reviewed_at = %s WHERE id = ANY(%s::bigint[])",
+                [new_class_id, user_id, source, now, reviewer_id, reviewed_at, annotation_ids],
+            )
+            cursor.execute(
+                f"INSERT INTO {AnnotationHistory._meta.db_table} (dataset_id, image_id, old_class_id, new_class_id, "
+                f"new_version, user_id, action_id, created_at) "
+                f"SELECT %s, t.image_id, t.old_class, %s, t.new_version, %s, %s, %s "
+                f"FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) AS t(image_id, old_class, new_version) "
+                f"ORDER BY t.image_id",
+                [dataset_id, new_class_id, user_id, action.pk, now,
+                 [i for i, _ in changes], [c.class_id for _, c in changes], [c.version + 1 for _, c in changes]],
+            )
+        return
+    for chunk in _chunks(annotation_ids):
+        Annotation.objects.filter(id__in=chunk).update(
+            label_class_id=new_class_id,
+            version=F("version") + 1,
+            author_id=user_id,
+            source=source,
+            updated_at=now,
+            reviewed_by_id=reviewer_id,
+            reviewed_at=reviewed_at,
+        )
+    AnnotationHistory.objects.bulk_create(
+        [
+            AnnotationHistory(
+                dataset_id=dataset_id,
+                image_id=image_id,
+                old_class_id=cur.class_id,
+                new_class_id=new_class_id,
+                new_version=cur.version + 1,
+                user_id=user_id,
+                action=action,
+                created_at=now,
+            )
+            for image_id, cur in changes
+        ],
+        batch_size=HISTORY_BATCH,
+    )
+
+
+# --- one image ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def annotation_set(
+    *,
+    image: Image,
+    label_class: LabelClass | None,
+    user,
+    expected_version: int | None = None,
+    source: str = AnnotationSource.MANUAL,
+    mark_reviewed: bool = False,
+) -> Annotation:
+    """Sets (or, with label_class None, clears) one image's class.
+
+    The returned annotation carries `.action` (the LabelAction, or None when
+    the class was already that one).
+    """
+    new_class_id = _check_class(image.dataset_id, label_class)
+    _ensure_annotation_rows(image.dataset_id, [image.pk])
+    annotation = Annotation.objects.select_for_update().get(image_id=image.pk)
+    if expected_version is not None and annotation.version != expected_version:
+        raise VersionConflict(
+            "Someone changed this image's class since you loaded it; reload and try again.",
+            current_version=annotation.version,
+            current_class=annotation.label_class_id,
+        )
+    now = timezone.now()
+    if annotation.label_class_id == new_class_id:
+        if mark_reviewed:
+            Annotation.objects.filter(pk=annotation.pk).update(reviewed_by=user, reviewed_at=now)
+            annotation.refresh_from_db()
+        annotation.action = None
+        return annotation
+    action = LabelAction.objects.create(
+        dataset_id=image.dataset_id,
+        user=user,
+        kind=LabelAction.Kind.SET if new_class_id else LabelAction.Kind.CLEAR,
+        source=source,
+        label_class_id=new_class_id,
+        image_count=1,
+    )
+    # Conditional on the version we locked: even without row locks (or if a
+    # backend ignored FOR UPDATE) a concurrent change cannot be overwritten.
+    updated = Annotation.objects.filter(pk=annotation.pk, version=annotation.version).update(
+        label_class_id=new_class_id,
+        version=annotation.version + 1,
+        author=user,
+        source=source,
+        updated_at=now,
+        reviewed_by=user if mark_reviewed else None,
+        reviewed_at=now if mark_reviewed else None,
+    )
+    if updated != 1:
+        raise VersionConflict("Someone changed this image's class at the same moment; reload and try again.")
+    AnnotationHistory.objects.create(
+        dataset_id=image.dataset_id,
+        image_id=image.pk,
+        old_class_id=annotation.label_class_id,
+        new_class_id=new_class_id,
+        new_version=annotation.version + 1,
+        user=user,
+        action=action,
+    )
+    _after_labels_changed(image.dataset_id)
+    annotation.refresh_from_db()
+    annotation.action = action
+    return annotation
+
+
+# --- many images ------------------------------------------------------------------------------
+
+
+def _clean_image_ids(image_ids, field="image_ids") -> list[int]:
+    try:
+        ids = sorted({int(i) for i in image_ids})
+    except (TypeError, ValueError):
+        raise ValidationFailed(f"{field} must be a list of integers.", field=field)
+    if len(ids) > MAX_BULK_IMAGES:
+        raise ValidationFailed(f"At most {MAX_BULK_IMAGES} images per action.", field=field)
+    return ids
+
+
+@transaction.atomic
+def annotations_apply_bulk(
+    *,
+    dataset: Dataset,
+    user,
+    label_class: LabelClass | None,
+    image_ids,
+    source: str = AnnotationSource.BULK,
+    mark_reviewed: bool = False,
+) -> LabelAction:
+    """Applies one class (None clears) to the given images as one LabelAction.
+
+    All ids must be images of `dataset`, else nothing changes. Images that
+    already carry the class are left alone; action.image_count is the number
+    whose class changed.
+    """
+    new_class_id = _check_class(dataset.pk, label_class)
+    ids = _clean_image_ids(image_ids)
+    _check_images_in_dataset(dataset.pk, ids)
+    _ensure_annotation_rows(dataset.pk, ids)
+    current = _lock_annotations(ids)
+    changes = [(image_id, current[image_id]) for image_id in ids if current[image_id].class_id != new_class_id]
+    if mark_reviewed:
+        # Images already carrying the class are confirmed by the reviewer too.
+        same = [current[i].annotation_id for i in ids if current[i].class_id == new_class_id]
+        now = timezone.now()
+        for chunk in _chunks(same):
+            Annotation.objects.filter(id__in=chunk).update(reviewed_by=user, reviewed_at=now)
+    action = LabelAction.objects.create(
+        dataset=dataset,
+        user=user,
+        kind=LabelAction.Kind.SET if new_class_id else LabelAction.Kind.CLEAR,
+        source=source,
+        label_class_id=new_class_id,
+        image_count=len(changes),
+    )
+    if changes:
+        _write_changes(
+            dataset_id=dataset.pk,
+            user=user,
+            action=action,
+            changes=changes,
+            new_class_id=new_class_id,
+            source=source,
+            mark_reviewed=mark_reviewed,
+            now=timezone.now(),
+        )
+        _after_labels_changed(dataset.pk)
+    return action
+
+
+def _require_map(dataset: Dataset):
+    from embeddings.selectors import current_run
+
+    run = current_run(dataset)
+    if run is None:
+        raise ValidationFailed("This dataset has no map yet: start a run first.")
+    return run
+
+
+def annotations_apply_to_cluster(
+    *,
+    dataset: Dataset,
+    user,
+    label_class: LabelClass | None,
+    cluster: int,
+    exclude_image_ids=(),
+    source: str = AnnotationSource.CLUSTER,
+    mark_reviewed: bool = False,
+) -> LabelAction:
+    from embeddings.selectors import cluster_image_ids
+
+    _check_class(dataset.pk, label_class)
+    _require_map(dataset)
+    ids = set(cluster_image_ids(dataset, int(cluster)))
+    if not ids:
+        raise ValidationFailed(f"The current map has no cluster {cluster}.", field="cluster")
+    ids -= set(_clean_image_ids(exclude_image_ids, field="exclude_image_ids"))
+    return annotations_apply_bulk(
+        dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source, mark_reviewed=mark_reviewed
+    )
+
+
+def clean_polygon(polygon) -> list[tuple[float, float]]:
+    if not isinstance(polygon, (list, tuple)):
+        raise ValidationFailed("polygon must be a list of [x, y] points.", field="polygon")
+    if len(polygon) < 3:
+        raise ValidationFailed("polygon needs at least 3 points.", field="polygon")
+    if len(polygon) > MAX_POLYGON_VERTICES:
+        raise ValidationFailed(f"polygon may have at most {MAX_POLYGON_VERTICES} points.", field="polygon")
+    points = []
+    for point in polygon:
+        if not isinstance(point, (list, tuple)) or len(point) != 2:
+            raise ValidationFailed("Each polygon point must be [x, y].", field="polygon")
+        try:
+            x, y = float(point[0]), float(point[1])
+        except (TypeError, ValueError):
+            raise ValidationFailed("Polygon coordinates must be numbers.", field="polygon")
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValidationFailed("Polygon coordinates must be finite numbers.", field="polygon")
+        points.append((x, y))
+    return points
+
+
+def annotations_apply_polygon(
+    *,
+    dataset: Dataset,
+    user,
+    label_class: LabelClass | None,
+    polygon,
+    exclude_image_ids=(),
+    source: str = AnnotationSource.BULK,
+) -> LabelAction:
+    from embeddings.selectors import image_ids_in_polygon
+
+    _check_class(dataset.pk, label_class)
+    points = clean_polygon(polygon)
+    _require_map(dataset)
+    ids = set(image_ids_in_polygon(dataset, points))
+    ids -= set(_clean_image_ids(exclude_image_ids, field="exclude_image_ids"))
+    return annotations_apply_bulk(dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source)
+
+
+# --- undo ----------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def label_action_undo(*, dataset: Dataset, user, action_id: int) -> dict:
+    """Restores each image the action changed to its class before the action.
+
+    An image whose annotation changed since (its version is no longer the one
+    this action produced) is left alone and reported in `conflicts`. The undo
+    is itself a LabelAction (kind undo) with history rows, so it can be
+    undone in turn. Only the action's author or a dataset admin may undo it.
+    """
+    from labeling.permissions import membership_role
+
+    try:
+        action_id = int(action_id)
+    except (TypeError, ValueError):
+        raise NotFound("No such action in this dataset.")
+    if not 0 < action_id < 2**63:
+        raise NotFound("No such action in this dataset.")
+    # Locking the action row makes a concurrent second undo wait and then see the first.
+    action = LabelAction.objects.select_for_update().filter(dataset=dataset, pk=action_id).first()
+    if action is None:
+        raise NotFound("No such action in this dataset.")
+    if action.user_id != user.pk and membership_role(user, dataset.pk) != Role.ADMIN:
+        raise PermissionRefused("Only the user who made an action, or a dataset admin, can undo it.")
+    previous_undo = LabelAction.objects.filter(undo_of=action).values_list("id", flat=True).first()
+    if previous_undo is not None:
+        raise Conflict("This action has already been undone.", undo_action_id=previous_undo)
+
+    history = list(
+        AnnotationHistory.objects.filter(action=action)
+        .order_by("image_id")
+        .values_list("image_id", "old_class_id", "new_version")
+    )
+    ids = [image_id for image_id, _, _ in history]
+    current = _lock_annotations(ids)
+    by_old_class: dict[int | None, list[tuple[int, _Current]]] = defaultdict(list)
+    conflicts: list[int] = []
+    for image_id, old_class_id, new_version in history:
+        cur = current.get(image_id)
+        if cur is None or cur.version != new_version:
+            conflicts.append(image_id)
+        else:
+            by_old_class[old_class_id].append((image_id, cur))
+    restored = sum(len(v) for v in by_old_class.values())
+    try:
+        with transaction.atomic():
+            undo = LabelAction.objects.create(
+                dataset=dataset,
+                user=user,
+                kind=LabelAction.Kind.UNDO,
+                source=AnnotationSource.UNDO,
+                label_class=None,
+                image_count=restored,
+                undo_of=action,
+            )
+    except IntegrityError:
+        raise Conflict("This action has already been undone.")
+    now = timezone.now()
+    for old_class_id, changes in by_old_class.items():
+        _write_changes(
+            dataset_id=dataset.pk,
+            user=user,
+            action=undo,
+            changes=changes,
+            new_class_id=old_class_id,
+            source=AnnotationSource.UNDO,
+            mark_reviewed=False,
+            now=now,
+        )
+    if restored:
+        _after_labels_changed(dataset.pk)
+    return {"action_id": action.pk, "undo_action_id": undo.pk, "restored": restored, "conflicts": conflicts}
+
+
+def last_undoable_action(*, dataset: Dataset, user) -> LabelAction | None:
+    """The user's newest action in the dataset that changed labels and is not undone yet."""
+    return (
+        LabelAction.objects.filter(dataset=dataset, user=user, undone_by_action__isnull=True, image_count__gt=0)
+        .exclude(kind=LabelAction.Kind.UNDO)
+        .order_by("-id")
+        .first()
+    )
+
+
+# --- a different class per image (accepting suggestions) ------------------------------------
+# Added by the review engineer: accepting suggestions applies each image's own
+# suggested class, yet it is one user action, so it needs one LabelAction that
+# spans several classes.  It reuses the locking and history writing above.
+
+
+@transaction.atomic
+def annotations_apply_mapping(
+    *,
+    dataset: Dataset,
+    user,
+    class_by_image: dict,
+    source: str = AnnotationSource.SUGGESTION,
+    mark_reviewed: bool = False,
+) -> LabelAction:
+    """Sets each image's class to class_by_image[image_id] (a LabelClass id) as ONE LabelAction.
+
+    All ids must be images of `dataset` and all classes classes of it, else
+    nothing changes.  action.label_class is the class when there is only one,
+    else None; action.image_count is the number of images whose class changed.
+    """
+    try:
+        mapping = {int(i): int(c) for i, c in class_by_image.items()}
+    except (TypeError, ValueError, AttributeError):
+        raise ValidationFailed("class_by_image must map image ids to class ids.", field="class_by_image")
+    ids = _clean_image_ids(mapping.keys())
+    class_ids = set(mapping.values())
+    known = set(LabelClass.objects.filter(dataset=dataset, id__in=class_ids).values_list("id", flat=True))
+    if known != class_ids:
+        raise ValidationFailed("Some classes are not classes of this dataset; nothing was changed.", field="class")
+    _check_images_in_dataset(dataset.pk, ids)
+    _ensure_annotation_rows(dataset.pk, ids)
+    current = _lock_annotations(ids)
+    by_class: dict[int, list[tuple[int, _Current]]] = defaultdict(list)
+    for image_id in ids:
+        if current[image_id].class_id != mapping[image_id]:
+            by_class[mapping[image_id]].append((image_id, current[image_id]))
+    now = timezone.now()
+    if mark_reviewed:
+        same = [current[i].annotation_id for i in ids if current[i].class_id == mapping[i]]
+        for chunk in _chunks(same):
+            Annotation.objects.filter(id__in=chunk).update(reviewed_by=user, reviewed_at=now)
+    changed = sum(len(v) for v in by_class.values())
+    action = LabelAction.objects.create(
+        dataset=dataset,
+        user=user,
+        kind=LabelAction.Kind.SET,
+        source=source,
+        label_class_id=next(iter(class_ids)) if len(class_ids) == 1 else None,
+        image_count=changed,
+    )
+    for class_id, changes in by_class.items():
+        _write_changes(
+            dataset_id=dataset.pk,
+            user=user,
+            action=action,
+            changes=changes,
+            new_class_id=class_id,
+            source=source,
+            mark_reviewed=mark_reviewed,
+            now=now,
+        )
+    if changed:
+        _after_labels_changed(dataset.pk)
+    return action

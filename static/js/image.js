@@ -1,0 +1,110 @@
+// Image page: class buttons and shortcuts (with the annotation version, so a
+// concurrent change is a readable 409, not a lost update), accept the
+// suggestion, prev/next, and the most similar images.
+import {
+  api, ApiError, classButtons, classChip, classIndex, el, getJSON, pageData, showError, thumbTile, toast,
+  typingInField, undoAction,
+} from "./common.js";
+
+const data = pageData();
+const datasetId = data.dataset.id;
+const classes = data.classes;
+const { byId: classById, byShortcut } = classIndex(classes);
+const image = data.image;
+const canLabel = data.allowed_actions.includes("label");
+const username = document.querySelector(".userbox span")?.firstChild?.textContent.trim() || "you";
+
+function renderCurrent() {
+  const box = document.getElementById("current-class");
+  const cls = classById.get(image.class);
+  box.replaceChildren(cls ? classChip(cls) : el("span", { class: "muted", text: "Unlabeled" }));
+  for (const button of document.querySelectorAll("#class-buttons button")) {
+    button.classList.toggle("primary", Number(button.dataset.classId) === image.class);
+  }
+}
+
+function addHistoryRow(before, after, actionId) {
+  let table = document.getElementById("history");
+  if (!table) return;
+  const row = el("tr", {},
+    el("td", { class: "nowrap small", text: new Date().toISOString().slice(0, 19).replace("T", " ") }),
+    el("td", { text: username }),
+    el("td", { text: `${classById.get(before)?.name ?? "unlabeled"} → ${classById.get(after)?.name ?? "unlabeled"}` }),
+    el("td", { class: "small", text: `Manual #${actionId ?? ""}` }));
+  table.querySelector("tbody").prepend(row);
+}
+
+async function setClass(cls) {
+  if (!canLabel) return;
+  const before = image.class;
+  try {
+    const result = cls
+      ? await api("PUT", `/api/images/${image.id}/annotation/`, { class: cls.id, version: image.version })
+      : await api("DELETE", `/api/images/${image.id}/annotation/?version=${image.version}`);
+    image.class = result.class;
+    image.version = result.annotation_version;
+    renderCurrent();
+    addHistoryRow(before, image.class, result.action_id);
+    const message = cls ? `Labeled as ${cls.name}.` : "Class cleared.";
+    toast(message, {
+      kind: "success",
+      action: result.action_id ? { label: "Undo", run: () => undoAction(datasetId, result.action_id, () => refresh()) } : null,
+    });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 409) {
+      toast("Someone changed this image's class while you were looking at it; the page now shows the current class. Choose again if needed.",
+        { kind: "warning", timeout: 12000 });
+      await refresh();
+    } else {
+      showError(err);
+    }
+  }
+}
+
+async function refresh() {
+  const current = await getJSON(`/api/images/${image.id}/`);
+  image.class = current.class;
+  image.version = current.annotation_version;
+  renderCurrent();
+}
+
+async function loadSimilar() {
+  const box = document.getElementById("similar");
+  if (image.suggested_class === undefined) return;
+  try {
+    const similar = await getJSON(`/api/images/${image.id}/similar/?k=24`);
+    if (!similar || !similar.length) {
+      box.replaceChildren(el("p", { class: "muted", text: "Similar images appear once the dataset has a map." }));
+      return;
+    }
+    box.replaceChildren(...similar.map((item) => {
+      const cls = classById.get(item.class);
+      const tile = thumbTile(item.id, { tag: "a", cls, title: `distance ${Number(item.distance).toFixed(3)}` });
+      return tile;
+    }));
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "muted", text: err.message }));
+  }
+}
+
+if (canLabel) {
+  const buttons = document.getElementById("class-buttons");
+  if (buttons) classButtons(buttons, classes, (cls) => setClass(cls));
+  document.getElementById("clear-class")?.addEventListener("click", () => setClass(null));
+  document.getElementById("accept-suggestion")?.addEventListener("click", () => setClass(classById.get(image.suggested_class)));
+}
+renderCurrent();
+
+document.addEventListener("keydown", (event) => {
+  if (typingInField(event) || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.key === "[" && image.previous) { window.location.href = `/images/${image.previous}/`; return; }
+  if (event.key === "]" && image.next) { window.location.href = `/images/${image.next}/`; return; }
+  if (!canLabel) return;
+  const cls = byShortcut.get(event.key.toLowerCase());
+  if (cls) { event.preventDefault(); setClass(cls); return; }
+  if (event.key === "a" && image.suggested_class) { event.preventDefault(); setClass(classById.get(image.suggested_class)); return; }
+  if (event.key === "0") { event.preventDefault(); setClass(null); }
+});
+
+loadSimilar();
+document.body.dataset.imageReady = "true";

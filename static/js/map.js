@@ -1,0 +1,495 @@
+// The cluster map: a Plotly scattergl of the current run's points, built from
+// the columnar /api/datasets/<id>/map/ answer with typed arrays (one trace per
+// class or cluster, no per-point objects), with hover previews, lasso/box
+// selection, bulk labeling in one request, and undo.
+import {
+  classButtons, classIndex, el, escapeForPlotly, getJSON, imagePageUrl, pageData, postJSON, showError,
+  thumbnailUrl, toast, typingInField, undoAction,
+} from "./common.js";
+
+const Plotly = window.Plotly;
+const data = pageData();
+const datasetId = data.dataset.id;
+const classes = data.classes;
+const { byId: classById, byShortcut } = classIndex(classes);
+const canLabel = data.allowed_actions.includes("label");
+const initial = data.initial || {};
+const SELECTION_PAGE = 100;
+const UNLABELED_COLOR = "#adb5bd";
+const CLUSTER_PALETTE = [
+  "#4c6ef5", "#f76707", "#37b24d", "#f03e3e", "#ae3ec9", "#a9745b", "#e64980", "#868e96", "#94d82d", "#15aabf",
+  "#364fc7", "#5c940d", "#e67700", "#c92a2a", "#862e9c", "#1c7ed6", "#d9480f", "#2b8a3e", "#7048e8", "#495057",
+];
+
+const plot = document.getElementById("map-plot");
+const state = {
+  points: null, // typed columns
+  traces: [], // per trace: Int32Array of point indices
+  colorMode: initial.color || (classes.length ? "class" : "cluster"),
+  unlabeledOnly: !!initial.unlabeled,
+  classFilter: initial.class ?? null,
+  clusterFilter: initial.cluster ?? null,
+  dragmode: "lasso",
+  selection: null, // {indices: Int32Array, excluded: Set<imageId>, polygon, page}
+  lastAction: null,
+  drawn: false,
+};
+
+// --- data ----------------------------------------------------------------------------------
+
+function columns(answer) {
+  const n = answer.image_ids ? answer.image_ids.length : 0;
+  const ids = Int32Array.from(answer.image_ids || []);
+  const x = Float32Array.from(answer.x || []);
+  const y = Float32Array.from(answer.y || []);
+  const cluster = Int32Array.from(answer.cluster || []);
+  const cls = new Int32Array(n);
+  const suggestion = new Int32Array(n);
+  const confidence = new Float32Array(n);
+  const classCol = answer.class || [];
+  const suggestionCol = answer.suggestion || [];
+  const confidenceCol = answer.confidence || [];
+  const indexOfId = new Map();
+  for (let i = 0; i < n; i++) {
+    cls[i] = classCol[i] == null ? -1 : classCol[i];
+    suggestion[i] = suggestionCol[i] == null ? -1 : suggestionCol[i];
+    confidence[i] = confidenceCol[i] == null ? NaN : confidenceCol[i];
+    indexOfId.set(ids[i], i);
+  }
+  return { run: answer.run, n, ids, x, y, cluster, cls, suggestion, confidence, indexOfId };
+}
+
+const timings = {};
+
+async function loadMap() {
+  const answer = await getJSON(`/api/datasets/${datasetId}/map/`);
+  timings.fetchedAt = timings.fetchedAt ?? performance.now();
+  state.points = columns(answer || {});
+  return state.points;
+}
+
+// --- traces ---------------------------------------------------------------------------------
+
+function passesFilters(p, i) {
+  if (state.unlabeledOnly && p.cls[i] !== -1) return false;
+  if (state.classFilter !== null && p.cls[i] !== state.classFilter) return false;
+  if (state.clusterFilter !== null && p.cluster[i] !== state.clusterFilter) return false;
+  return true;
+}
+
+function groupIndices(p, keyOf) {
+  const counts = new Map();
+  for (let i = 0; i < p.n; i++) {
+    if (!passesFilters(p, i)) continue;
+    const key = keyOf(i);
+    counts.set(key, (counts.get(key) || 0) + 1);
+  }
+  const groups = new Map();
+  for (const [key, count] of counts) groups.set(key, { indices: new Int32Array(count), fill: 0 });
+  for (let i = 0; i < p.n; i++) {
+    if (!passesFilters(p, i)) continue;
+    const group = groups.get(keyOf(i));
+    group.indices[group.fill++] = i;
+  }
+  return groups;
+}
+
+function pick(column, indices) {
+  const out = new Float32Array(indices.length);
+  for (let j = 0; j < indices.length; j++) out[j] = column[indices[j]];
+  return out;
+}
+
+function clusterColor(k) {
+  return k < CLUSTER_PALETTE.length ? CLUSTER_PALETTE[k] : `hsl(${(k * 137.508) % 360}, 62%, 48%)`;
+}
+
+function markerSize(n) {
+  return n > 50000 ? 3 : n > 10000 ? 4 : n > 2000 ? 5 : 7;
+}
+
+function buildTraces() {
+  const p = state.points;
+  const size = markerSize(p.n);
+  const traces = [];
+  const indexArrays = [];
+  const add = (indices, name, marker, extra = {}) => {
+    traces.push({
+      type: "scattergl", mode: "markers", x: pick(p.x, indices), y: pick(p.y, indices), name,
+      marker: { size, opacity: 0.85, ...marker }, hoverinfo: "none", ...extra,
+    });
+    indexArrays.push(indices);
+  };
+  if (state.colorMode === "cluster") {
+    const groups = groupIndices(p, (i) => p.cluster[i]);
+    for (const key of [...groups.keys()].sort((a, b) => a - b)) {
+      const g = groups.get(key);
+      add(g.indices, `cluster ${key} (${g.indices.length})`, { color: clusterColor(key) });
+    }
+  } else if (state.colorMode === "confidence") {
+    const groups = groupIndices(p, (i) => (Number.isNaN(p.confidence[i]) ? 0 : 1));
+    if (groups.has(0)) add(groups.get(0).indices, `no suggestion (${groups.get(0).indices.length})`, { color: UNLABELED_COLOR });
+    if (groups.has(1)) {
+      const indices = groups.get(1).indices;
+      add(indices, `suggestion confidence (${indices.length})`, {
+        color: pick(p.confidence, indices), colorscale: "Viridis", cmin: 0, cmax: 1, showscale: true,
+        colorbar: { title: { text: "confidence" }, thickness: 12, len: 0.6 },
+      });
+    }
+  } else {
+    const groups = groupIndices(p, (i) => p.cls[i]);
+    if (groups.has(-1)) add(groups.get(-1).indices, `unlabeled (${groups.get(-1).indices.length})`, { color: UNLABELED_COLOR, opacity: 0.6 });
+    for (const cls of classes) {
+      if (!groups.has(cls.id)) continue;
+      const g = groups.get(cls.id);
+      add(g.indices, `${escapeForPlotly(cls.name)} (${g.indices.length})`, { color: cls.color });
+    }
+  }
+  state.traces = indexArrays;
+  return traces;
+}
+
+function layout() {
+  const axis = { showgrid: false, zeroline: false, showticklabels: false, showline: false };
+  return {
+    margin: { l: 8, r: 8, t: 8, b: 8 },
+    dragmode: state.dragmode,
+    hovermode: "closest",
+    showlegend: true,
+    legend: { itemsizing: "constant", bgcolor: "rgba(255,255,255,0.8)", x: 1, xanchor: "right", y: 1 },
+    xaxis: axis,
+    yaxis: { ...axis, scaleanchor: "x", scaleratio: 1 },
+    // Filters re-zoom to what is shown; recolouring keeps the user's zoom.
+    uirevision: `${state.classFilter}|${state.clusterFilter}|${state.unlabeledOnly}`,
+    plot_bgcolor: "#ffffff",
+    paper_bgcolor: "#ffffff",
+  };
+}
+
+const plotConfig = {
+  responsive: true, displaylogo: false, scrollZoom: true,
+  modeBarButtonsToRemove: ["autoScale2d", "toggleSpikelines", "hoverClosestCartesian", "hoverCompareCartesian"],
+};
+
+async function draw() {
+  const traces = buildTraces();
+  if (!state.drawn) {
+    await Plotly.newPlot(plot, traces, layout(), plotConfig);
+    state.drawn = true;
+    wirePlotEvents();
+  } else {
+    await Plotly.react(plot, traces, layout(), plotConfig);
+  }
+  renderCounts();
+}
+
+// --- hover and click ---------------------------------------------------------------------
+
+const hoverCard = document.getElementById("hover-card");
+const hoverImg = document.getElementById("hover-img");
+const hoverText = document.getElementById("hover-text");
+
+function pointIndex(pt) {
+  const indices = state.traces[pt.curveNumber];
+  const j = pt.pointIndex ?? pt.pointNumber;
+  return indices ? indices[j] : undefined;
+}
+
+function describe(i) {
+  const p = state.points;
+  const cls = classById.get(p.cls[i]);
+  const parts = [`#${p.ids[i]}`, cls ? cls.name : "unlabeled", `cluster ${p.cluster[i]}`];
+  const sug = classById.get(p.suggestion[i]);
+  if (sug && !cls) parts.push(`suggests ${sug.name}${Number.isNaN(p.confidence[i]) ? "" : ` ${Math.round(p.confidence[i] * 100)}%`}`);
+  return parts.join(" · ");
+}
+
+function wirePlotEvents() {
+  plot.on("plotly_hover", (ev) => {
+    const pt = ev && ev.points && ev.points[0];
+    if (!pt) return;
+    const i = pointIndex(pt);
+    if (i === undefined) return;
+    hoverImg.src = thumbnailUrl(state.points.ids[i]);
+    hoverText.textContent = describe(i);
+    const mouse = ev.event || {};
+    const left = (mouse.clientX || 0) + 16;
+    const top = (mouse.clientY || 0) + 16;
+    hoverCard.style.left = `${Math.min(left, window.innerWidth - 160)}px`;
+    hoverCard.style.top = `${Math.min(top, window.innerHeight - 190)}px`;
+    hoverCard.classList.remove("hidden");
+  });
+  plot.on("plotly_unhover", () => hoverCard.classList.add("hidden"));
+  plot.on("plotly_click", (ev) => {
+    const pt = ev && ev.points && ev.points[0];
+    if (!pt) return;
+    const i = pointIndex(pt);
+    if (i === undefined) return;
+    const url = imagePageUrl(state.points.ids[i]);
+    if (ev.event && (ev.event.ctrlKey || ev.event.metaKey)) window.open(url, "_blank", "noopener");
+    else window.location.href = url;
+  });
+  plot.on("plotly_selected", (ev) => onSelected(ev));
+  plot.on("plotly_deselect", () => setSelection(null));
+  plot.on("plotly_legendclick", () => { setTimeout(() => { if (state.selection) renderSelection(); }, 0); return true; });
+}
+
+// --- selection ----------------------------------------------------------------------------
+
+function allPointsShown() {
+  if (state.unlabeledOnly || state.classFilter !== null || state.clusterFilter !== null) return false;
+  return (plot.data || []).every((trace) => trace.visible === undefined || trace.visible === true);
+}
+
+function onSelected(ev) {
+  if (!ev || !ev.points || !ev.points.length) {
+    setSelection(null);
+    return;
+  }
+  const indices = new Int32Array(ev.points.length);
+  let count = 0;
+  for (const pt of ev.points) {
+    const i = pointIndex(pt);
+    if (i !== undefined) indices[count++] = i;
+  }
+  let polygon = null;
+  // A lasso over the whole, unfiltered map is sent as its polygon (compact);
+  // anything else as ids, so hidden points are never labeled.
+  if (ev.lassoPoints && ev.lassoPoints.x && allPointsShown()) {
+    polygon = ev.lassoPoints.x.map((x, k) => [Number(x), Number(ev.lassoPoints.y[k])]);
+  }
+  setSelection({ indices: indices.slice(0, count), excluded: new Set(), polygon, page: 0 });
+}
+
+const panel = document.getElementById("selection-panel");
+const selectionThumbs = document.getElementById("selection-thumbs");
+const selectionPager = document.getElementById("selection-pager");
+
+function setSelection(selection) {
+  state.selection = selection && selection.indices.length ? selection : null;
+  renderSelection();
+}
+
+function clearSelection() {
+  setSelection(null);
+  if (state.drawn) {
+    Plotly.restyle(plot, { selectedpoints: [null] });
+    Plotly.relayout(plot, { selections: [] });
+  }
+}
+
+function renderSelection() {
+  const sel = state.selection;
+  panel.classList.toggle("hidden", !sel);
+  if (!sel) return;
+  const p = state.points;
+  const total = sel.indices.length;
+  document.getElementById("selection-count").textContent = String(total - sel.excluded.size);
+  document.getElementById("selection-excluded").textContent = sel.excluded.size ? `${sel.excluded.size} left out.` : "";
+  const pages = Math.max(1, Math.ceil(total / SELECTION_PAGE));
+  sel.page = Math.min(sel.page, pages - 1);
+  const start = sel.page * SELECTION_PAGE;
+  const tiles = [];
+  for (let j = start; j < Math.min(total, start + SELECTION_PAGE); j++) {
+    const i = sel.indices[j];
+    const id = p.ids[i];
+    const cls = classById.get(p.cls[i]);
+    const tile = el("button", {
+      type: "button", class: `thumb${sel.excluded.has(id) ? " excluded" : ""}${cls ? " labeled" : ""}`,
+      dataset: { imageId: id }, title: `${describe(i)} — click to leave it out`,
+      style: { "--class-color": cls ? cls.color : "transparent" },
+    }, el("img", { src: thumbnailUrl(id), alt: `image ${id}`, loading: "lazy" }));
+    if (cls) tile.append(el("span", { class: "tag", text: cls.name }));
+    tile.addEventListener("click", () => {
+      if (sel.excluded.has(id)) sel.excluded.delete(id); else sel.excluded.add(id);
+      tile.classList.toggle("excluded", sel.excluded.has(id));
+      document.getElementById("selection-count").textContent = String(total - sel.excluded.size);
+      document.getElementById("selection-excluded").textContent = sel.excluded.size ? `${sel.excluded.size} left out.` : "";
+    });
+    tiles.push(tile);
+  }
+  selectionThumbs.replaceChildren(...tiles);
+  selectionPager.replaceChildren();
+  if (pages > 1) {
+    selectionPager.append(
+      el("button", { type: "button", class: "small", disabled: sel.page === 0, onclick: () => { sel.page -= 1; renderSelection(); } }, "← Prev"),
+      el("span", { class: "muted small", text: `${sel.page + 1} / ${pages}` }),
+      el("button", { type: "button", class: "small", disabled: sel.page >= pages - 1, onclick: () => { sel.page += 1; renderSelection(); } }, "Next →"),
+    );
+  }
+}
+
+async function applyClass(cls) {
+  const sel = state.selection;
+  if (!sel || !canLabel) return;
+  const p = state.points;
+  const body = { class: cls.id };
+  if (sel.polygon) {
+    body.polygon = sel.polygon;
+    body.exclude_image_ids = [...sel.excluded];
+  } else {
+    const ids = [];
+    for (const i of sel.indices) if (!sel.excluded.has(p.ids[i])) ids.push(p.ids[i]);
+    if (!ids.length) { toast("Every selected image is left out: nothing to label.", { kind: "warning" }); return; }
+    body.image_ids = ids;
+  }
+  setBusy(true);
+  try {
+    const result = await postJSON(`/api/datasets/${datasetId}/annotations/bulk/`, body);
+    const updated = result.updated ?? 0;
+    clearSelection();
+    await refresh();
+    rememberAction(result.action_id, `Labeled ${updated} image${updated === 1 ? "" : "s"} as ${cls.name}`);
+  } catch (err) {
+    showError(err);
+  } finally {
+    setBusy(false);
+  }
+}
+
+function setBusy(busy) {
+  for (const button of panel.querySelectorAll("button")) button.disabled = busy;
+}
+
+function rememberAction(actionId, message) {
+  state.lastAction = actionId ? { id: actionId, message } : null;
+  renderLastAction();
+  if (actionId) toast(message, { kind: "success", action: { label: "Undo", run: () => undoLast() }, timeout: 12000 });
+}
+
+function undoLast() {
+  const action = state.lastAction;
+  if (!action) return;
+  state.lastAction = null;
+  renderLastAction();
+  return undoAction(datasetId, action.id, () => refresh());
+}
+
+function renderLastAction() {
+  let box = document.getElementById("last-action");
+  if (!box) {
+    box = el("div", { id: "last-action", class: "row small", style: { "margin-top": ".6rem" } });
+    document.getElementById("counts-card").append(box);
+  }
+  box.replaceChildren();
+  if (!state.lastAction) return;
+  box.append(el("span", { text: `${state.lastAction.message}.` }),
+    el("button", { type: "button", class: "small", id: "undo-last", onclick: () => undoLast() }, "Undo"));
+}
+
+async function refresh() {
+  await loadMap();
+  fillFilterOptions();
+  await draw();
+}
+
+// --- counts, filters, controls --------------------------------------------------------------
+
+function renderCounts() {
+  const p = state.points;
+  const counts = new Map();
+  for (let i = 0; i < p.n; i++) counts.set(p.cls[i], (counts.get(p.cls[i]) || 0) + 1);
+  const rows = [];
+  for (const cls of classes) {
+    rows.push(el("div", { class: "count-row" },
+      el("span", { class: "chip", style: { "--class-color": cls.color } }, el("span", { class: "swatch" }), cls.name,
+        cls.shortcut ? el("kbd", { text: cls.shortcut }) : null),
+      el("b", { id: `count-class-${cls.id}`, text: String(counts.get(cls.id) || 0) })));
+  }
+  rows.push(el("div", { class: "count-row" },
+    el("span", { class: "chip" }, el("span", { class: "swatch", style: { "--class-color": UNLABELED_COLOR } }), "unlabeled"),
+    el("b", { id: "count-unlabeled", text: String(counts.get(-1) || 0) })));
+  rows.push(el("div", { class: "count-row muted small" }, el("span", { text: "on the map" }), el("span", { text: String(p.n) })));
+  document.getElementById("class-counts").replaceChildren(...rows);
+}
+
+const colorSelect = document.getElementById("color-mode");
+const unlabeledBox = document.getElementById("filter-unlabeled");
+const classSelect = document.getElementById("filter-class");
+const clusterSelect = document.getElementById("filter-cluster");
+
+function fillFilterOptions() {
+  const p = state.points;
+  classSelect.replaceChildren(el("option", { value: "" }, "All classes"),
+    ...classes.map((cls) => el("option", { value: cls.id }, cls.name)));
+  classSelect.value = state.classFilter === null ? "" : String(state.classFilter);
+  const clusterSizes = new Map();
+  for (let i = 0; i < p.n; i++) clusterSizes.set(p.cluster[i], (clusterSizes.get(p.cluster[i]) || 0) + 1);
+  clusterSelect.replaceChildren(el("option", { value: "" }, "All clusters"),
+    ...[...clusterSizes.keys()].sort((a, b) => a - b).map((k) => el("option", { value: k }, `cluster ${k} (${clusterSizes.get(k)})`)));
+  clusterSelect.value = state.clusterFilter === null ? "" : String(state.clusterFilter);
+}
+
+function syncUrl() {
+  const params = new URLSearchParams();
+  if (state.clusterFilter !== null) params.set("cluster", state.clusterFilter);
+  if (state.classFilter !== null) params.set("class", state.classFilter);
+  if (state.unlabeledOnly) params.set("unlabeled", "1");
+  params.set("color", state.colorMode);
+  history.replaceState(null, "", `${location.pathname}?${params}`);
+}
+
+function onControlsChanged() {
+  state.colorMode = colorSelect.value;
+  state.unlabeledOnly = unlabeledBox.checked;
+  state.classFilter = classSelect.value === "" ? null : Number(classSelect.value);
+  state.clusterFilter = clusterSelect.value === "" ? null : Number(clusterSelect.value);
+  clearSelection();
+  syncUrl();
+  draw().catch(showError);
+}
+
+function setDragmode(mode) {
+  state.dragmode = mode;
+  for (const [id, m] of [["mode-lasso", "lasso"], ["mode-box", "select"], ["mode-pan", "pan"]]) {
+    document.getElementById(id).classList.toggle("primary", m === mode);
+  }
+  if (state.drawn) Plotly.relayout(plot, { dragmode: mode });
+}
+
+function wireControls() {
+  colorSelect.value = state.colorMode;
+  unlabeledBox.checked = state.unlabeledOnly;
+  for (const control of [colorSelect, unlabeledBox, classSelect, clusterSelect]) control.addEventListener("change", onControlsChanged);
+  document.getElementById("mode-lasso").addEventListener("click", () => setDragmode("lasso"));
+  document.getElementById("mode-box").addEventListener("click", () => setDragmode("select"));
+  document.getElementById("mode-pan").addEventListener("click", () => setDragmode("pan"));
+  document.getElementById("selection-clear").addEventListener("click", () => clearSelection());
+  const buttons = document.getElementById("class-buttons");
+  if (buttons) classButtons(buttons, classes, (cls) => applyClass(cls));
+  document.addEventListener("keydown", (event) => {
+    if (typingInField(event) || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === "Escape") { clearSelection(); return; }
+    const cls = byShortcut.get(event.key.toLowerCase());
+    if (state.selection && cls && canLabel) { event.preventDefault(); applyClass(cls); return; }
+    if (event.key === "l") setDragmode("lasso");
+    else if (event.key === "b") setDragmode("select");
+    else if (event.key === "p") setDragmode("pan");
+  });
+  setDragmode(state.dragmode);
+}
+
+// --- start ---------------------------------------------------------------------------------------
+
+async function start() {
+  wireControls();
+  try {
+    const p = await loadMap();
+    if (!p.n) {
+      document.getElementById("map-empty").classList.remove("hidden");
+      document.getElementById("class-counts").replaceChildren(el("span", { class: "muted small", text: "No map yet." }));
+    } else {
+      document.getElementById("map-empty").classList.add("hidden");
+      if (state.clusterFilter !== null && state.colorMode === "class" && !classes.length) state.colorMode = "cluster";
+      fillFilterOptions();
+      await draw();
+    }
+  } catch (err) {
+    showError(err);
+  }
+  // Tests and the browser benchmark wait for this flag.
+  window.simlabelMap = { ready: true, readyAt: performance.now(), points: state.points ? state.points.n : 0, ...timings };
+  document.body.dataset.mapReady = "true";
+}
+
+start();

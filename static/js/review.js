@@ -1,0 +1,94 @@
+// Review queue: the most useful items first; reviewers accept the suggestion,
+// relabel (all or some of the item's images) or mark the item reviewed.
+import { classChip, classIndex, el, getJSON, pageData, postJSON, showError, thumbTile, toast, undoAction } from "./common.js";
+
+const data = pageData();
+const datasetId = data.dataset.id;
+const classes = data.classes;
+const { byId: classById } = classIndex(classes);
+const canReview = data.allowed_actions.includes("review");
+const box = document.getElementById("review-items");
+const SHOWN = 24;
+
+async function resolve(item, card, outcome, extra = {}) {
+  for (const button of card.querySelectorAll("button")) button.disabled = true;
+  try {
+    const result = await postJSON(`/api/datasets/${datasetId}/review/resolve/`, { kind: item.kind, id: item.id, outcome, ...extra });
+    card.remove();
+    const words = { accepted: "Suggestion accepted", relabelled: "Relabelled", reviewed: "Marked reviewed" }[outcome];
+    const count = result && result.updated ? ` (${result.updated} image${result.updated === 1 ? "" : "s"})` : "";
+    toast(`${words}${count}.`, {
+      kind: "success",
+      action: result && result.action_id ? { label: "Undo", run: () => undoAction(datasetId, result.action_id, () => load()) } : null,
+      timeout: 10000,
+    });
+    if (!box.querySelector(".review-item")) load();
+  } catch (err) {
+    showError(err);
+    for (const button of card.querySelectorAll("button")) button.disabled = false;
+  }
+}
+
+function itemCard(item) {
+  const excluded = new Set();
+  const card = el("section", { class: "card review-item", dataset: { kind: item.kind, id: item.id } });
+  const suggested = classById.get(item.suggested_class);
+  const title = item.kind === "cluster" ? `Cluster ${item.id}` : `Image ${item.id}`;
+  const link = item.kind === "cluster" ? `/datasets/${datasetId}/map/?cluster=${item.id}` : `/images/${item.id}/`;
+  card.append(el("div", { class: "page-head", style: { "margin-bottom": ".3rem" } },
+    el("div", {},
+      el("h2", { style: { margin: 0 } }, el("span", { class: "badge", text: item.kind }), " ", el("a", { href: link, text: title })),
+      el("p", { text: item.reason })),
+    el("span", { class: "muted small", text: `score ${Number(item.score).toFixed(2)}` })));
+  if (suggested) card.append(el("p", { class: "small" }, "Suggested: ", classChip(suggested)));
+  const thumbs = el("div", { class: "thumbs small" });
+  for (const id of (item.image_ids || []).slice(0, SHOWN)) {
+    const tile = thumbTile(id, { title: canReview ? `Image ${id}: click to leave it out of a relabel` : `Image ${id}` });
+    if (canReview) {
+      tile.addEventListener("click", () => {
+        if (excluded.has(id)) excluded.delete(id); else excluded.add(id);
+        tile.classList.toggle("excluded", excluded.has(id));
+      });
+    } else {
+      tile.addEventListener("click", () => { window.location.href = `/images/${id}/`; });
+    }
+    thumbs.append(tile);
+  }
+  card.append(thumbs);
+  if ((item.image_ids || []).length > SHOWN) card.append(el("p", { class: "muted small", text: `and ${item.image_ids.length - SHOWN} more` }));
+  if (canReview) {
+    const actions = el("div", { class: "row", style: { "margin-top": ".6rem" } });
+    if (suggested) {
+      actions.append(el("button", { type: "button", class: "primary small accept", onclick: () => resolve(item, card, "accepted") }, `Accept ${suggested.name}`));
+    }
+    if (classes.length) {
+      const select = el("select", { "aria-label": "Relabel as", class: "relabel-class" },
+        ...classes.map((cls) => el("option", { value: cls.id, selected: suggested && cls.id === suggested.id }, cls.name)));
+      actions.append(select, el("button", {
+        type: "button", class: "small relabel",
+        onclick: () => {
+          const extra = { class: Number(select.value) };
+          if (excluded.size) extra.image_ids = item.image_ids.filter((id) => !excluded.has(id));
+          resolve(item, card, "relabelled", extra);
+        },
+      }, "Relabel"));
+    }
+    actions.append(el("button", { type: "button", class: "small reviewed", onclick: () => resolve(item, card, "reviewed") }, "Mark reviewed"));
+    card.append(actions);
+  }
+  return card;
+}
+
+async function load() {
+  try {
+    const items = await getJSON(`/api/datasets/${datasetId}/review/?limit=50`);
+    box.replaceChildren(...(items.length ? items.map(itemCard)
+      : [el("div", { class: "card" }, el("p", { class: "muted", text: "Nothing to review right now." }))]));
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "notice error", text: err.message }));
+  }
+  document.body.dataset.reviewReady = "true";
+}
+
+document.getElementById("reload-queue").addEventListener("click", () => load());
+load();

@@ -1,0 +1,64 @@
+"""Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright for Python."""
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("SIMLABEL_CHROMIUM", "/usr/bin/chromium")
+# Playwright's sync API keeps an event loop in this thread; the test's own ORM
+# calls (checking the database after each step) are still plain sync code.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    if Path(CHROMIUM).exists():
+        return
+    skip = pytest.mark.skip(reason=f"headless Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        browser.close()
+
+
+class PageWatch:
+    """Collects JS errors, console errors and CSP violations of a page."""
+
+    def __init__(self, page):
+        self.errors = []
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("console", self._console)
+        # Every CSP violation fires this DOM event; keep them where the test can read them.
+        page.add_init_script(
+            "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+            "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+        )
+
+    def _console(self, message):
+        if message.type == "error":
+            self.errors.append(f"console: {message.text} @ {message.location.get('url', '')}")
+
+    def check(self, page):
+        csp = page.evaluate("window.__csp || []")
+        assert not csp, f"CSP violations: {csp}"
+        assert not self.errors, "JS errors:\n" + "\n".join(self.errors)
+
+
+@pytest.fixture
+def browser_page(chromium_browser, live_server):
+    context = chromium_browser.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.watch = PageWatch(page)
+    yield page
+    context.close()

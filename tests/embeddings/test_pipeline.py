@@ -1,0 +1,153 @@
+"""The pipeline executed in this process: stages, rows, artifacts, failure, placement, chunking."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from embeddings import selectors, storage
+from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
+from embeddings.services import (
+    embedding_chunk_execute,
+    images_place_execute,
+    run_params_validate,
+    training_run_execute,
+)
+from embeddings.services.pipeline import chunk_bounds, embed_in_chunks, read_helper_chunk
+# The factories sit beside the tests; importable whether or not tests/ is a package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
+
+# The run's heartbeat thread writes through its own connection: data must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PARAMS = {**FAST_PARAMS, "tsne_iterations": 60}
+
+
+def queued_run(dataset, **params):
+    return TrainingRun.objects.create(dataset=dataset, params=run_params_validate({**PARAMS, **params}))
+
+
+@pytest.fixture
+def dataset(make_user, make_dataset):
+    ds = make_dataset("Kinds", admin=make_user())
+    add_kind_images(ds, per_kind=10)
+    return ds
+
+
+def test_a_run_embeds_lays_out_and_clusters_every_image(dataset):
+    run = queued_run(dataset)
+    assert training_run_execute(run_id=run.pk, worker_name="test") == "succeeded"
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.stage == RunStage.DONE and run.progress == 1.0
+    assert run.error == "" and run.attempts == 1 and run.finished_at >= run.started_at
+    assert (run.input_size, run.channels) == (16, 1)
+    assert run.metrics["n_images"] == 30 and run.metrics["n_clusters"] == run.cluster_count == 3
+    assert run.metrics["code_size"] == 4 and run.metrics["final_loss"] > 0
+    assert len(run.metrics["epoch_losses"]) == 3
+    assert set(run.stage_timings) >= {"preparing", "training", "embedding", "layout", "clustering"}
+    assert run.loss_curve and all("loss" in p for p in run.loss_curve)
+
+    rows = ImageEmbedding.objects.filter(run=run)
+    assert rows.count() == 30 and not rows.filter(placed_after_run=True).exists()
+    first = rows.order_by("image_id").first()
+    code = np.frombuffer(bytes(first.code), dtype=np.float32)
+    assert code.shape == (4,) and np.isfinite(code).all()
+    codes = storage.read_array(run, storage.CODES)
+    assert np.array_equal(codes[0], code)
+    assert storage.read_array(run, storage.LAYOUT).shape == (30, 2)
+    model = storage.read_model(run)  # loads with weights_only=True
+    assert model.code_size == 4
+    assert selectors.current_run(dataset) == run
+
+    # a redelivered message for a finished run does nothing
+    assert training_run_execute(run_id=run.pk, worker_name="again") == "skipped"
+    assert ImageEmbedding.objects.filter(run=run).count() == 30
+
+    preview = selectors.run_reconstruction_preview(run, n=4)
+    assert len(preview) == 4 and preview[0]["original"].startswith("data:image/png;base64,")
+    errors = [p["reconstruction_error"] for p in preview]
+    assert errors == sorted(errors)
+
+
+def test_new_images_are_placed_on_the_current_map_once(dataset):
+    run = queued_run(dataset)
+    training_run_execute(run_id=run.pk, worker_name="test")
+    new = add_kind_images(dataset, per_kind=2, start_seed=500)
+    assert images_place_execute(run_id=run.pk, image_ids=list(new)) == 6
+    assert images_place_execute(run_id=run.pk, image_ids=list(new)) == 0  # idempotent
+    run.refresh_from_db()
+    assert run.placed_count == 6
+    placed = ImageEmbedding.objects.filter(run=run, placed_after_run=True)
+    assert set(placed.values_list("image_id", flat=True)) == set(new)
+    xy = storage.read_array(run, storage.LAYOUT)
+    for row in placed:
+        assert xy[:, 0].min() - 1 <= row.x <= xy[:, 0].max() + 1 and 0 <= row.cluster < 3
+    assert selectors.dataset_map_points(dataset)["count"] == 36
+
+
+def test_unreadable_images_fail_the_run_with_the_reason(make_user, make_dataset):
+    ds = make_dataset("Broken", admin=make_user())
+    add_kind_images(ds, per_kind=4)
+    for image in ds.images.all():
+        default_storage.delete(image.file.name)
+        default_storage.save(image.file.name, ContentFile(b"<html>not a png</html>"))
+    run = queued_run(ds)
+    assert training_run_execute(run_id=run.pk, worker_name="test") == "failed"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.finished_at
+    assert "12 of 12 images could not be read" in run.error
+    assert not ImageEmbedding.objects.filter(run=run).exists()
+
+
+def test_a_few_unreadable_images_are_skipped_and_reported(make_user, make_dataset):
+    ds = make_dataset("Mostly fine", admin=make_user())
+    add_kind_images(ds, per_kind=10)
+    broken = ds.images.order_by("id").first()
+    default_storage.delete(broken.file.name)
+    run = queued_run(ds)
+    assert training_run_execute(run_id=run.pk, worker_name="test") == "succeeded"
+    run.refresh_from_db()
+    assert run.metrics["n_unreadable"] == 1 and run.metrics["unreadable"][0]["id"] == broken.pk
+    assert ImageEmbedding.objects.filter(run=run).count() == 29
+
+
+def test_chunked_embedding_equals_single_process_embedding():
+    import torch
+
+    from embeddings.ml.autoencoder import ConvAutoencoder
+    from embeddings.ml.inference import embed_images
+
+    torch.manual_seed(0)
+    model = ConvAutoencoder(in_channels=1, input_size=16, code_size=5, depth=2, base_channels=8).eval()
+    images = np.random.default_rng(0).random((103, 1, 16, 16), dtype=np.float32)
+    single_codes, single_errors = embed_images(model, images, batch_size=16)
+    assert chunk_bounds(103, 40, 16) == [(0, 32), (32, 64), (64, 96), (96, 103)]
+    codes, errors, helped = embed_in_chunks(model, images, chunk_size=40, batch_size=16)
+    assert helped == 0
+    assert np.array_equal(codes, single_codes) and np.array_equal(errors, single_errors)
+
+    # chunks computed elsewhere (a helper) are taken as they are
+    def helper(index):
+        start, stop = chunk_bounds(103, 40, 16)[index]
+        return embed_images(model, images[start:stop], batch_size=16) if index % 2 == 0 else None
+
+    codes, errors, helped = embed_in_chunks(model, images, chunk_size=40, batch_size=16, done_elsewhere=helper)
+    assert helped == 2 and np.array_equal(codes, single_codes) and np.array_equal(errors, single_errors)
+
+
+def test_a_helper_chunk_matches_the_coordinators(dataset, settings):
+    settings.SIMLABEL_EMBED_CHUNK_SIZE = 8
+    run = queued_run(dataset)
+    assert training_run_execute(run_id=run.pk, worker_name="test") == "succeeded"
+    # replay the embedding stage: a helper embeds chunk 1 from the stored model and ids
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, stage=RunStage.EMBEDDING)
+    assert embedding_chunk_execute(run_id=run.pk, index=1) == "done"
+    assert embedding_chunk_execute(run_id=run.pk, index=1) == "skipped"
+    codes, errors = read_helper_chunk(run, 1)
+    stored = storage.read_array(run, storage.CODES)
+    assert np.array_equal(codes, stored[8:16])
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, stage=RunStage.DONE)
+    assert embedding_chunk_execute(run_id=run.pk, index=2) == "skipped"  # late helper: nothing to do
