@@ -70,7 +70,7 @@ function clusterCard(cluster) {
       el("h2", { style: { margin: 0 } }, `Cluster ${cluster.id}`, el("span", { class: "muted small", text: ` · ${cluster.size} images` })),
       el("div", { class: "small muted" },
         suggested ? el("span", {}, "suggested ", classChip(suggested)) : null,
-        cluster.uncertainty != null ? el("span", { text: ` · uncertainty ${Number(cluster.uncertainty).toFixed(2)}` }) : null)),
+        cluster.uncertainty != null ? el("span", { text: `${suggested ? " · " : ""}uncertainty ${Number(cluster.uncertainty).toFixed(2)}` }) : null)),
     el("a", { class: "button small", href: `/datasets/${datasetId}/map/?cluster=${cluster.id}&color=class` }, "Show on map"));
   card.append(head, counts);
 
