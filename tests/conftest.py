@@ -33,8 +33,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _media_root(settings, tmp_path_factory):
+def _test_settings(settings, tmp_path_factory):
     settings.MEDIA_ROOT = str(_session_media_root(tmp_path_factory))
+    # Password hashing is deliberately slow; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 _MEDIA = {}

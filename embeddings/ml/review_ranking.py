@@ -43,7 +43,7 @@ MIXED_MIN_MINORITY = 0.1  # a cluster is mixed when classes other than its top o
 MIXED_MINORITY_DOUBT = 0.25
 # A cluster nobody reviewed, with no other reason to look, is listed when its
 # images' doubts add up to this (its score is that sum, so it ranks last).
-SWEEP_MIN_DOUBT = 0.5
+SWEEP_MIN_DOUBT = 0.05
 OUTLIER_Z = 3.5  # robust z-score of the reconstruction error
 MAX_OUTLIER_FRACTION = 0.01
 
