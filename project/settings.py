@@ -129,6 +129,8 @@ USE_TZ = True
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/datasets/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+SIMLABEL_LOGIN_FAILURE_LIMIT = env_int("SIMLABEL_LOGIN_FAILURE_LIMIT", 10)
+SIMLABEL_LOGIN_FAILURE_WINDOW = env_int("SIMLABEL_LOGIN_FAILURE_WINDOW", 900)  # seconds
 
 # --- static and media -----------------------------------------------------------
 STATIC_URL = "/static/"
