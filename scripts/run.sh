@@ -19,7 +19,17 @@ mkdir -p var/log
 echo "==> starting Celery worker (queues default, ml); log: var/log/worker.log"
 $PY -m celery -A project worker -Q default,ml --concurrency 2 --loglevel INFO >var/log/worker.log 2>&1 &
 WORKER_PID=$!
-trap 'kill $WORKER_PID 2>/dev/null; wait $WORKER_PID 2>/dev/null' EXIT INT TERM
-
+$PY manage.py runserver "$HOST:$PORT" --noreload &
+WEB_PID=$!
+stop() {
+    trap - EXIT INT TERM
+    kill "$WEB_PID" "$WORKER_PID" 2>/dev/null
+    # Celery finishes its current task on TERM; do not wait on a long run forever.
+    for _ in $(seq 1 15); do kill -0 "$WORKER_PID" 2>/dev/null || break; sleep 1; done
+    pkill -KILL -P "$WORKER_PID" 2>/dev/null; kill -KILL "$WORKER_PID" 2>/dev/null
+    wait 2>/dev/null
+}
+trap stop EXIT INT TERM
 echo "==> simlabel on http://$HOST:$PORT/  (Ctrl+C stops web and worker)"
-$PY manage.py runserver "$HOST:$PORT" --noreload
+# Whichever stops first (or Ctrl+C) stops the other.
+wait -n "$WEB_PID" "$WORKER_PID"

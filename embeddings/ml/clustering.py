@@ -10,6 +10,7 @@ of image per cluster is what makes labelling a cluster at once safe.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -56,6 +57,16 @@ def cluster_codes(
     method = config.method
     if method == "auto":
         method = "umap_kmeans" if n >= SMALL_DATASET else "kmeans"
+    if config.max_points is not None and n > config.max_points and method != "layout_kmeans":
+        # Cluster a seeded subset, then give every other image its neighbours' cluster.
+        rng = np.random.default_rng(config.seed)
+        subset = np.sort(rng.choice(n, config.max_points, replace=False))
+        sub_config = replace(config, method=method, n_clusters=k, max_points=None)
+        labels = np.empty(n, dtype=np.int64)
+        labels[subset] = cluster_codes(codes[subset], sub_config)
+        rest = np.setdiff1d(np.arange(n), subset)
+        labels[rest] = assign_clusters(codes[subset], labels[subset], codes[rest])
+        return _renumber_by_size(labels)
 
     if method == "kmeans":
         labels = _kmeans(codes, k, config.seed)

@@ -11,6 +11,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 256
     learning_rate: float = 1e-3
+    # 'constant' or 'cosine' (decay to zero over the planned steps: lower final
+    # loss in few epochs).
+    lr_schedule: str = "constant"
     code_size: int = 10
     depth: int = 3
     base_channels: int = 32
@@ -35,6 +38,8 @@ class TrainConfig:
     max_seconds: Optional[float] = None
     # Call on_progress every this many optimisation steps.
     progress_every: int = 5
+    # torch CPU threads while training (None: leave torch's setting).
+    num_threads: Optional[int] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +94,9 @@ class ClusterConfig:
     umap_neighbors: int = 15
     min_clusters: int = 2
     max_clusters: int = 300
+    # Cluster at most this many images (a seeded subset); the rest get the
+    # cluster of their nearest neighbours.  None: all.
+    max_points: Optional[int] = None
     n_jobs: Optional[int] = None
 
     def to_dict(self) -> dict:

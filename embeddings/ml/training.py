@@ -82,6 +82,16 @@ def train_autoencoder(
             f"images {images.shape[1:]} do not match config (channels={config.channels}, "
             f"input_size={config.input_size})"
         )
+    previous_threads = torch.get_num_threads()
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _train(images, config, on_progress, should_stop, device)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(images, config: TrainConfig, on_progress, should_stop, device) -> TrainResult:
     started = time.perf_counter()
     device = device or select_device()
     set_seeds(config.seed)
@@ -101,6 +111,12 @@ def train_autoencoder(
 
     steps_per_epoch = max(1, -(-n // config.batch_size))
     total_steps = steps_per_epoch * config.epochs
+    if config.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total_steps)
+    elif config.lr_schedule == "constant":
+        scheduler = None
+    else:
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
     loss_curve: list[float] = []
     step_losses: list[float] = []
     best = float("inf")
@@ -124,6 +140,8 @@ def train_autoencoder(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            if scheduler is not None:
+                scheduler.step()
 
             value = float(loss.detach())
             step += 1

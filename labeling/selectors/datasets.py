@@ -137,14 +137,15 @@ def image_positions(dataset: Dataset, image_ids) -> dict[int, dict]:
 def image_for_user(user, image_id, action: str = "view") -> Image:
     """The image if the user may do `action` in its dataset; 404 for non-members and unknown ids."""
     pk = _as_id(image_id)
-    dataset_id = Image.objects.filter(pk=pk).values_list("dataset_id", flat=True).first() if pk else None
-    if dataset_id is None:
+    # One query for the image (with its annotation) before the permission check:
+    # similar-image and image requests are frequent, each query counts.
+    image = Image.objects.select_related("annotation").filter(pk=pk).first() if pk else None
+    if image is None:
         raise Http404("No such image.")
     try:
-        dataset = dataset_for_user(user, dataset_id, action)
+        dataset = dataset_for_user(user, image.dataset_id, action)
     except Http404:
         raise Http404("No such image.")  # the same answer as for an id that does not exist
-    image = Image.objects.select_related("annotation").get(pk=pk)
     image.dataset = dataset  # carries user_role
     return image
 

@@ -88,3 +88,10 @@ def test_purity_stats():
     assert stats[0] == {"cluster": 0, "size": 3, "labelled": 3, "majority_class": 3, "purity": pytest.approx(2 / 3)}
     assert stats[1]["majority_class"] == 5 and stats[1]["purity"] == 1.0 and stats[1]["labelled"] == 1
     assert stats[2]["majority_class"] is None and stats[2]["size"] == 1
+
+
+def test_subset_clustering_assigns_the_rest():
+    x, y = _blobs(n_per=100)
+    labels = cluster_codes(x, ClusterConfig(method="kmeans", n_clusters=4, max_points=120))
+    assert labels.shape == (400,)
+    assert hungarian_accuracy(y, labels) == 1.0
