@@ -22,7 +22,9 @@ is printed beside a straightforward implementation measured in the same run:
   per row).
 
 The database (default PostgreSQL `simlabel_bench`, created when missing) is the
-benchmark's own; --rebuild drops and recreates it.  Results are also written to
+benchmark's own; --rebuild drops and recreates it (do that after a schema
+change).  `--database-url sqlite:////tmp/bench.sqlite3` runs on SQLite;
+`--only map,similar` runs a subset.  Results are also written to
 bench/out/api_speed.json.
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _django import load_average, machine_description, setup_django  # noqa: E402
+from _django import database_description, load_average, machine_description, setup_django  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -649,8 +651,7 @@ def main():
 
     machine = machine_description()
     print()
-    print(f"simlabel API speed at {args.n:,} images on {connection.vendor} "
-          f"({connection.settings_dict.get('NAME')}); machine: {machine}")
+    print(f"simlabel API speed at {args.n:,} images on {database_description()}; machine: {machine}")
     print(f"load average (1/5/15 min) during the run: {', '.join(loads)}")
     print()
     table.print()

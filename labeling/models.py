@@ -141,7 +141,9 @@ class Annotation(models.Model):
     """The current class of one image."""
 
     image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="annotation")
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="annotations")
+    # No index of its own: the (dataset, label_class) index below serves dataset lookups,
+    # and every index costs each bulk label change an extra entry (bench/api_speed.py).
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="annotations", db_index=False)
     label_class = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     source = models.CharField(max_length=16, choices=AnnotationSource.choices, default=AnnotationSource.MANUAL)
@@ -159,7 +161,8 @@ class AnnotationHistory(models.Model):
     """Append-only record of every label change (audit and undo)."""
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="history")
+    # Indexed by (image, id) below, which also serves lookups by image alone.
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="history", db_index=False)
     old_class = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     new_class = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     # The annotation version this change produced; undo compares it to detect later edits.
@@ -170,7 +173,7 @@ class AnnotationHistory(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["image", "id"]), models.Index(fields=["action"])]
+        indexes = [models.Index(fields=["image", "id"])]  # action has its foreign key's index
 
 
 class ReviewResolution(models.Model):

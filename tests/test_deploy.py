@@ -12,7 +12,10 @@ STRONG_KEY = "k3Y-" + "x7Q9pL2mZ8vR4tW6yB1nC5dF0gH3jK" * 2
 
 
 def _manage(*args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SECRET_KEY"))}
+    # A clean deployment environment: nothing the test session itself set (the
+    # browser tests set DJANGO_ALLOW_ASYNC_UNSAFE for Playwright).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DATABASE_URL", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"))}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)

@@ -2,8 +2,9 @@
 
 The codes themselves cluster poorly (k-means on them scored 0.63-0.76 on
 digits); a neighbour-graph embedding of the codes separates the kinds of image
-(UMAP with min_dist 0, then k-means: 0.95).  So 'auto' clusters on a UMAP of
-the codes.  The count defaults to fine clusters, several per class: one kind
+(UMAP with min_dist 0: 0.80 with k-means, 0.93 with a Gaussian mixture, which
+fits the elongated islands UMAP makes).  So 'auto' clusters on a UMAP of the
+codes with a GMM.  The count defaults to fine clusters, several per class: one kind
 of image per cluster is what makes labelling a cluster at once safe.
 """
 
@@ -40,7 +41,9 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _gmm(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.mixture import GaussianMixture
 
-    return GaussianMixture(n_components=k, covariance_type="full", random_state=seed).fit_predict(x)
+    return GaussianMixture(
+        n_components=k, covariance_type="full", n_init=2 if k <= 20 else 1, random_state=seed
+    ).fit_predict(x)
 
 
 def cluster_codes(
@@ -56,7 +59,7 @@ def cluster_codes(
     k = max(1, min(int(k), n))
     method = config.method
     if method == "auto":
-        method = "umap_kmeans" if n >= SMALL_DATASET else "kmeans"
+        method = "umap_gmm" if n >= SMALL_DATASET else "kmeans"
     if config.max_points is not None and n > config.max_points and method != "layout_kmeans":
         # Cluster a seeded subset, then give every other image its neighbours' cluster.
         rng = np.random.default_rng(config.seed)
@@ -77,7 +80,7 @@ def cluster_codes(
         from .layout import resolve_n_jobs
 
         space = umap_embed(codes, config.umap_components, config.umap_neighbors, 0.0, config.seed,
-                           resolve_n_jobs(config.n_jobs))
+                           resolve_n_jobs(config.n_jobs), n_epochs=config.umap_epochs)
         labels = _kmeans(space, k, config.seed) if method == "umap_kmeans" else _gmm(space, k, config.seed)
     elif method == "layout_kmeans":
         if layout_xy is None:

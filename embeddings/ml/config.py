@@ -8,16 +8,23 @@ from typing import Optional
 
 @dataclass
 class TrainConfig:
+    """Autoencoder training.  Defaults measured on 10,000 MNIST digits, 2 cores
+    (bench/quality.py, bench/pipeline_speed.py): a 16-32-64-channel encoder with
+    batch norm and a 32-d code, 10 epochs of batch 128 with a cosine-decayed
+    learning rate, reconstructs better (MSE 0.0068 vs 0.021) and gives codes
+    whose neighbours share the class more often (10-NN 0.93 vs 0.87-0.89) than
+    the 32-64-128, 10-d, batch-256 setup, in about half the time."""
+
     epochs: int = 10
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    batch_size: int = 128
+    learning_rate: float = 3e-3
     # 'constant' or 'cosine' (decay to zero over the planned steps: lower final
     # loss in few epochs).
-    lr_schedule: str = "constant"
-    code_size: int = 10
+    lr_schedule: str = "cosine"
+    code_size: int = 32
     depth: int = 3
-    base_channels: int = 32
-    batch_norm: bool = False
+    base_channels: int = 16
+    batch_norm: bool = True
     # 'mse' or 'bce' (pixels in [0, 1] read as probabilities).
     loss: str = "mse"
     input_size: int = 28
@@ -38,7 +45,10 @@ class TrainConfig:
     max_seconds: Optional[float] = None
     # Call on_progress every this many optimisation steps.
     progress_every: int = 5
-    # torch CPU threads while training (None: leave torch's setting).
+    # torch CPU threads while training.  None: all cores but one.  On the
+    # 2-core machine two threads ran 5-10x slower than one once numba/openTSNE
+    # had run in the same process (OpenMP runtimes spinning against each
+    # other), and the other core is wanted by the web server anyway.
     num_threads: Optional[int] = None
 
     def to_dict(self) -> dict:
@@ -80,8 +90,8 @@ class LayoutConfig:
 class ClusterConfig:
     """How images are grouped into clusters for labelling.
 
-    method: 'auto' (UMAP of the codes, then k-means, or plain k-means for tiny
-    datasets), 'umap_kmeans', 'umap_gmm', 'kmeans' (on the codes), or 'layout_kmeans'
+    method: 'auto' (UMAP of the codes, then a Gaussian mixture; plain k-means
+    for tiny datasets), 'umap_gmm', 'umap_kmeans', 'kmeans' (on the codes), or 'layout_kmeans'
     (k-means on the map coordinates passed as layout_xy).
     n_clusters: None chooses a count from the number of images (fine clusters,
     several per class, which is what saves labelling clicks).
@@ -91,7 +101,11 @@ class ClusterConfig:
     n_clusters: Optional[int] = None
     seed: int = 0
     umap_components: int = 2
-    umap_neighbors: int = 15
+    # 30 neighbours gave fewer spurious splits than 15 or 50 on MNIST codes.
+    umap_neighbors: int = 30
+    # UMAP optimisation epochs: umap-learn uses 500 up to 10,000 points and
+    # 200 above; 200 everywhere keeps 10,000 images inside the time budget.
+    umap_epochs: Optional[int] = 200
     min_clusters: int = 2
     max_clusters: int = 300
     # Cluster at most this many images (a seeded subset); the rest get the
@@ -110,3 +124,15 @@ def select_device():
     if torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def recommended_configs(
+    n_images: int, input_size: int = 28, channels: int = 1, seed: int = 0
+) -> tuple[TrainConfig, LayoutConfig, ClusterConfig]:
+    """Configs for a dataset of n_images, keeping time near-flat as N grows:
+    the autoencoder trains on at most 20,000 images, t-SNE and clustering run
+    on at most 30,000 / 20,000 and place the rest by code-space neighbours."""
+    train = TrainConfig(input_size=input_size, channels=channels, seed=seed, max_train_images=20_000)
+    layout = LayoutConfig(seed=seed, max_points=30_000 if n_images > 30_000 else None)
+    cluster = ClusterConfig(seed=seed, max_points=20_000 if n_images > 20_000 else None)
+    return train, layout, cluster

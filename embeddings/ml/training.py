@@ -3,6 +3,7 @@ and a config, reports through on_progress and polls should_stop."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,12 @@ def set_seeds(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def training_threads(config: TrainConfig) -> int:
+    if config.num_threads is not None:
+        return max(1, config.num_threads)
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def build_model(config: TrainConfig) -> ConvAutoencoder:
@@ -83,8 +90,7 @@ def train_autoencoder(
             f"input_size={config.input_size})"
         )
     previous_threads = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
+    torch.set_num_threads(training_threads(config))
     try:
         return _train(images, config, on_progress, should_stop, device)
     finally:

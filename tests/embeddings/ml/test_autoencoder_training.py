@@ -22,7 +22,7 @@ def _blobs(n=96, size=12, seed=0):
 
 def _config(**kw):
     base = dict(epochs=4, batch_size=16, code_size=4, depth=2, base_channels=4, input_size=12,
-                channels=1, patience=None, learning_rate=1e-2)
+                channels=1, patience=None, learning_rate=1e-2, batch_norm=False, lr_schedule="constant")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -140,3 +140,10 @@ def test_load_refuses_pickled_objects(tmp_path):
     torch.save({"something": torch.zeros(1)}, path)
     with pytest.raises(ValueError):
         load_model(path)
+
+
+def test_default_recipe_batch_norm_and_cosine_trains():
+    result = train_autoencoder(_blobs(), _config(epochs=6, batch_norm=True, lr_schedule="cosine"))
+    assert result.loss_curve[-1] < 0.7 * result.loss_curve[0]
+    with pytest.raises(ValueError):
+        train_autoencoder(_blobs(), _config(lr_schedule="sometimes"))
