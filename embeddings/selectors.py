@@ -209,6 +209,28 @@ def _read_codes(run_id: int, image_ids: np.ndarray) -> np.ndarray:
     return out
 
 
+def _read_reconstruction_errors(run_id: int, image_ids: np.ndarray) -> np.ndarray:
+    table = ImageEmbedding._meta.db_table
+    if _on_postgres():
+        blob = _packed(
+            f"SELECT string_agg(int8send(image_id::int8) || float8send(COALESCE(reconstruction_error, 'NaN'::float8)), "
+            f"''::bytea) FROM {table} WHERE run_id = %s",
+            [run_id],
+        )
+        records = np.frombuffer(blob, dtype=np.dtype([("image_id", ">i8"), ("error", ">f8")]))
+        ids, errors = records["image_id"].astype(np.int64), records["error"].astype(np.float64)
+    else:
+        rows = _rows(f"SELECT image_id, reconstruction_error FROM {table} WHERE run_id = %s", [run_id])
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        errors = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows))
+    out = np.full(len(image_ids), np.nan, dtype=np.float64)
+    if len(image_ids) and len(ids):
+        rows_ = np.clip(np.searchsorted(image_ids, ids), 0, len(image_ids) - 1)
+        hit = image_ids[rows_] == ids
+        out[rows_[hit]] = errors[hit]
+    return out
+
+
 # --- per-run arrays, cached in-process and in the Django cache ---------------------------------------
 # A run's positions, clusters and codes never change after it succeeds, except
 # by placing new images, which bumps placed_count: (run id, placed_count,
@@ -251,6 +273,8 @@ class RunArrays:
     cluster: np.ndarray  # int32
     key: str = ""
     _codes: np.ndarray | None = None
+    _errors: np.ndarray | None = None
+    _duplicates: np.ndarray | None = None
     _index: object = None
     _static: "StaticMap | None" = None
 
@@ -276,6 +300,17 @@ class RunArrays:
                     _shared_set(f"{self.key}:codes", codes)
             self._codes = codes
         return self._codes
+
+    def reconstruction_errors(self) -> np.ndarray:
+        """float64 per row (NaN where unknown); like positions, fixed per run version."""
+        if self._errors is None:
+            errors = _shared_get(f"{self.key}:errors") if self.key else None
+            if errors is None:
+                errors = _read_reconstruction_errors(self.run_id, self.image_ids)
+                if self.key:
+                    _shared_set(f"{self.key}:errors", errors)
+            self._errors = errors
+        return self._errors
 
     def neighbour_index(self):
         if self._index is None:
@@ -538,12 +573,61 @@ def dataset_map_points(dataset) -> dict:
 
 
 def map_cache_warm(run: TrainingRun) -> None:
-    """Fills the shared cache for a run (positions, codes, the encoded map) so the
-    first visitor after the run does not pay for it.  Call after a run succeeds
-    or images are placed; harmless to call twice."""
+    """Fills the shared cache for a run (positions, codes, reconstruction errors,
+    near-duplicate pairs, the encoded map) so the first visitor after the run
+    does not pay for it.  Call after a run succeeds or images are placed;
+    harmless to call twice."""
     arrays = run_arrays(run)
     _static_map(run, arrays)
     arrays.codes()
+    arrays.reconstruction_errors()
+    run_near_duplicates(run)
+
+
+# --- near-duplicates ---------------------------------------------------------------------------------
+# Computed once per run by the pipeline (embeddings.services.near_duplicates)
+# and stored as an artifact; placement adds the pairs new images make.  A run
+# from before the artifact existed gets it computed on its first read.
+
+NEAR_DUPLICATES = "near_duplicates.npy"
+
+
+def run_near_duplicates(run: TrainingRun) -> np.ndarray:
+    """The run's near-duplicate pairs as a record array (a, b: image ids, a < b;
+    distance), closest first.  Cached with the run's other arrays."""
+    arrays = run_arrays(run)
+    if arrays._duplicates is not None:
+        return arrays._duplicates
+    pairs = _shared_get(f"{arrays.key}:near-duplicates")
+    if pairs is None:
+        pairs = _load_near_duplicates(run, arrays)
+        _shared_set(f"{arrays.key}:near-duplicates", pairs)
+    arrays._duplicates = pairs
+    return pairs
+
+
+def _load_near_duplicates(run: TrainingRun, arrays: RunArrays) -> np.ndarray:
+    from embeddings import storage
+    from embeddings.ml.review_ranking import PAIR_DTYPE, near_duplicates
+
+    try:
+        if storage.exists(run, NEAR_DUPLICATES):
+            return storage.read_array(run, NEAR_DUPLICATES).astype(PAIR_DTYPE, copy=False)
+    except Exception:  # unreadable artifact: recompute below, as for an old run
+        log.warning("run %s: could not read %s; recomputing", run.pk, NEAR_DUPLICATES, exc_info=True)
+    codes = arrays.codes()
+    present = np.flatnonzero(np.isfinite(codes).all(axis=1)) if codes.size else np.zeros(0, dtype=np.int64)
+    found, _ = near_duplicates(codes[present]) if len(present) >= 2 else (np.zeros(0, dtype=PAIR_DTYPE), 0.0)
+    pairs = np.zeros(len(found), dtype=PAIR_DTYPE)
+    pairs["a"] = arrays.image_ids[present[found["a"]]]
+    pairs["b"] = arrays.image_ids[present[found["b"]]]
+    pairs["distance"] = found["distance"]
+    try:
+        # Stored so the next process (or the next version of this run's cache) reads it.
+        storage.write_array(run, NEAR_DUPLICATES, pairs)
+    except Exception:
+        log.warning("run %s: could not store %s", run.pk, NEAR_DUPLICATES, exc_info=True)
+    return pairs
 
 
 def image_map_position(image) -> dict | None:

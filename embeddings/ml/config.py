@@ -90,8 +90,8 @@ class LayoutConfig:
 class ClusterConfig:
     """How images are grouped into clusters for labelling.
 
-    method: 'auto' (UMAP of the codes, then a Gaussian mixture; plain k-means
-    for tiny datasets), 'umap_gmm', 'umap_kmeans', 'kmeans' (on the codes), or 'layout_kmeans'
+    method: 'auto' (UMAP of the codes, then a Gaussian mixture for <= 20
+    clusters or k-means for more; plain k-means for tiny datasets), 'umap_gmm', 'umap_kmeans', 'kmeans' (on the codes), or 'layout_kmeans'
     (k-means on the map coordinates passed as layout_xy).
     n_clusters: None chooses a count from the number of images (fine clusters,
     several per class, which is what saves labelling clicks).
@@ -136,3 +136,11 @@ def recommended_configs(
     layout = LayoutConfig(seed=seed, max_points=30_000 if n_images > 30_000 else None)
     cluster = ClusterConfig(seed=seed, max_points=20_000 if n_images > 20_000 else None)
     return train, layout, cluster
+
+
+def default_cpu_threads() -> int:
+    """torch CPU threads for training and embedding: all cores but one (see
+    TrainConfig.num_threads for the measurement behind it)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) - 1)

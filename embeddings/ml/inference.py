@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .autoencoder import ConvAutoencoder
-from .config import select_device
+from .config import default_cpu_threads, select_device
 
 MODEL_FORMAT = "simlabel-conv-autoencoder"
 MODEL_FORMAT_VERSION = 1
@@ -14,10 +14,21 @@ _HYPERPARAMETERS = ("in_channels", "input_size", "code_size", "depth", "base_cha
 
 
 def embed_images(
-    model: ConvAutoencoder, images: np.ndarray, batch_size: int = 1024, device=None
+    model: ConvAutoencoder, images: np.ndarray, batch_size: int = 1024, device=None,
+    num_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes float32 (N, code_size) and reconstruction error float32 (N,)
-    (mean squared error per image: high means unusual for this dataset)."""
+    (mean squared error per image: high means unusual for this dataset).
+    num_threads: torch CPU threads (None: all cores but one)."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads or default_cpu_threads())
+    try:
+        return _embed(model, images, batch_size, device)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _embed(model, images, batch_size, device):
     device = device or next(model.parameters()).device
     model = model.to(device).eval()
     n = len(images)

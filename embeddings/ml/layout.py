@@ -118,7 +118,8 @@ def _layout_all(codes: np.ndarray, config: LayoutConfig, on_progress: Optional[P
 
         if on_progress is not None:
             on_progress(0, 1, {})
-        xy = umap_embed(codes, 2, config.n_neighbors, config.min_dist, config.seed, resolve_n_jobs(config.n_jobs))
+        xy = umap_embed(codes, 2, config.n_neighbors, config.min_dist, config.seed,
+                        resolve_n_jobs(config.n_jobs), n_epochs=200)
         if on_progress is not None:
             on_progress(1, 1, {})
         return xy

@@ -230,3 +230,56 @@ def rank_review_items(
 
     ranked = sorted(items.values(), key=lambda it: (-it.score, 0 if it.kind == "cluster" else 1, it.key))
     return ranked
+
+
+# --- near-duplicates, computed once per run -------------------------------------------------------------
+
+NEAR_DUPLICATE_RELATIVE = 0.1  # of the median distance from an image to its nearest neighbour
+PAIR_DTYPE = np.dtype([("a", "<i8"), ("b", "<i8"), ("distance", "<f4")])
+
+
+def near_duplicate_threshold(codes: np.ndarray, relative: float = NEAR_DUPLICATE_RELATIVE) -> float:
+    """The distance under which two codes count as near-duplicates: `relative` times
+    the median nearest-neighbour distance, so it scales with the code space."""
+    from embeddings.ml.neighbours import knn_graph
+
+    codes = np.asarray(codes, dtype=np.float32)
+    if len(codes) < 2:
+        return 0.0
+    _, dist = knn_graph(codes, 1)
+    return float(relative * np.median(dist[:, 0]))
+
+
+def near_duplicates(codes: np.ndarray, threshold: Optional[float] = None) -> tuple[np.ndarray, float]:
+    """(pairs, threshold): every pair of rows (a < b) whose codes lie within the
+    threshold, closest first, as a PAIR_DTYPE array of row indices."""
+    from embeddings.ml.neighbours import near_duplicate_pairs
+
+    codes = np.asarray(codes, dtype=np.float32)
+    if len(codes) < 2:
+        return np.zeros(0, dtype=PAIR_DTYPE), 0.0
+    if threshold is None:
+        threshold = near_duplicate_threshold(codes)
+    pairs = near_duplicate_pairs(codes, threshold=threshold) if threshold > 0 else []
+    return np.array(pairs, dtype=PAIR_DTYPE) if pairs else np.zeros(0, dtype=PAIR_DTYPE), float(threshold)
+
+
+def near_duplicates_of(codes: np.ndarray, rows: np.ndarray, threshold: float) -> np.ndarray:
+    """Pairs (a < b, PAIR_DTYPE, row indices) within threshold that involve one of
+    `rows`: the pairs new images add to a map whose other pairs are known."""
+    from sklearn.neighbors import NearestNeighbors
+
+    codes = np.asarray(codes, dtype=np.float32)
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    if len(codes) < 2 or len(rows) == 0 or threshold <= 0:
+        return np.zeros(0, dtype=PAIR_DTYPE)
+    index = NearestNeighbors().fit(codes)
+    distances, neighbours = index.radius_neighbors(codes[rows], radius=threshold)
+    found = [(int(r), int(j), float(d)) for r, js, ds in zip(rows, neighbours, distances)
+             for j, d in zip(js, ds) if j != r]
+    if not found:
+        return np.zeros(0, dtype=PAIR_DTYPE)
+    pairs = np.array([(min(a, b), max(a, b), d) for a, b, d in found], dtype=PAIR_DTYPE)
+    _, first = np.unique(np.stack([pairs["a"], pairs["b"]], axis=1), axis=0, return_index=True)
+    pairs = pairs[first]
+    return pairs[np.lexsort((pairs["b"], pairs["a"], pairs["distance"]))]

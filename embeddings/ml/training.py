@@ -3,7 +3,6 @@ and a config, reports through on_progress and polls should_stop."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from .autoencoder import ConvAutoencoder
-from .config import TrainConfig, select_device
+from .config import TrainConfig, default_cpu_threads, select_device
 
 ProgressFn = Callable[[int, int, dict], None]
 
@@ -39,7 +38,7 @@ def set_seeds(seed: int) -> None:
 def training_threads(config: TrainConfig) -> int:
     if config.num_threads is not None:
         return max(1, config.num_threads)
-    return max(1, (os.cpu_count() or 1) - 1)
+    return default_cpu_threads()
 
 
 def build_model(config: TrainConfig) -> ConvAutoencoder:
@@ -141,6 +140,8 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
                 cancelled = True
                 break
             target = data[order[start : start + config.batch_size]]
+            if len(target) == 1 and config.batch_norm and n > 1:
+                continue  # batch norm cannot train on a single image
             inputs = _augment(target, config, generator) if (config.noise_std or config.max_shift) else target
             loss = loss_fn(model(inputs), target)
             optimiser.zero_grad(set_to_none=True)

@@ -3,7 +3,8 @@
 The contract names live here; the modules behind them hold one idea each.
 """
 from .params import run_params_validate
-from .pipeline import embedding_chunk_execute, training_run_execute
+from .near_duplicates import run_near_duplicates_add, run_near_duplicates_store
+from .pipeline import embedding_chunk_execute, run_map_cache_warm, training_run_execute
 from .placement import images_place_execute, images_place_on_current_map
 from .runs import (
     runs_fail_stale,
@@ -16,6 +17,9 @@ __all__ = [
     "embedding_chunk_execute",
     "images_place_execute",
     "images_place_on_current_map",
+    "run_map_cache_warm",
+    "run_near_duplicates_add",
+    "run_near_duplicates_store",
     "run_params_validate",
     "runs_fail_stale",
     "training_run_cancel",

@@ -21,6 +21,7 @@ from embeddings import storage
 from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
 
 from . import params as run_params
+from .near_duplicates import run_near_duplicates_store
 from .runs import (
     RunCancelled,
     RunLost,
@@ -96,6 +97,19 @@ def training_run_execute(*, run_id: int, worker_name: str) -> str:
     return "succeeded"
 
 
+def run_map_cache_warm(*, run_id: int) -> None:
+    """Reads a run's arrays into the shared cache so its first visitor finds a warm map."""
+    from embeddings.selectors import map_cache_warm
+
+    run = TrainingRun.objects.filter(pk=run_id, status=RunStatus.SUCCEEDED).first()
+    if run is None:
+        return
+    try:
+        map_cache_warm(run)
+    except Exception:  # a cold cache only costs the first visitor time
+        logger.exception("could not warm the map cache of run %s", run_id)
+
+
 def _after_success(run: TrainingRun) -> None:
     try:
         from labeling.services.suggestions import suggestions_schedule_recompute
@@ -114,6 +128,8 @@ def _after_success(run: TrainingRun) -> None:
             images_place_execute(run_id=run.pk)
         except Exception:
             logger.exception("placing late images into run %s failed", run.pk)
+    # Last, so it caches the map's final version (placement above warms it too: a cheap second call).
+    transaction.on_commit(lambda: run_map_cache_warm(run_id=run.pk))
 
 
 # --- the stages ------------------------------------------------------------------------------------------
@@ -198,6 +214,10 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
     storage.write_array(run, storage.LAYOUT, xy)
     storage.write_array(run, storage.CLUSTERS, labels)
     storage.write_array(run, storage.RECONSTRUCTION_ERRORS, errors)
+    # Near-duplicate pairs for the review queue: once here, not in every request.
+    # Stored before the run turns succeeded, so no reader ever finds it missing.
+    duplicate_info = run_near_duplicates_store(run=run, codes=codes, image_ids=image_ids)
+    reporter.check()
     timings = reporter.timings()
     n_clusters = int(len(np.unique(labels)))
     metrics = {
@@ -216,6 +236,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
         "layout_method": layout_cfg.method,
         "embedding_images_per_second": round(len(codes) / max(embed_seconds, 1e-9), 1),
         "embedding_chunks": chunk_info,
+        **duplicate_info,
         "total_seconds": round(time.perf_counter() - started, 3),
     }
     with transaction.atomic():

@@ -76,6 +76,46 @@ def images_place_on_current_map(*, dataset, image_ids=None) -> TrainingRun | Non
     return run
 
 
+def _map_codes(run: TrainingRun, ids: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, codes) of everything on the run's map (committed rows) plus the new images."""
+    from embeddings.selectors import run_arrays
+
+    arrays = run_arrays(run)
+    known = arrays.codes()
+    ids = np.asarray(ids, dtype=np.int64)
+    if not known.size:
+        return ids, np.asarray(codes, dtype=np.float32)
+    keep = np.isfinite(known).all(axis=1) & ~np.isin(arrays.image_ids, ids)
+    return (np.concatenate([arrays.image_ids[keep], ids]),
+            np.concatenate([known[keep], np.asarray(codes, dtype=np.float32)]))
+
+
+def _add_near_duplicates(run: TrainingRun, map_ids: np.ndarray, map_codes: np.ndarray, new_ids: set) -> None:
+    """Extends the run's stored near-duplicate pairs with the new images' pairs."""
+    from .near_duplicates import run_near_duplicates_add
+
+    try:
+        added = run_near_duplicates_add(run=run, codes=map_codes, image_ids=map_ids, new_image_ids=new_ids)
+        if added:
+            logger.info("run %s: %s near-duplicate pair(s) with the new images", run.pk, added)
+    except Exception:  # the review queue misses these pairs until the next run; placement still counts
+        logger.exception("run %s: could not update near-duplicate pairs", run.pk)
+
+
+def _after_placement(run: TrainingRun) -> None:
+    """The new images get suggestions without waiting for a label change, and the
+    map's new version is cached before anyone asks for it."""
+    from .pipeline import run_map_cache_warm
+
+    try:
+        from labeling.services.suggestions import suggestions_schedule_recompute
+
+        suggestions_schedule_recompute(dataset_id=run.dataset_id)
+    except Exception:
+        logger.exception("could not schedule suggestions for dataset %s", run.dataset_id)
+    run_map_cache_warm(run_id=run.pk)
+
+
 def images_place_execute(*, run_id: int, image_ids=None) -> int:
     """Embed and place images into a succeeded run; returns how many were placed.
 
@@ -111,6 +151,13 @@ def images_place_execute(*, run_id: int, image_ids=None) -> int:
     xy = np.asarray(place_new_points(ref_codes, ref_xy, codes, k=k), dtype=np.float32)
     labels = np.asarray(assign_clusters(ref_codes, ref_labels, codes, k=k), dtype=np.int32)
 
+    try:
+        # Read before the transaction: the cache must not hold rows that could still roll back.
+        map_ids, map_codes = _map_codes(run, ids, codes)
+    except Exception:
+        logger.exception("run %s: could not read the map's codes; near-duplicates not updated", run.pk)
+        map_ids = map_codes = None
+
     with transaction.atomic():
         # One placement per run at a time: the lock makes "skip the ones already there" exact.
         TrainingRun.objects.select_for_update().filter(pk=run.pk).values_list("pk").first()
@@ -129,16 +176,12 @@ def images_place_execute(*, run_id: int, image_ids=None) -> int:
         ]
         ImageEmbedding.objects.bulk_create(new_rows, batch_size=2000)
         if new_rows:
+            # Under the run lock, before placed_count moves: a reader caching the new
+            # version of the map finds the new pairs already stored.
+            if map_ids is not None:
+                _add_near_duplicates(run, map_ids, map_codes, {r.image_id for r in new_rows})
             TrainingRun.objects.filter(pk=run.pk).update(placed_count=F("placed_count") + len(new_rows))
     if new_rows:
-        try:
-            from labeling.services.suggestions import suggestions_schedule_recompute
-        except ImportError:
-            suggestions_schedule_recompute = None
-        if suggestions_schedule_recompute is not None:
-            try:
-                suggestions_schedule_recompute(dataset_id=run.dataset_id)
-            except Exception:
-                logger.exception("could not schedule suggestions for dataset %s", run.dataset_id)
+        transaction.on_commit(lambda: _after_placement(run))
     logger.info("run %s: placed %s new image(s)", run.pk, len(new_rows))
     return len(new_rows)

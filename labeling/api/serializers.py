@@ -5,6 +5,8 @@ Input serializers only check types and bounds; the services check the rules
 serializers describe exactly what the views return, so the OpenAPI schema and
 Schemathesis see the real shapes.
 """
+import math
+
 from rest_framework import serializers
 
 from labeling.models import Role
@@ -298,6 +300,15 @@ class ReviewResolveResultSerializer(serializers.Serializer):
 class SuggestionsAcceptSerializer(serializers.Serializer):
     image_ids = serializers.ListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES)
     cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9)
+    min_confidence = serializers.FloatField(
+        required=False, default=0.0, min_value=0.0, max_value=1.0,
+        help_text="Only images whose suggestion has at least this confidence (0..1) take it.",
+    )
+
+    def validate_min_confidence(self, value):
+        if not math.isfinite(value):  # FloatField takes "NaN", and NaN passes both bounds
+            raise serializers.ValidationError("Must be a number between 0 and 1.")
+        return value
 
     def validate(self, attrs):
         if ("image_ids" in attrs) == ("cluster" in attrs):

@@ -9,42 +9,20 @@ computed from the current labels on every read.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 
-from embeddings.models import ImageEmbedding
 from labeling.models import Annotation, LabelClass, ReviewResolution
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
-_duplicates_cache: OrderedDict = OrderedDict()
-_duplicates_lock = threading.Lock()
 
-
-def _duplicate_image_pairs(run) -> list[tuple[int, int, float]]:
-    """Near-duplicate (image id, image id, distance) pairs of a run; cached per
-    (run, placed_count) because codes never change after a run succeeds."""
-    key = (run.pk, run.placed_count)
-    with _duplicates_lock:
-        if key in _duplicates_cache:
-            _duplicates_cache.move_to_end(key)
-            return _duplicates_cache[key]
-    from embeddings.ml.neighbours import near_duplicate_pairs
-    from embeddings.selectors import run_arrays
-
-    arrays = run_arrays(run)
-    pairs = []
-    if len(arrays.image_ids) >= 2:
-        ids = arrays.image_ids
-        pairs = [(int(ids[i]), int(ids[j]), d) for i, j, d in near_duplicate_pairs(arrays.codes())]
-    with _duplicates_lock:
-        _duplicates_cache[key] = pairs
-        while len(_duplicates_cache) > 4:
-            _duplicates_cache.popitem(last=False)
-    return pairs
+def _class_indices(class_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Class ids (-1: none) as indices into the sorted class_ids (-1: none or unknown)."""
+    if len(class_ids) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    at = np.clip(np.searchsorted(class_ids, values), 0, len(class_ids) - 1)
+    return np.where((values >= 0) & (class_ids[at] == values), at, -1).astype(np.int64)
 
 
 def review_queue_for_dataset(dataset, limit: int = DEFAULT_LIMIT) -> list[dict]:
@@ -54,56 +32,53 @@ def review_queue_for_dataset(dataset, limit: int = DEFAULT_LIMIT) -> list[dict]:
     kind "cluster": id is the cluster number on the current map; kind
     "image": id is the image id.  score is the expected number of wrong labels
     the item lets a reviewer fix (see embeddings.ml.review_ranking).
+
+    Reads columns, not rows: the run's cached arrays (positions, reconstruction
+    errors, near-duplicate pairs computed by the pipeline) plus fresh labels and
+    suggestions, a fixed number of queries whatever the size of the dataset.
     """
     from embeddings.ml.review_ranking import rank_review_items
-    from embeddings.selectors import current_run
+    from embeddings.selectors import current_map_columns, run_near_duplicates
 
     limit = max(1, min(int(limit), MAX_LIMIT))
-    run = current_run(dataset)
-    if run is None:
+    columns = current_map_columns(dataset)
+    if columns is None or len(columns.arrays.image_ids) == 0:
         return []
-    rows = list(
-        ImageEmbedding.objects.filter(run=run)
-        .order_by("image_id")
-        .values_list("image_id", "cluster", "suggested_class_id", "suggestion_confidence", "reconstruction_error")
-    )
-    if not rows:
-        return []
+    run, arrays = columns.run, columns.arrays
+    image_ids = arrays.image_ids
     classes = list(LabelClass.objects.filter(dataset=dataset).order_by("id").values_list("id", "name"))
-    class_index = {cid: i for i, (cid, _) in enumerate(classes)}
     class_ids = [cid for cid, _ in classes]
-    annotations = {
-        image_id: (class_id, reviewed_at is not None)
-        for image_id, class_id, reviewed_at in Annotation.objects.filter(dataset=dataset).values_list(
-            "image_id", "label_class_id", "reviewed_at"
-        )
-    }
-    n = len(rows)
-    image_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-    clusters = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
-    suggestions = np.fromiter((class_index.get(r[2], -1) for r in rows), dtype=np.int64, count=n)
-    confidence = np.fromiter((r[3] or 0.0 for r in rows), dtype=np.float64, count=n)
-    recon = np.fromiter((r[4] or 0.0 for r in rows), dtype=np.float64, count=n)
-    labels = np.full(n, -1, dtype=np.int64)
-    reviewed = np.zeros(n, dtype=bool)
-    for i, image_id in enumerate(image_ids.tolist()):
-        ann = annotations.get(image_id)
-        if ann is not None:
-            labels[i] = class_index.get(ann[0], -1)
-            reviewed[i] = ann[1] and ann[0] is not None
-    position = {image_id: i for i, image_id in enumerate(image_ids.tolist())}
-    pairs = [
-        (position[a], position[b], d) for a, b, d in _duplicate_image_pairs(run) if a in position and b in position
-    ]
+    class_array = np.asarray(class_ids, dtype=np.int64)
+    labels = _class_indices(class_array, columns.label)
+    suggestions = _class_indices(class_array, columns.suggestion)
+    confidence = np.nan_to_num(columns.confidence, nan=0.0)
+    recon = np.nan_to_num(arrays.reconstruction_errors(), nan=0.0)
+    reviewed_ids = np.fromiter(
+        Annotation.objects.filter(dataset=dataset, reviewed_at__isnull=False, label_class__isnull=False)
+        .values_list("image_id", flat=True),
+        dtype=np.int64,
+    )
+    reviewed = np.zeros(len(image_ids), dtype=bool)
+    rows, hit = arrays.rows_of(reviewed_ids)
+    reviewed[rows[hit]] = True
+    # Only pairs that can become items: both on the map, both labelled, classes differ, not both reviewed.
+    pairs = run_near_duplicates(run)
+    rows_a, hit_a = arrays.rows_of(pairs["a"])
+    rows_b, hit_b = arrays.rows_of(pairs["b"])
+    keep = hit_a & hit_b
+    rows_a, rows_b, distances = rows_a[keep], rows_b[keep], pairs["distance"][keep]
+    conflict = ((labels[rows_a] >= 0) & (labels[rows_b] >= 0) & (labels[rows_a] != labels[rows_b])
+                & ~(reviewed[rows_a] & reviewed[rows_b]))
+    duplicate_pairs = list(zip(rows_a[conflict].tolist(), rows_b[conflict].tolist(), distances[conflict].tolist()))
     items = rank_review_items(
-        clusters=clusters,
+        clusters=arrays.cluster,
         labels=labels,
         suggestions=suggestions,
         confidence=confidence,
         reviewed=reviewed,
         class_names=[name for _, name in classes],
         reconstruction_error=recon,
-        duplicate_pairs=pairs,
+        duplicate_pairs=duplicate_pairs,
     )
     resolved = set(
         ReviewResolution.objects.filter(dataset=dataset, run=run).values_list("kind", "object_id").distinct()

@@ -151,3 +151,77 @@ def test_a_helper_chunk_matches_the_coordinators(dataset, settings):
     assert np.array_equal(codes, stored[8:16])
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, stage=RunStage.DONE)
     assert embedding_chunk_execute(run_id=run.pk, index=2) == "skipped"  # late helper: nothing to do
+
+
+# --- after a run: near-duplicate pairs stored, map cache warm; after placement: both updated, suggestions queued
+
+
+def _shared_cache_has_map(run) -> bool:
+    from django.core.cache import cache
+
+    run.refresh_from_db()
+    key = f"{selectors.CACHE_PREFIX}:{selectors._run_key(run)}"
+    return all(cache.get(f"{key}:{part}") is not None
+               for part in ("positions", "static-map", "codes", "errors", "near-duplicates"))
+
+
+def _near_copy(png: bytes) -> bytes:
+    """The same picture with one pixel nudged: another file, (almost) the same code."""
+    import io
+
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(png)) as img:
+        arr = np.array(img)
+    arr[0, 0] = arr[0, 0] + 1 if arr[0, 0] < 255 else 254
+    buf = io.BytesIO()
+    PILImage.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_run_stores_its_near_duplicates_and_warms_the_map_cache(dataset):
+    from django.core.cache import cache
+
+    from embeddings.selectors import NEAR_DUPLICATES
+    from pipeline_factories import add_image, kind_png
+
+    original = add_image(dataset, kind_png("blob", 7), "blob-7.png")
+    copy = add_image(dataset, _near_copy(kind_png("blob", 7)), "blob-7-copy.png")
+    cache.clear()
+    selectors.clear_run_cache()
+    run = queued_run(dataset)
+    assert training_run_execute(run_id=run.pk, worker_name="test") == "succeeded"
+    run.refresh_from_db()
+    pairs = storage.read_array(run, NEAR_DUPLICATES)
+    assert (original.pk, copy.pk) in set(zip(pairs["a"].tolist(), pairs["b"].tolist()))
+    assert run.metrics["near_duplicate_pairs"] == len(pairs) and run.metrics["near_duplicate_threshold"] > 0
+    codes = dict(zip(storage.read_array(run, storage.IMAGE_IDS).tolist(), storage.read_array(run, storage.CODES)))
+    for a, b, distance in pairs.tolist():
+        assert a < b and abs(float(np.linalg.norm(codes[a] - codes[b])) - distance) < 1e-4
+        assert distance <= run.metrics["near_duplicate_threshold"]
+    # The first visitor finds the map, codes and pairs cached already.
+    assert _shared_cache_has_map(run)
+
+
+def test_placing_images_adds_their_pairs_warms_the_cache_and_queues_suggestions(dataset):
+    from django.core.cache import cache
+
+    from embeddings.selectors import NEAR_DUPLICATES, run_near_duplicates
+    from labeling.services.suggestions import _schedule_key
+    from pipeline_factories import add_image, kind_png
+
+    original = add_image(dataset, kind_png("vertical", 3), "vertical-3.png")
+    run = queued_run(dataset)
+    training_run_execute(run_id=run.pk, worker_name="test")
+    before = len(storage.read_array(run, NEAR_DUPLICATES))
+    copy = add_image(dataset, _near_copy(kind_png("vertical", 3)), "vertical-3-copy.png")
+    cache.clear()
+    selectors.clear_run_cache()
+    assert images_place_execute(run_id=run.pk, image_ids=[copy.pk]) == 1
+    pairs = storage.read_array(run, NEAR_DUPLICATES)
+    assert len(pairs) > before
+    assert (original.pk, copy.pk) in set(zip(pairs["a"].tolist(), pairs["b"].tolist()))
+    assert _shared_cache_has_map(run)  # the map's new version (placed_count 1)
+    assert (original.pk, copy.pk) in set(zip(*(run_near_duplicates(run)[k].tolist() for k in ("a", "b"))))
+    # New images get suggestions without waiting for a label change: a recompute is queued.
+    assert cache.get(_schedule_key(dataset.pk)) is not None

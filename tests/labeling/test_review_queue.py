@@ -13,7 +13,8 @@ from tests.labeling.map_factory import build_map
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache(fresh_media):
+    # fresh_media: run artifacts (near_duplicates.npy) are this test's own, whatever ids the runs get.
     cache.clear()
 
 
@@ -179,3 +180,74 @@ def test_review_through_the_api(planted):
     assert response.json()["updated"] == 1
     annotation = Annotation.objects.get(image_id=planted["mistake"])
     assert annotation.label_class_id == planted["cat"].pk and annotation.reviewed_by_id == planted["reviewer"].pk
+
+
+# --- near-duplicates come from the run, not from the request ------------------------------------------
+
+
+def _fresh_process():
+    """As a new web process after a run: nothing of the run in memory or in the cache."""
+    from embeddings.selectors import clear_run_cache
+
+    clear_run_cache()
+    cache.clear()
+
+
+def test_the_queue_reads_the_runs_stored_near_duplicate_pairs(planted):
+    import numpy as np
+
+    from embeddings import storage
+    from embeddings.ml.review_ranking import PAIR_DTYPE
+    from embeddings.selectors import NEAR_DUPLICATES
+
+    dataset, run, (blob_a, blob_b, _) = planted["dataset"], planted["run"], planted["blobs"]
+    # Two images far apart in code space, labelled differently: no search would pair
+    # them, so the item can only come from the stored artifact.
+    a, b = blob_a[0], blob_b[0]
+    storage.write_array(run, NEAR_DUPLICATES, np.array([(a, b, 0.0)], dtype=PAIR_DTYPE))
+    _fresh_process()
+    queue = review_queue_for_dataset(dataset, limit=100)
+    conflicts = [i for i in queue if "near_duplicate_conflict" in i["codes"]]
+    assert len(conflicts) == 1 and set(conflicts[0]["image_ids"]) == {a, b}, queue
+
+
+def test_an_old_run_without_the_artifact_gets_it_computed_once(planted):
+    import numpy as np
+
+    from embeddings import storage
+    from embeddings.models import ImageEmbedding
+    from embeddings.selectors import NEAR_DUPLICATES
+
+    dataset, run, admin = planted["dataset"], planted["run"], planted["admin"]
+    blob_a, blob_b, _ = planted["blobs"]
+    # An exact copy in code space of a 'cat' image, labelled 'dog'.
+    original, copy = blob_a[0], blob_b[3]
+    code = ImageEmbedding.objects.get(run=run, image_id=original).code
+    ImageEmbedding.objects.filter(run=run, image_id=copy).update(code=code)
+    assert not storage.exists(run, NEAR_DUPLICATES)
+    _fresh_process()
+    queue = review_queue_for_dataset(dataset, limit=100)
+    conflicts = [i for i in queue if "near_duplicate_conflict" in i["codes"]]
+    assert len(conflicts) == 1 and set(conflicts[0]["image_ids"]) == {original, copy}
+    stored = storage.read_array(run, NEAR_DUPLICATES)
+    assert (min(original, copy), max(original, copy)) in set(zip(stored["a"].tolist(), stored["b"].tolist()))
+    assert np.all(stored["a"] < stored["b"])
+
+
+def test_warm_requests_read_no_per_image_rows_of_the_run(planted):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from embeddings.selectors import map_cache_warm
+
+    dataset = planted["dataset"]
+    _fresh_process()
+    map_cache_warm(planted["run"])
+    expected = review_queue_for_dataset(dataset, limit=100)
+    with CaptureQueriesContext(connection) as queries:
+        assert review_queue_for_dataset(dataset, limit=100) == expected
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    # Positions, clusters and reconstruction errors come from the run's cached
+    # arrays; only labels, suggestions, reviews and resolutions are read fresh.
+    assert "reconstruction_error" not in sql and '"cluster"' not in sql, sql
+    assert len(queries) <= 6, [q["sql"] for q in queries.captured_queries]

@@ -193,3 +193,38 @@ def test_a_burst_of_label_changes_yields_one_recompute(celery_worker_process, ma
     # Every image of the burst was taken into account.
     assert all(suggestion_of(run, i)[0] == cat.pk for i in blob_a)
     assert all(suggestion_of(run, i)[0] == dog.pk for i in blob_b)
+
+
+def test_accept_through_the_api_passes_min_confidence(mapped):
+    from rest_framework.test import APIClient
+
+    dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
+    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
+    suggestions_recompute(dataset=dataset)
+    unsure = blob_a[5]
+    ImageEmbedding.objects.filter(run=run, image_id=unsure).update(suggestion_confidence=0.3)
+    client = APIClient()
+    client.force_authenticate(admin)
+    url = f"/api/datasets/{dataset.pk}/suggestions/accept/"
+    for bad in (1.5, -0.1, "lots", "NaN"):
+        response = client.post(url, {"cluster": 0, "min_confidence": bad}, format="json")
+        assert response.status_code == 400, (bad, response.content)
+    assert Annotation.objects.filter(label_class__isnull=False).count() == 2
+    response = client.post(url, {"cluster": 0, "min_confidence": 0.5}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["updated"] == 17  # 20 in the blob, 2 labelled, 1 below 0.5
+    labels = dict(Annotation.objects.values_list("image_id", "label_class_id"))
+    assert labels.get(unsure) is None and labels[blob_a[6]] == cat.pk
+    # Without it, everything with a suggestion takes it.
+    response = client.post(url, {"image_ids": [unsure]}, format="json")
+    assert response.status_code == 200 and response.json()["updated"] == 1
+    assert Annotation.objects.get(image_id=unsure).label_class_id == cat.pk
+
+
+def test_schema_documents_min_confidence():
+    from rest_framework.test import APIClient
+
+    response = APIClient().get("/api/schema/?format=json")
+    assert response.status_code == 200
+    schema = response.json()["components"]["schemas"]["SuggestionsAcceptRequest"]["properties"]["min_confidence"]
+    assert schema["minimum"] == 0 and schema["maximum"] == 1 and schema["type"] == "number"

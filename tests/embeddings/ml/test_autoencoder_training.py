@@ -147,3 +147,9 @@ def test_default_recipe_batch_norm_and_cosine_trains():
     assert result.loss_curve[-1] < 0.7 * result.loss_curve[0]
     with pytest.raises(ValueError):
         train_autoencoder(_blobs(), _config(lr_schedule="sometimes"))
+
+
+def test_batch_norm_survives_a_last_batch_of_one_tiny_image():
+    x = np.random.default_rng(0).uniform(0, 1, (17, 1, 8, 8)).astype(np.float32)
+    result = train_autoencoder(x, _config(epochs=1, input_size=8, depth=3, batch_norm=True))
+    assert result.epochs_run == 1 and len(result.step_losses) == 1
