@@ -25,13 +25,23 @@ class Param:
     help: str = ""
 
 
+def _train_defaults():
+    # The dataclass is pure Python; importing it does not import torch.
+    from embeddings.ml.config import TrainConfig
+
+    return TrainConfig()
+
+
+_TRAIN_DEFAULTS = _train_defaults()
+
 PARAMS: dict[str, Param] = {
-    "epochs": Param(int, 10, 1, 1000, help="passes over the training images"),
-    "batch_size": Param(int, 256, 1, 8192),
-    "learning_rate": Param(float, 1e-3, 1e-6, 1.0),
-    "code_size": Param(int, 10, 2, 512, help="length of each image's code"),
-    "depth": Param(int, 3, 1, 6, help="stride-2 convolution layers in the encoder"),
-    "base_channels": Param(int, 32, 4, 256),
+    # Defaults are the ML package's measured ones (embeddings/ml/config.py).
+    "epochs": Param(int, _TRAIN_DEFAULTS.epochs, 1, 1000, help="passes over the training images"),
+    "batch_size": Param(int, _TRAIN_DEFAULTS.batch_size, 1, 8192),
+    "learning_rate": Param(float, _TRAIN_DEFAULTS.learning_rate, 1e-6, 1.0),
+    "code_size": Param(int, _TRAIN_DEFAULTS.code_size, 2, 512, help="length of each image's code"),
+    "depth": Param(int, _TRAIN_DEFAULTS.depth, 1, 6, help="stride-2 convolution layers in the encoder"),
+    "base_channels": Param(int, _TRAIN_DEFAULTS.base_channels, 4, 256),
     "input_size": Param(int, None, 8, 256, nullable=True, help="side in pixels; empty: chosen from the images"),
     "channels": Param(int, None, choices=(1, 3), nullable=True, help="1 grey, 3 colour; empty: chosen from the images"),
     "seed": Param(int, 0, 0, 2**31 - 1),
@@ -39,7 +49,8 @@ PARAMS: dict[str, Param] = {
     "min_delta": Param(float, 0.01, 0.0, 1.0),
     "noise_std": Param(float, 0.0, 0.0, 1.0),
     "max_shift": Param(int, 0, 0, 16),
-    "max_train_images": Param(int, None, 10, 10_000_000, nullable=True),
+    "max_train_images": Param(int, 20_000, 10, 10_000_000, nullable=True,
+                              help="train on a sample of this many images; the rest are only embedded"),
     "max_train_seconds": Param(float, None, 1, 7 * 24 * 3600, nullable=True),
     "layout_method": Param(str, "tsne", choices=LAYOUT_METHODS),
     "perplexity": Param(float, 30.0, 2.0, 200.0),
@@ -102,6 +113,7 @@ def train_config(params: dict, *, input_size: int, channels: int):
     from embeddings.ml.config import TrainConfig
 
     return TrainConfig(
+        batch_norm=_TRAIN_DEFAULTS.batch_norm,
         epochs=params["epochs"],
         batch_size=params["batch_size"],
         learning_rate=params["learning_rate"],
@@ -133,12 +145,15 @@ def layout_config(params: dict, *, image_count: int):
         method=params["layout_method"],
         seed=params["seed"],
         perplexity=perplexity,
-        max_points=params["layout_max_points"],
+        # Above 30,000 points t-SNE runs on a sample and places the rest (measured in bench/pipeline_speed.py).
+        max_points=params["layout_max_points"] or (30_000 if image_count > 30_000 else None),
         n_neighbors=max(2, min(15, image_count - 1)),
     )
 
 
-def cluster_config(params: dict):
+def cluster_config(params: dict, *, image_count: int | None = None):
     from embeddings.ml.config import ClusterConfig
 
-    return ClusterConfig(method=params["cluster_method"], n_clusters=params["n_clusters"], seed=params["seed"])
+    large = image_count is not None and image_count > 20_000
+    return ClusterConfig(method=params["cluster_method"], n_clusters=params["n_clusters"], seed=params["seed"],
+                         max_points=20_000 if large else None)

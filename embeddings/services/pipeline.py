@@ -206,7 +206,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
     # clustering --------------------------------------------------------------------------------
     reporter.enter_stage(RunStage.CLUSTERING)
     reporter.check()
-    labels = np.asarray(cluster_codes(codes, run_params.cluster_config(params), layout_xy=xy), dtype=np.int32)
+    labels = np.asarray(cluster_codes(codes, run_params.cluster_config(params, image_count=len(codes)), layout_xy=xy), dtype=np.int32)
     reporter.check()
 
     # storing -----------------------------------------------------------------------------------

@@ -35,7 +35,9 @@ def dataset(make_user, make_dataset):
 def test_params_are_normalised_with_defaults():
     clean = run_params_validate({"epochs": "5", "layout_method": "UMAP", "n_clusters": None})
     assert clean["epochs"] == 5 and clean["layout_method"] == "umap" and clean["n_clusters"] is None
-    assert clean["code_size"] == 10 and clean["seed"] == 0
+    from embeddings.ml.config import TrainConfig
+
+    assert clean["code_size"] == TrainConfig().code_size and clean["seed"] == 0
 
 
 @pytest.mark.parametrize(
