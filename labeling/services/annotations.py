@@ -596,3 +596,42 @@ def annotations_apply_mapping(
     if changed:
         _after_labels_changed(dataset.pk)
     return action
+
+
+@transaction.atomic
+def annotations_fill_unlabelled(
+    *,
+    dataset: Dataset,
+    user,
+    image_ids,
+    label_class: LabelClass,
+    action: LabelAction,
+    source: str = AnnotationSource.IMPORT,
+) -> int:
+    """Gives `label_class` to those of `image_ids` that have no class yet, under an existing `action`.
+
+    For imports, which add to one action per class across many batches and never
+    overwrite a class someone gave. Returns how many images were labelled.
+    """
+    if label_class.dataset_id != dataset.pk or action.dataset_id != dataset.pk:
+        raise ValidationFailed("The class and the action must belong to this dataset.", field="class")
+    ids = _clean_image_ids(image_ids)
+    _check_images_in_dataset(dataset.pk, ids)
+    _ensure_annotation_rows(dataset.pk, ids)
+    current = _lock_annotations(ids)
+    changes = [(image_id, current[image_id]) for image_id in ids if current[image_id].class_id is None]
+    if not changes:
+        return 0
+    _write_changes(
+        dataset_id=dataset.pk,
+        user=user,
+        action=action,
+        changes=changes,
+        new_class_id=label_class.pk,
+        source=source,
+        mark_reviewed=False,
+        now=timezone.now(),
+    )
+    LabelAction.objects.filter(pk=action.pk).update(image_count=F("image_count") + len(changes))
+    _after_labels_changed(dataset.pk)
+    return len(changes)

@@ -31,13 +31,10 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from labeling.errors import PayloadTooLarge, ValidationFailed
 from labeling.models import (
-    Annotation,
-    AnnotationHistory,
     AnnotationSource,
     Dataset,
     Image,
@@ -567,64 +564,29 @@ class _Ingest:
 
     def _import_labels(self, *, new: list[tuple[int, str]], existing: list[tuple[int, str]]) -> None:
         """Annotate images with their folder's class; an image that already has a class keeps it."""
-        current = {
-            a.image_id: a
-            for a in Annotation.objects.select_for_update().filter(image_id__in=[pk for pk, _ in existing])
-        }
-        annotations: list[Annotation] = []
-        updates: list[Annotation] = []
-        history: list[AnnotationHistory] = []
-        counts: dict[int, int] = defaultdict(int)
+        from labeling.services.annotations import annotations_fill_unlabelled
+
+        ids_by_class: dict[int, list[int]] = defaultdict(list)
+        classes: dict[int, LabelClass] = {}
         for image_id, class_name in [*new, *existing]:
             label_class = self._label_class(class_name)
-            if label_class is None:
-                continue
-            action = self._action(label_class)
-            annotation = current.get(image_id)
-            if annotation is not None:
-                if annotation.label_class_id is not None:
-                    continue  # never overwrite a label someone gave
-                annotation.label_class = label_class
-                annotation.author = self.user
-                annotation.source = AnnotationSource.IMPORT
-                annotation.version += 1
-                updates.append(annotation)
-                version = annotation.version
-            else:
-                annotations.append(
-                    Annotation(
-                        image_id=image_id,
-                        dataset=self.dataset,
-                        label_class=label_class,
-                        author=self.user,
-                        source=AnnotationSource.IMPORT,
-                        version=1,
-                    )
-                )
-                current[image_id] = annotations[-1]
-                version = 1
-            history.append(
-                AnnotationHistory(
-                    dataset=self.dataset,
-                    image_id=image_id,
-                    old_class=None,
-                    new_class=label_class,
-                    new_version=version,
-                    user=self.user,
-                    action=action,
-                )
+            if label_class is not None:
+                ids_by_class[label_class.pk].append(image_id)
+                classes[label_class.pk] = label_class
+        labelled = 0
+        for class_id, image_ids in ids_by_class.items():
+            labelled += annotations_fill_unlabelled(
+                dataset=self.dataset,
+                user=self.user,
+                image_ids=image_ids,
+                label_class=classes[class_id],
+                action=self._action(classes[class_id]),
+                source=AnnotationSource.IMPORT,
             )
-            counts[action.pk] += 1
-        if not history:
-            return
-        Annotation.objects.bulk_create(annotations)
-        if updates:
-            Annotation.objects.bulk_update(updates, ["label_class", "author", "source", "version", "updated_at"])
-        AnnotationHistory.objects.bulk_create(history)
-        for action_id, n in counts.items():
-            LabelAction.objects.filter(pk=action_id).update(image_count=F("image_count") + n)
-        Dataset.objects.filter(pk=self.dataset.pk).update(labels_changed_at=timezone.now())
-        self.report.labelled += len(history)
+        if labelled:
+            # Also set here, not only after commit, so the import's caller sees it at once.
+            Dataset.objects.filter(pk=self.dataset.pk).update(labels_changed_at=timezone.now())
+        self.report.labelled += labelled
 
     # after the last batch ---------------------------------------------------------------------------
     def _after_ingest(self) -> None:
