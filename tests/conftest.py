@@ -120,6 +120,12 @@ def _worker_env() -> dict:
     return env
 
 
+@pytest.fixture
+def subprocess_env(transactional_db):
+    """Environment for a child process that must see this test's database and media."""
+    return _worker_env()
+
+
 class WorkerProcess:
     def __init__(self, queues="default,ml", extra_args=(), env=None):
         self.queues = queues

@@ -1,5 +1,4 @@
 """An ingest process killed mid-archive leaves files without rows at worst, never rows without files."""
-import os
 import subprocess
 import sys
 import time
@@ -7,8 +6,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from ingest_files import image_bytes, row_names, storage_names
 
 from labeling.models import Image
@@ -43,23 +40,8 @@ print("FINISHED", flush=True)
 """
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    db = connection.settings_dict
-    if connection.vendor == "postgresql":
-        env["DATABASE_URL"] = (
-            f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        )
-    else:
-        env.pop("DATABASE_URL", None)
-        env["SQLITE_PATH"] = str(db["NAME"])
-    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 @pytest.mark.slow
-def test_sigkill_mid_archive_then_cleanup(transactional_db, admin_dataset, tmp_path):
+def test_sigkill_mid_archive_then_cleanup(transactional_db, admin_dataset, tmp_path, subprocess_env):
     dataset, admin = admin_dataset
     archive = tmp_path / "many.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -68,7 +50,7 @@ def test_sigkill_mid_archive_then_cleanup(transactional_db, admin_dataset, tmp_p
 
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(dataset.pk), str(archive)],
-        cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO_ROOT, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
     try:
