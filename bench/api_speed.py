@@ -147,6 +147,14 @@ def build_dataset(n: int, *, seed: int):
             Annotation(image_id=image_id, dataset=dataset, label_class_id=classes[int(label[i])].pk, author=user,
                        source=AnnotationSource.IMPORT, version=1)
             for i, image_id in enumerate(image_ids)))
+    # As the pipeline's clustering stage does: near-duplicate pairs are stored with
+    # the run, so the review queue's first call reads them instead of searching.
+    import numpy as np
+
+    from embeddings.services import run_near_duplicates_store
+
+    run.metrics = run_near_duplicates_store(run=run, codes=codes, image_ids=np.asarray(image_ids))
+    run.save(update_fields=["metrics"])
     _analyze()
     return dataset
 
