@@ -7,8 +7,10 @@ dataset only through the app's own services, the way a person would:
    (training_run_start + training_run_execute, synchronously);
 2. label whole clusters, largest first, with the class most of their images
    show, until every class it has seen has a labelled cluster;
-3. accept the suggestions, one cluster at a time, most confident first
-   (one action per cluster), or all at once (--accept-scope all);
+3. accept the suggestions one class at a time, the class with most pending
+   suggestions first (one action applies one class: the map's "accept all
+   suggested <class>"), or one cluster at a time, most confident first, or
+   all at once (--accept-scope);
 4. work the review queue from the top: for each item, select the images that
    are wrong and share one true class and relabel them (one action per class
    fixed), or accept the item's suggestions when that fixes more, or mark the
@@ -43,15 +45,15 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="digits", help="digits | mnist5k | mnist10k | mnist | synthetic (bench/datasets.py)")
     p.add_argument("--n", type=int, default=None, help="use this many images (default: the whole set)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=None, help="default: the pipeline's")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's")
     p.add_argument("--n-clusters", type=int, default=None, help="default: the pipeline's choice (about sqrt(N/2))")
     p.add_argument("--layout", default="umap", choices=["tsne", "umap"])
     p.add_argument("--clusters-per-class", type=int, default=1,
                    help="phase 2 labels clusters until each class seen has this many labelled clusters")
-    p.add_argument("--accept-scope", default="cluster,all",
-                   help="comma-separated strategies, each run on the same map: 'cluster' accepts suggestions one "
-                        "cluster per action, 'all' accepts every suggestion in one action")
+    p.add_argument("--accept-scope", default="class,cluster,all",
+                   help="comma-separated strategies, each run on the same map: 'class' accepts suggestions one "
+                        "class per action, 'cluster' one cluster per action, 'all' every suggestion in one action")
     p.add_argument("--max-review-actions", type=int, default=400)
     p.add_argument("--database-url", default=None, help="default: a fresh SQLite file in a temp dir")
     p.add_argument("--workdir", default=None, help="default: a temp dir, deleted afterwards")
@@ -86,6 +88,9 @@ def write_pngs(images: np.ndarray, folder: Path) -> list[str]:
         PILImage.fromarray((img[0] * 255).round().astype(np.uint8)).save(folder / name)
         names.append(name)
     return names
+
+
+SCOPE_WORDS = {"class": "one class per action", "cluster": "one cluster per action", "all": "all in one action"}
 
 
 class Annotator:
@@ -157,6 +162,17 @@ class Annotator:
             return
         run = current_run(self.dataset)
         labels = self.labels()
+        if scope == "class":
+            # The map's suggestion panel: "accept 412 x seven", most numerous first.
+            pending = Counter(
+                class_id for image_id, class_id in ImageEmbedding.objects.filter(
+                    run=run, suggested_class__isnull=False).values_list("image_id", "suggested_class_id")
+                if labels.get(image_id) is None)
+            for class_id, _ in pending.most_common():
+                suggestions_accept(dataset=self.dataset, user=self.user,
+                                   label_class=self.class_by_digit[self.digit_by_class[class_id]])
+                self.acted(f"accept suggestions of class {self.digit_by_class[class_id]}")
+            return
         by_cluster = defaultdict(list)
         for image_id, cluster, conf in ImageEmbedding.objects.filter(run=run, suggested_class__isnull=False).values_list(
             "image_id", "cluster", "suggestion_confidence"
@@ -250,7 +266,11 @@ def main(argv=None):
         truth[image_id] = truth_by_name[Path(original_name).name]
     n = len(truth)
 
-    params = {"epochs": args.epochs, "batch_size": args.batch_size, "layout_method": args.layout, "seed": args.seed}
+    params = {"layout_method": args.layout, "seed": args.seed}
+    if args.epochs:
+        params["epochs"] = args.epochs
+    if args.batch_size:
+        params["batch_size"] = args.batch_size
     if args.n_clusters:
         params["n_clusters"] = args.n_clusters
     run = training_run_start(dataset=dataset, user=user, params=params)
@@ -277,7 +297,7 @@ def main(argv=None):
         after_accept = (annotator.actions, annotator.accuracy())
         annotator.work_review_queue(args.max_review_actions)
         final = (annotator.actions, annotator.accuracy())
-        print(f"\nstrategy: accept suggestions {'one cluster per action' if scope == 'cluster' else 'all in one action'}"
+        print(f"\nstrategy: accept suggestions {SCOPE_WORDS[scope]}"
               f" (labelling {time.perf_counter() - t:.0f} s)")
         print(f"  after labelling clusters:    {after_clusters[0]:4d} actions, {100 * after_clusters[1]:.1f} % correct")
         print(f"  after accepting suggestions: {after_accept[0]:4d} actions, {100 * after_accept[1]:.1f} % correct")
@@ -290,7 +310,7 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     for scope, annotator in rows:
         a95, a98 = annotator.milestones.get(0.95), annotator.milestones.get(0.98)
-        name = "simlabel, accept per cluster" if scope == "cluster" else "simlabel, accept all at once"
+        name = f"simlabel, accept suggestions {SCOPE_WORDS[scope]}"
         print(f"| {name} | {a95 or 'not reached'} | {per_k(a95)} | {a98 or 'not reached'} | {per_k(a98)} |")
     print(f"| one-by-one labelling | {int(np.ceil(0.95 * n))} | 950 | {int(np.ceil(0.98 * n))} | 980 |")
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")

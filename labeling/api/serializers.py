@@ -300,6 +300,10 @@ class ReviewResolveResultSerializer(serializers.Serializer):
 class SuggestionsAcceptSerializer(serializers.Serializer):
     image_ids = serializers.ListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES)
     cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9)
+    locals()["class"] = IdField(
+        required=False,
+        help_text="Only images suggested this class id take it; alone, every such suggestion on the map.",
+    )
     min_confidence = serializers.FloatField(
         required=False, default=0.0, min_value=0.0, max_value=1.0,
         help_text="Only images whose suggestion has at least this confidence (0..1) take it.",
@@ -311,8 +315,10 @@ class SuggestionsAcceptSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs):
-        if ("image_ids" in attrs) == ("cluster" in attrs):
-            raise serializers.ValidationError("Give exactly one of image_ids or cluster.")
+        if "image_ids" in attrs and "cluster" in attrs:
+            raise serializers.ValidationError("Give image_ids or cluster, not both.")
+        if not {"image_ids", "cluster", "class"} & attrs.keys():
+            raise serializers.ValidationError("Give image_ids, cluster or class.")
         return attrs
 
 

@@ -494,17 +494,19 @@ class SuggestionsAcceptView(APIView):
         request=s.SuggestionsAcceptSerializer,
         responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404)},
         tags=["review"],
-        description="Applies each image's suggested class (the images given, or a whole cluster) as one action; "
+        description="Applies each image's suggested class as one action: for the images given, a whole "
+        "cluster, or every image suggested `class` (which also narrows the other two); unlabelled images only; "
         "images whose suggestion is below min_confidence (0..1, default 0) are left alone.",
     )
     def post(self, request, dataset_id):
         dataset = dataset_for_user(request.user, dataset_id, "label")
         data = _validated(s.SuggestionsAcceptSerializer, request.data)
+        label_class = selectors.label_class_in_dataset(dataset, data.get("class"))
         from labeling.services.suggestions import suggestions_accept
 
         action = suggestions_accept(
             dataset=dataset, user=request.user, image_ids=data.get("image_ids"), cluster=data.get("cluster"),
-            min_confidence=data.get("min_confidence", 0.0),
+            label_class=label_class, min_confidence=data.get("min_confidence", 0.0),
         )
         return Response({"updated": action.image_count if action else 0, "action_id": action.pk if action else None})
 

@@ -185,6 +185,7 @@ def suggestions_accept(
     user,
     image_ids=None,
     cluster: int | None = None,
+    label_class: LabelClass | None = None,
     min_confidence: float = 0.0,
     include_labelled: bool = False,
     mark_reviewed: bool = False,
@@ -193,7 +194,8 @@ def suggestions_accept(
     """Applies each image's suggested class as ONE LabelAction.
 
     Scope: the given images, or a cluster of the current map, or (neither) the
-    whole map.  By default only unlabelled images take their suggestion;
+    whole map; label_class narrows any scope to the images suggested that class
+    (one class applied to a selection: "accept every 'seven'").  By default only unlabelled images take their suggestion;
     include_labelled also changes labelled images whose neighbours suggest
     another class (a reviewer accepting "this label is a mistake").  Images
     without a suggestion or below min_confidence are left alone.
@@ -230,6 +232,10 @@ def suggestions_accept(
         if not ImageEmbedding.objects.filter(run=run, cluster=cluster).exists():
             raise ValidationFailed(f"The current map has no cluster {cluster}.", field="cluster")
         rows = rows.filter(cluster=cluster)
+    if label_class is not None:
+        if label_class.dataset_id != dataset.pk:
+            raise ValidationFailed("That class belongs to another dataset.", field="class")
+        rows = rows.filter(suggested_class=label_class)
     suggested = dict(rows.values_list("image_id", "suggested_class_id"))
     if wanted is not None:
         suggested = {i: c for i, c in suggested.items() if i in wanted}

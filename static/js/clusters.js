@@ -94,7 +94,27 @@ function clusterCard(cluster) {
         button.disabled = false;
       }
     });
-    card.append(el("div", { class: "row", style: { margin: ".5rem 0" } }, select, button, excludedNote));
+    const row = el("div", { class: "row", style: { margin: ".5rem 0" } }, select, button);
+    if (suggested && unlabeled > 0) {
+      // Each unlabeled image takes its own suggestion (not necessarily the cluster's): one action.
+      const accept = el("button", { type: "button", class: "small accept-suggestions" }, "Accept suggestions");
+      accept.addEventListener("click", async () => {
+        accept.disabled = true;
+        try {
+          const result = await postJSON(`/api/datasets/${datasetId}/suggestions/accept/`, { cluster: cluster.id });
+          const message = `Accepted ${result.updated} suggestion${result.updated === 1 ? "" : "s"} in cluster ${cluster.id}`;
+          lastAction = { id: result.action_id, message };
+          toast(message, { kind: "success", action: { label: "Undo", run: () => undoLast() }, timeout: 12000 });
+          await render();
+        } catch (err) {
+          showError(err);
+          accept.disabled = false;
+        }
+      });
+      row.append(accept);
+    }
+    row.append(excludedNote);
+    card.append(row);
   }
   card.append(thumbs, el("div", { class: "pager" }, moreButton));
   renderThumbs(FIRST);

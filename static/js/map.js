@@ -181,6 +181,7 @@ async function draw() {
     await Plotly.react(plot, traces, layout(), plotConfig);
   }
   renderCounts();
+  renderSuggestions();
 }
 
 // --- hover and click ---------------------------------------------------------------------
@@ -403,6 +404,59 @@ function renderCounts() {
   document.getElementById("class-counts").replaceChildren(...rows);
 }
 
+// Pending suggestions per class (unlabeled images only, at or above the chosen
+// confidence, inside the cluster filter when one is set), each accepted in one
+// request that applies that one class.
+const suggestionsCard = document.getElementById("suggestions-card");
+const minConfidenceInput = document.getElementById("suggestions-min-confidence");
+
+function minConfidence() {
+  const value = Number(minConfidenceInput.value);
+  return Number.isFinite(value) ? Math.min(1, Math.max(0, value / 100)) : 0;
+}
+
+function renderSuggestions() {
+  if (!suggestionsCard) return;
+  const p = state.points;
+  const floor = minConfidence();
+  const pending = new Map();
+  for (let i = 0; i < p.n; i++) {
+    if (p.cls[i] !== -1 || p.suggestion[i] === -1) continue;
+    if (state.clusterFilter !== null && p.cluster[i] !== state.clusterFilter) continue;
+    if (!(p.confidence[i] >= floor)) continue;
+    pending.set(p.suggestion[i], (pending.get(p.suggestion[i]) || 0) + 1);
+  }
+  const anySuggestion = p.suggestion.some((v) => v !== -1);
+  suggestionsCard.classList.toggle("hidden", !anySuggestion);
+  document.getElementById("suggestions-scope").textContent = state.clusterFilter === null ? "" : ` in cluster ${state.clusterFilter}`;
+  const rows = [...pending.entries()].sort((a, b) => b[1] - a[1]).map(([classId, count]) => {
+    const cls = classById.get(classId);
+    if (!cls) return null;
+    return el("div", { class: "count-row", dataset: { suggestedClass: classId } },
+      el("span", { class: "chip", style: { "--class-color": cls.color } }, el("span", { class: "swatch" }), cls.name),
+      el("button", { type: "button", class: "small accept-class", onclick: () => acceptSuggestions(cls) },
+        `Accept ${count}`));
+  }).filter(Boolean);
+  document.getElementById("suggestion-rows").replaceChildren(
+    ...(rows.length ? rows : [el("span", { class: "muted small", text: "Nothing to accept here." })]));
+}
+
+async function acceptSuggestions(cls) {
+  const body = { class: cls.id, min_confidence: minConfidence() };
+  if (state.clusterFilter !== null) body.cluster = state.clusterFilter;
+  for (const button of suggestionsCard.querySelectorAll("button")) button.disabled = true;
+  try {
+    const result = await postJSON(`/api/datasets/${datasetId}/suggestions/accept/`, body);
+    const updated = result.updated ?? 0;
+    await refresh();
+    rememberAction(result.action_id, `Accepted ${updated} suggestion${updated === 1 ? "" : "s"} of ${cls.name}`);
+  } catch (err) {
+    showError(err);
+  } finally {
+    for (const button of suggestionsCard.querySelectorAll("button")) button.disabled = false;
+  }
+}
+
 const colorSelect = document.getElementById("color-mode");
 const unlabeledBox = document.getElementById("filter-unlabeled");
 const classSelect = document.getElementById("filter-class");
@@ -455,6 +509,7 @@ function wireControls() {
   document.getElementById("mode-box").addEventListener("click", () => setDragmode("select"));
   document.getElementById("mode-pan").addEventListener("click", () => setDragmode("pan"));
   document.getElementById("selection-clear").addEventListener("click", () => clearSelection());
+  minConfidenceInput?.addEventListener("input", () => { if (state.points) renderSuggestions(); });
   const buttons = document.getElementById("class-buttons");
   if (buttons) classButtons(buttons, classes, (cls) => applyClass(cls));
   document.addEventListener("keydown", (event) => {

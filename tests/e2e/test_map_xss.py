@@ -5,31 +5,15 @@ buttons and selection panel, create no elements and run no script.
 The map draws its legend through Plotly, which turns a small set of HTML tags
 in trace names into SVG; the hover card and panels are built by map.js. Both
 paths are checked: remove the escaping in either and this test fails."""
-import io
-
 import pytest
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
-from PIL import Image as PILImage
 
 from tests.e2e.test_labeling_flow import login
-from tests.labeling.map_factory import build_map
+from tests.labeling.map_factory import build_map, store_image_files
 
 pytestmark = [pytest.mark.browser]
 
 IMG_PAYLOAD = "<img src=x onerror=window.__xss=1>"
 BOLD_PAYLOAD = "<b>bold</b></script><script>window.__xss=2</script>"
-
-
-def _store_thumbnails(dataset):
-    """Real thumbnail files for the factory's images, so the hover card loads them."""
-    from labeling.models import Image
-
-    buf = io.BytesIO()
-    PILImage.new("L", (28, 28), 128).save(buf, format="WEBP")
-    for image in Image.objects.filter(dataset=dataset):
-        default_storage.save(image.thumbnail.name, ContentFile(buf.getvalue()))
-        default_storage.save(image.file.name, ContentFile(buf.getvalue()))
 
 
 def _point_on_screen(page, class_name):
@@ -58,7 +42,7 @@ def test_markup_in_names_is_inert_on_the_map(browser_page, live_server, make_use
         dataset, blob_sizes=(12, 12, 12), class_names=(IMG_PAYLOAD, BOLD_PAYLOAD), spread=0.2,
     )
     dataset.images.update(original_name=f"{IMG_PAYLOAD}.png")
-    _store_thumbnails(dataset)
+    store_image_files(dataset)
     annotations_apply_bulk(dataset=dataset, user=alice, label_class=img_class, image_ids=blobs[0])
     annotations_apply_bulk(dataset=dataset, user=alice, label_class=bold_class, image_ids=blobs[1])
 

@@ -1,8 +1,12 @@
 """A dataset with a finished map built directly in the database (no training):
 images whose codes form well-separated blobs, one cluster per blob."""
 import hashlib
+import io
 
 import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image as PILImage
 
 from embeddings.models import ImageEmbedding, RunStatus, TrainingRun
 from labeling.models import Image, LabelClass
@@ -33,3 +37,14 @@ def build_map(dataset, blob_sizes=(20, 20), seed=0, spread=0.3, class_names=("ca
         blobs.append(ids)
     ImageEmbedding.objects.bulk_create(embeddings)
     return run, classes, blobs
+
+
+def store_image_files(dataset):
+    """Real files behind the factory's images, for pages that load thumbnails."""
+    buf = io.BytesIO()
+    PILImage.new("L", (28, 28), 128).save(buf, format="WEBP")
+    for image in Image.objects.filter(dataset=dataset):
+        for name in (image.thumbnail.name, image.file.name):
+            # Names repeat across tests (dataset ids restart); save() would pick another name.
+            default_storage.delete(name)
+            assert default_storage.save(name, ContentFile(buf.getvalue())) == name

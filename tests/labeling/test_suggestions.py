@@ -228,3 +228,55 @@ def test_schema_documents_min_confidence():
     assert response.status_code == 200
     schema = response.json()["components"]["schemas"]["SuggestionsAcceptRequest"]["properties"]["min_confidence"]
     assert schema["minimum"] == 0 and schema["maximum"] == 1 and schema["type"] == "number"
+
+
+def test_accepting_one_class_is_one_action_with_that_class(mapped):
+    dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
+    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
+    annotations_apply_bulk(dataset=dataset, user=admin, label_class=dog, image_ids=blob_b[:2])
+    suggestions_recompute(dataset=dataset)
+    before = LabelAction.objects.count()
+    action = suggestions_accept(dataset=dataset, user=admin, label_class=dog)
+    assert LabelAction.objects.count() == before + 1
+    assert action.image_count == 18 and action.label_class_id == dog.pk
+    labels = dict(Annotation.objects.values_list("image_id", "label_class_id"))
+    assert all(labels[i] == dog.pk for i in blob_b)
+    assert all(labels.get(i) is None for i in blob_a[2:])  # the cat suggestions wait
+    # Narrowing a cluster by class: the cat cluster has no dog suggestions, so nothing changes.
+    assert suggestions_accept(dataset=dataset, user=admin, cluster=0, label_class=dog).image_count == 0
+    assert all(labels.get(i) is None for i in blob_a[2:])
+
+
+def test_accepting_a_class_of_another_dataset_is_refused(mapped, make_dataset):
+    dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
+    other = make_dataset(name="Other", admin=admin)
+    _, (other_cat, _), _ = build_map(other, seed=1)
+    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
+    suggestions_recompute(dataset=dataset)
+    with pytest.raises(ValidationFailed):
+        suggestions_accept(dataset=dataset, user=admin, label_class=other_cat)
+    assert Annotation.objects.filter(label_class__isnull=False).count() == 2
+
+
+def test_accept_by_class_through_the_api(mapped, make_dataset):
+    from rest_framework.test import APIClient
+
+    dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
+    other = make_dataset(name="Other", admin=admin)
+    _, (other_cat, _), _ = build_map(other, seed=1)
+    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
+    annotations_apply_bulk(dataset=dataset, user=admin, label_class=dog, image_ids=blob_b[:2])
+    suggestions_recompute(dataset=dataset)
+    client = APIClient()
+    client.force_authenticate(admin)
+    url = f"/api/datasets/{dataset.pk}/suggestions/accept/"
+    for bad in ({}, {"min_confidence": 0.2}, {"class": other_cat.pk}, {"class": "cat"},
+                {"image_ids": blob_a[:3], "cluster": 0, "class": cat.pk}):
+        response = client.post(url, bad, format="json")
+        assert response.status_code == 400, (bad, response.content)
+    assert Annotation.objects.filter(label_class__isnull=False).count() == 4
+    response = client.post(url, {"class": cat.pk}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["updated"] == 18
+    assert LabelAction.objects.get(pk=response.json()["action_id"]).label_class_id == cat.pk
+    assert not Annotation.objects.filter(image_id__in=blob_b[2:], label_class__isnull=False).exists()
