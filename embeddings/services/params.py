@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+# The config module is pure Python; importing it does not import torch.
+from embeddings.ml.config import CLUSTER_MAX_POINTS, LAYOUT_MAX_POINTS, TRAIN_MAX_IMAGES, TrainConfig
 from labeling.errors import ValidationFailed
 
 LAYOUT_METHODS = ("tsne", "umap")
@@ -25,14 +27,7 @@ class Param:
     help: str = ""
 
 
-def _train_defaults():
-    # The dataclass is pure Python; importing it does not import torch.
-    from embeddings.ml.config import TrainConfig
-
-    return TrainConfig()
-
-
-_TRAIN_DEFAULTS = _train_defaults()
+_TRAIN_DEFAULTS = TrainConfig()
 
 PARAMS: dict[str, Param] = {
     # Defaults are the ML package's measured ones (embeddings/ml/config.py).
@@ -49,7 +44,7 @@ PARAMS: dict[str, Param] = {
     "min_delta": Param(float, 0.01, 0.0, 1.0),
     "noise_std": Param(float, 0.0, 0.0, 1.0),
     "max_shift": Param(int, 0, 0, 16),
-    "max_train_images": Param(int, 20_000, 10, 10_000_000, nullable=True,
+    "max_train_images": Param(int, TRAIN_MAX_IMAGES, 10, 10_000_000, nullable=True,
                               help="train on a sample of this many images; the rest are only embedded"),
     "max_train_seconds": Param(float, None, 1, 7 * 24 * 3600, nullable=True),
     "layout_method": Param(str, "tsne", choices=LAYOUT_METHODS),
@@ -146,7 +141,7 @@ def layout_config(params: dict, *, image_count: int):
         seed=params["seed"],
         perplexity=perplexity,
         # Above 30,000 points t-SNE runs on a sample and places the rest (measured in bench/pipeline_speed.py).
-        max_points=params["layout_max_points"] or (30_000 if image_count > 30_000 else None),
+        max_points=params["layout_max_points"] or (LAYOUT_MAX_POINTS if image_count > LAYOUT_MAX_POINTS else None),
         n_neighbors=max(2, min(15, image_count - 1)),
     )
 
@@ -154,6 +149,6 @@ def layout_config(params: dict, *, image_count: int):
 def cluster_config(params: dict, *, image_count: int | None = None):
     from embeddings.ml.config import ClusterConfig
 
-    large = image_count is not None and image_count > 20_000
+    large = image_count is not None and image_count > CLUSTER_MAX_POINTS
     return ClusterConfig(method=params["cluster_method"], n_clusters=params["n_clusters"], seed=params["seed"],
-                         max_points=20_000 if large else None)
+                         max_points=CLUSTER_MAX_POINTS if large else None)
