@@ -6,14 +6,16 @@ dataset only through the app's own services, the way a person would:
 1. upload the images (images_ingest_path) and run the pipeline
    (training_run_start + training_run_execute, synchronously);
 2. label whole clusters, largest first, with the class most of their images
-   show, until every class it has seen has a labelled cluster;
-3. accept the suggestions one class at a time, the class with most pending
-   suggestions first (one action applies one class: the map's "accept all
-   suggested <class>"), or one cluster at a time, most confident first, or
-   all at once (--accept-scope);
+   show: every cluster (strategy 'none'), or until every class it has seen has
+   a labelled cluster (the others);
+3. accept the suggestions (strategy 'class': one class at a time, the class
+   with most pending suggestions first, as the map's Suggestions card does;
+   'cluster': one cluster at a time, most confident first; 'all': everything
+   in one request), or none;
 4. work the review queue from the top: for each item, select the images that
    are wrong and share one true class and relabel them (one action per class
-   fixed), or accept the item's suggestions when that fixes more, or mark the
+   fixed, biggest group first; a lone stray in a cluster item is left for
+   later), or accept the item's suggestions when that fixes more, or mark the
    item reviewed when nothing in it is wrong (a "review mark").
 
 An action is one request that applies one class to one image, a selection or
@@ -22,7 +24,7 @@ prints the actions per 1,000 images needed to reach 95 % and 98 % correct
 labels over ALL images, beside one-by-one labelling (1,000 per 1,000).
 
     .venv/bin/python bench/label_effort.py                  # digits, 1,797 images
-    .venv/bin/python bench/label_effort.py --dataset mnist5k --n 5000
+    .venv/bin/python bench/label_effort.py --dataset mnist5k    # 5,000 MNIST digits
 """
 from __future__ import annotations
 
@@ -51,9 +53,10 @@ def parse_args(argv=None):
     p.add_argument("--layout", default="umap", choices=["tsne", "umap"])
     p.add_argument("--clusters-per-class", type=int, default=1,
                    help="phase 2 labels clusters until each class seen has this many labelled clusters")
-    p.add_argument("--accept-scope", default="class,cluster,all",
-                   help="comma-separated strategies, each run on the same map: 'class' accepts suggestions one "
-                        "class per action, 'cluster' one cluster per action, 'all' every suggestion in one action")
+    p.add_argument("--accept-scope", default="none,class,cluster,all",
+                   help="comma-separated strategies, each run on the same map: 'none' labels every cluster and "
+                        "accepts no suggestion; 'class' accepts suggestions one class per action, 'cluster' one "
+                        "cluster per action, 'all' every suggestion in one action")
     p.add_argument("--max-review-actions", type=int, default=400)
     p.add_argument("--database-url", default=None, help="default: a fresh SQLite file in a temp dir")
     p.add_argument("--workdir", default=None, help="default: a temp dir, deleted afterwards")
@@ -90,7 +93,8 @@ def write_pngs(images: np.ndarray, folder: Path) -> list[str]:
     return names
 
 
-SCOPE_WORDS = {"class": "one class per action", "cluster": "one cluster per action", "all": "all in one action"}
+SCOPE_WORDS = {"class": "one class per action", "cluster": "one cluster per action", "all": "all in one action",
+               "none": "none (every cluster labelled instead)"}
 
 
 class Annotator:
@@ -133,7 +137,8 @@ class Annotator:
                 self.milestones[goal] = self.actions
 
     # --- phases ----------------------------------------------------------------------------------
-    def label_clusters(self, clusters_per_class: int):
+    def label_clusters(self, clusters_per_class: int | None):
+        """Largest first, each with the class most of its images show; None: every cluster."""
         from embeddings.selectors import dataset_clusters
         from labeling.services.annotations import annotations_apply_to_cluster
 
@@ -143,7 +148,7 @@ class Annotator:
             if not digits:
                 continue
             majority = digits.most_common(1)[0][0]
-            if labelled_per_digit[majority] >= clusters_per_class:
+            if clusters_per_class is not None and labelled_per_digit[majority] >= clusters_per_class:
                 continue  # looking at a cluster is free; this class is covered already
             annotations_apply_to_cluster(dataset=self.dataset, user=self.user,
                                          label_class=self.class_by_digit[majority], cluster=cluster["id"])
@@ -156,6 +161,8 @@ class Annotator:
         from labeling.services.suggestions import suggestions_accept
 
         self.refresh_suggestions()
+        if scope == "none":
+            return
         if scope == "all":
             suggestions_accept(dataset=self.dataset, user=self.user)
             self.acted("accept all suggestions")
@@ -220,8 +227,13 @@ class Annotator:
                 spent += 1
                 self.acted(f"accept {item['kind']} {item['id']} ({item['reason'][:60]})")
                 continue
-            # Lasso the item, deselect what is right: one action per true class among the wrong ones.
-            for digit, _ in groups.most_common():
+            # Lasso the item, deselect what is right: one action per true class among the wrong
+            # ones, biggest first.  In a cluster item a lone stray of some class is left for later
+            # (it comes back as an image item if its neighbours disagree): one click for one image
+            # is the most expensive fix there is.
+            for rank, (digit, size) in enumerate(groups.most_common()):
+                if rank and size == 1 and item["kind"] == "cluster":
+                    continue
                 selection = [i for i in wrong if self.truth[i] == digit]
                 review_item_resolve(dataset=self.dataset, user=self.user, kind=item["kind"], object_id=item["id"],
                                     outcome="relabelled", label_class=self.class_by_digit[digit],
@@ -291,7 +303,7 @@ def main(argv=None):
         reset_labels(dataset)
         annotator = Annotator(dataset, user, truth, class_by_digit)
         t = time.perf_counter()
-        annotator.label_clusters(args.clusters_per_class)
+        annotator.label_clusters(None if scope == "none" else args.clusters_per_class)
         after_clusters = (annotator.actions, annotator.accuracy())
         annotator.accept_suggestions(scope)
         after_accept = (annotator.actions, annotator.accuracy())
