@@ -40,6 +40,24 @@ def test_params_are_normalised_with_defaults():
     assert clean["code_size"] == TrainConfig().code_size and clean["seed"] == 0
 
 
+@pytest.mark.parametrize("images, trained_on, tsne_on, clustered_on", [
+    (10_000, 20_000, None, None),
+    (70_000, 20_000, 30_000, None),  # all 70,000 clustered: a sample clusters worse (bench/quality.py)
+    (250_000, 20_000, 30_000, 100_000),
+])
+def test_large_datasets_train_and_lay_out_on_samples_but_cluster_all_up_to_100k(images, trained_on, tsne_on,
+                                                                                  clustered_on):
+    from embeddings.ml.config import recommended_configs
+    from embeddings.services.params import cluster_config, layout_config, train_config
+
+    params = run_params_validate({})
+    assert train_config(params, input_size=28, channels=1).max_train_images == trained_on
+    assert layout_config(params, image_count=images).max_points == tsne_on
+    assert cluster_config(params, image_count=images).max_points == clustered_on
+    train, layout, cluster = recommended_configs(images)
+    assert (train.max_train_images, layout.max_points, cluster.max_points) == (trained_on, tsne_on, clustered_on)
+
+
 @pytest.mark.parametrize(
     "params, field",
     [
