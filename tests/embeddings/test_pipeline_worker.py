@@ -1,6 +1,6 @@
 """Runs through a real Celery worker: success, placement, redelivery, cancel,
-failure, a SIGKILLed worker, chunked embedding across two workers, and a broker
-that cannot be reached."""
+failure, a SIGKILLed worker, chunked embedding across two workers, a broker
+that cannot be reached, and Redis stopped and restarted under a running app."""
 import sys
 from pathlib import Path
 
@@ -163,11 +163,8 @@ except ServiceUnavailable as exc:
 # labeling needs no broker
 image = Image.objects.filter(dataset=dataset).first()
 cls = LabelClass.objects.create(dataset=dataset, name="kind")
-try:
-    from labeling.services.annotations import annotation_set
-    annotation_set(image=image, label_class=cls, user=None)
-except ImportError:
-    Annotation.objects.create(image=image, dataset=dataset, label_class=cls)
+from labeling.services.annotations import annotation_set
+annotation_set(image=image, label_class=cls, user=None)
 print("LABELLED", Annotation.objects.get(image=image).label_class_id == cls.pk)
 """
 
@@ -185,3 +182,132 @@ def test_an_unreachable_broker_gives_a_clear_error_quickly_and_labeling_works(da
     assert float(result[2]) < 10 and result[3] == "503" and result[4] == RunStatus.FAILED
     assert "could not reach the task queue" in out
     assert "LABELLED True" in out
+
+
+# The web app's side of a Redis outage, in its own process so its broker is a
+# private redis-server the test can stop and start: the steps wait for the
+# test's go-ahead on stdin and print what the browser and API clients got.
+REDIS_OUTAGE_SCRIPT = r"""
+import sys, time, django
+django.setup()
+from django.contrib.auth import get_user_model
+from django.test import Client
+from embeddings.models import TrainingRun
+from labeling.models import Dataset, Image, LabelClass, Membership
+
+dataset = Dataset.objects.get(pk=DATASET_ID)
+user = get_user_model().objects.create_user("outage-admin", password="x-Outage-123")
+Membership.objects.create(dataset=dataset, user=user, role="admin")
+cls = LabelClass.objects.create(dataset=dataset, name="kind")
+images = list(Image.objects.filter(dataset=dataset).order_by("id").values_list("id", flat=True))
+client = Client()
+client.force_login(user)
+
+def step(name):
+    print("READY", name, flush=True)
+    assert sys.stdin.readline().strip() == "go"
+
+def report(label):
+    pages = [client.get(url).status_code for url in (f"/datasets/{dataset.pk}/", f"/datasets/{dataset.pk}/clusters/",
+                                                       f"/datasets/{dataset.pk}/review/", f"/images/{images[0]}/")]
+    label_one = client.put(f"/api/images/{images[1]}/annotation/", {"class": cls.pk}, content_type="application/json")
+    bulk = client.post(f"/api/datasets/{dataset.pk}/annotations/bulk/", {"class": cls.pk, "image_ids": images[2:12]},
+                       content_type="application/json")
+    started = time.monotonic()
+    run = client.post(f"/api/datasets/{dataset.pk}/runs/", {"epochs": 1}, content_type="application/json")
+    seconds = time.monotonic() - started
+    body = run.json()
+    print("RESULT", label, *pages, label_one.status_code, bulk.status_code, run.status_code, round(seconds, 1),
+          "|", body.get("detail", body.get("status", "")), flush=True)
+    latest = TrainingRun.objects.filter(dataset=dataset).order_by("-id").first()
+    if latest is not None and latest.status == "queued":  # free the dataset for the next step
+        client.post(f"/api/runs/{latest.pk}/cancel/")
+
+step("up")
+report("up")
+step("down")
+report("down")
+step("back")
+report("back")
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_redis(port: int):
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import socket
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("private redis-server did not start")
+
+
+def test_redis_stopped_while_the_app_runs_then_back(dataset, worker_factory):
+    port = _free_port()
+    redis = _start_redis(port)
+    env = dict(worker_factory().env)  # the test database, as a worker would see it (not started)
+    env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{port}/0"
+    env["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    script = REDIS_OUTAGE_SCRIPT.replace("DATASET_ID", str(dataset.pk))
+    app = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, cwd=str(Path(__file__).resolve().parents[2]))
+    lines = []
+
+    def next_line(prefix):
+        while True:
+            line = app.stdout.readline()
+            assert line, "app process ended early:\n" + "".join(lines)
+            lines.append(line)
+            if line.startswith(prefix):
+                return line.split()
+
+    def go():
+        app.stdin.write("go\n")
+        app.stdin.flush()
+
+    try:
+        next_line("READY")
+        go()
+        up = next_line("RESULT")
+        next_line("READY")
+        redis.terminate()  # Redis stops while the app keeps running
+        redis.wait(timeout=10)
+        go()
+        down = next_line("RESULT")
+        next_line("READY")
+        redis = _start_redis(port)  # ... and comes back on the same address
+        go()
+        back = next_line("RESULT")
+        app.wait(timeout=60)
+    finally:
+        app.kill()
+        redis.kill()
+    out = "".join(lines)
+    # [RESULT, label, 4 pages, label one, bulk, run start, seconds, |, detail...]
+    assert up[2:9] == ["200", "200", "200", "200", "200", "200", "202"], out
+    # Pages and labeling keep working; starting a run is a clear 503, quickly.
+    assert down[2:9] == ["200", "200", "200", "200", "200", "200", "503"], out
+    assert float(down[9]) < 10 and "task queue" in out, out
+    # With Redis back, runs start again.
+    assert back[2:9] == ["200", "200", "200", "200", "200", "200", "202"], out
+    statuses = list(TrainingRun.objects.filter(dataset=dataset).order_by("id").values_list("status", flat=True))
+    assert statuses == [RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.CANCELLED], statuses
