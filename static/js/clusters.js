@@ -78,38 +78,20 @@ function clusterCard(cluster) {
     const select = el("select", { "aria-label": `Class for cluster ${cluster.id}`, class: "cluster-class" },
       ...classes.map((cls) => el("option", { value: cls.id, selected: suggested && cls.id === suggested.id }, cls.name)));
     const button = el("button", { type: "button", class: "primary small label-cluster" }, "Label this cluster");
-    button.addEventListener("click", async () => {
+    onAction(button, async () => {
       const cls = classById.get(Number(select.value));
-      button.disabled = true;
-      try {
-        const result = await postJSON(`/api/datasets/${datasetId}/annotations/bulk/`, {
-          class: cls.id, cluster: cluster.id, exclude_image_ids: [...excluded],
-        });
-        const message = `Labeled ${result.updated} image${result.updated === 1 ? "" : "s"} of cluster ${cluster.id} as ${cls.name}`;
-        lastAction = { id: result.action_id, message };
-        toast(message, { kind: "success", action: { label: "Undo", run: () => undoLast() }, timeout: 12000 });
-        await render();
-      } catch (err) {
-        showError(err);
-        button.disabled = false;
-      }
+      const result = await postJSON(`/api/datasets/${datasetId}/annotations/bulk/`, {
+        class: cls.id, cluster: cluster.id, exclude_image_ids: [...excluded],
+      });
+      return [result, `Labeled ${result.updated} image${result.updated === 1 ? "" : "s"} of cluster ${cluster.id} as ${cls.name}`];
     });
     const row = el("div", { class: "row", style: { margin: ".5rem 0" } }, select, button);
     if (suggested && unlabeled > 0) {
       // Each unlabeled image takes its own suggestion (not necessarily the cluster's): one action.
       const accept = el("button", { type: "button", class: "small accept-suggestions" }, "Accept suggestions");
-      accept.addEventListener("click", async () => {
-        accept.disabled = true;
-        try {
-          const result = await postJSON(`/api/datasets/${datasetId}/suggestions/accept/`, { cluster: cluster.id });
-          const message = `Accepted ${result.updated} suggestion${result.updated === 1 ? "" : "s"} in cluster ${cluster.id}`;
-          lastAction = { id: result.action_id, message };
-          toast(message, { kind: "success", action: { label: "Undo", run: () => undoLast() }, timeout: 12000 });
-          await render();
-        } catch (err) {
-          showError(err);
-          accept.disabled = false;
-        }
+      onAction(accept, async () => {
+        const result = await postJSON(`/api/datasets/${datasetId}/suggestions/accept/`, { cluster: cluster.id });
+        return [result, `Accepted ${result.updated} suggestion${result.updated === 1 ? "" : "s"} in cluster ${cluster.id}`];
       });
       row.append(accept);
     }
@@ -119,6 +101,23 @@ function clusterCard(cluster) {
   card.append(thumbs, el("div", { class: "pager" }, moreButton));
   renderThumbs(FIRST);
   return card;
+}
+
+// A button that sends one labeling request: disabled while it runs, then a
+// toast with Undo and a fresh render (or the error, and the button back).
+function onAction(button, send) {
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const [result, message] = await send();
+      lastAction = { id: result.action_id, message };
+      toast(message, { kind: "success", action: { label: "Undo", run: () => undoLast() }, timeout: 12000 });
+      await render();
+    } catch (err) {
+      showError(err);
+      button.disabled = false;
+    }
+  });
 }
 
 function undoLast() {
