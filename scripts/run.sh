@@ -13,7 +13,9 @@ PORT="${PORT:-8000}"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}"
 
 $PY manage.py migrate --noinput
-$PY manage.py seed_demo ${SEED_DEMO_ARGS:-}
+# The demo's first run is queued now and trained by the worker started below,
+# so the map is ready a minute or two after the first start.
+$PY manage.py seed_demo ${SEED_DEMO_ARGS:---start-run}
 
 mkdir -p var/log
 echo "==> starting Celery worker (queues default, ml); log: var/log/worker.log"

@@ -112,6 +112,19 @@ def test_seed_demo_is_idempotent_and_can_add_labels(fresh_media, settings, tmp_p
         assert annotation.label_class.name == str(truth[index])
 
 
+def test_seed_demo_starts_one_run_only(fresh_media, settings, tmp_path):
+    from embeddings.models import RunStatus, TrainingRun
+
+    settings.VAR_DIR = tmp_path / "var"
+    out, _ = run("seed_demo", "--limit", "30", "--no-progress", "--start-run")
+    dataset = Dataset.objects.get(name="Handwritten digits (demo)")
+    run_row = TrainingRun.objects.get(dataset=dataset)
+    assert run_row.status == RunStatus.QUEUED and f"Training run {run_row.pk} started" in out
+    out, _ = run("seed_demo", "--limit", "30", "--no-progress", "--start-run")
+    assert TrainingRun.objects.filter(dataset=dataset).count() == 1
+    assert f"Training run {run_row.pk} is queued; no new run started." in out
+
+
 def test_seed_demo_with_a_given_password(fresh_media, settings, tmp_path):
     settings.VAR_DIR = tmp_path / "var"
     out, _ = run("seed_demo", "--limit", "3", "--no-progress", "--username", "alice", "--password", "s3cret-demo-pw")

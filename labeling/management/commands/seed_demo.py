@@ -52,7 +52,8 @@ class Command(BaseCommand):
         parser.add_argument("--password", help="the demo admin's password (default: generated once and kept)")
         parser.add_argument("--with-labels", action="store_true", help="also label every image with its true digit")
         parser.add_argument("--limit", type=int, help="import only the first N digits (for tests)")
-        parser.add_argument("--start-run", action="store_true", help="start a training run when the import is done")
+        parser.add_argument("--start-run", action="store_true",
+                            help="start a training run when the import is done, unless the demo has one already")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options):
@@ -158,8 +159,16 @@ class Command(BaseCommand):
         except ImportError:
             self.stderr.write("Training is not available in this installation; no run started.")
             return
+        from embeddings.models import RunStatus, TrainingRun
         from labeling.errors import ServiceError
 
+        # Once: a demo that already has a map (or a run on its way) is not retrained at every start.
+        existing = TrainingRun.objects.filter(
+            dataset=dataset, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED]
+        ).order_by("-id").first()
+        if existing is not None:
+            self.stdout.write(f"Training run {existing.pk} is {existing.status}; no new run started.")
+            return
         try:
             run = training_run_start(dataset=dataset, user=user, params={})
         except ServiceError as exc:
