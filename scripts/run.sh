@@ -15,7 +15,7 @@ export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}"
 $PY manage.py migrate --noinput
 # The demo's first run is queued now and trained by the worker started below,
 # so the map is ready a minute or two after the first start.
-$PY manage.py seed_demo ${SEED_DEMO_ARGS:---start-run}
+$PY manage.py seed_demo ${SEED_DEMO_ARGS---start-run}
 
 mkdir -p var/log
 echo "==> starting Celery worker (queues default, ml); log: var/log/worker.log"
