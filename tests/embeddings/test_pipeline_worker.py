@@ -1,12 +1,12 @@
 """Runs through a real Celery worker: success, placement, redelivery, cancel,
 failure, a SIGKILLed worker, chunked embedding across two workers, a broker
 that cannot be reached, and Redis stopped and restarted under a running app."""
-import sys
-from pathlib import Path
-
+import shutil
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,23 +233,17 @@ report("back")
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 def _start_redis(port: int):
-    import shutil
-
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

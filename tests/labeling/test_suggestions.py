@@ -33,6 +33,13 @@ def mapped(make_user, make_dataset):
     return dataset, admin, run, classes, blobs
 
 
+def label_two_of_each_and_recompute(dataset, admin, classes, blobs):
+    """Two labelled images per blob (its class), then fresh suggestions for the rest."""
+    for label_class, blob in zip(classes, blobs):
+        annotations_apply_bulk(dataset=dataset, user=admin, label_class=label_class, image_ids=blob[:2])
+    return suggestions_recompute(dataset=dataset)
+
+
 def suggestion_of(run, image_id):
     return ImageEmbedding.objects.filter(run=run, image_id=image_id).values_list(
         "suggested_class_id", "suggestion_confidence").get()
@@ -40,9 +47,7 @@ def suggestion_of(run, image_id):
 
 def test_recompute_propagates_classes_to_each_blob(mapped):
     dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=dog, image_ids=blob_b[:2])
-    stats = suggestions_recompute(dataset=dataset)
+    stats = label_two_of_each_and_recompute(dataset, admin, (cat, dog), (blob_a, blob_b))
     assert stats["images"] == 40 and stats["labelled"] == 4 and stats["suggested"] == 40
     for image_id in blob_a[2:]:
         cls, conf = suggestion_of(run, image_id)
@@ -66,9 +71,7 @@ def test_recompute_without_labels_clears_suggestions(mapped):
 
 def test_accepting_a_cluster_is_one_action(mapped):
     dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=dog, image_ids=blob_b[:2])
-    suggestions_recompute(dataset=dataset)
+    label_two_of_each_and_recompute(dataset, admin, (cat, dog), (blob_a, blob_b))
     before = LabelAction.objects.count()
     action = suggestions_accept(dataset=dataset, user=admin, cluster=0)
     assert LabelAction.objects.count() == before + 1
@@ -232,9 +235,7 @@ def test_schema_documents_min_confidence():
 
 def test_accepting_one_class_is_one_action_with_that_class(mapped):
     dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=dog, image_ids=blob_b[:2])
-    suggestions_recompute(dataset=dataset)
+    label_two_of_each_and_recompute(dataset, admin, (cat, dog), (blob_a, blob_b))
     before = LabelAction.objects.count()
     action = suggestions_accept(dataset=dataset, user=admin, label_class=dog)
     assert LabelAction.objects.count() == before + 1
@@ -264,9 +265,7 @@ def test_accept_by_class_through_the_api(mapped, make_dataset):
     dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
     other = make_dataset(name="Other", admin=admin)
     _, (other_cat, _), _ = build_map(other, seed=1)
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=dog, image_ids=blob_b[:2])
-    suggestions_recompute(dataset=dataset)
+    label_two_of_each_and_recompute(dataset, admin, (cat, dog), (blob_a, blob_b))
     client = APIClient()
     client.force_authenticate(admin)
     url = f"/api/datasets/{dataset.pk}/suggestions/accept/"
