@@ -13,6 +13,8 @@ class RunStatus(models.TextChoices):
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+# A run's error as members see it: one line of at most this many characters.
+ERROR_REASON_MAX = 300
 
 
 class RunStage(models.TextChoices):
@@ -36,7 +38,10 @@ class TrainingRun(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     loss_curve = models.JSONField(default=list, blank=True)
     stage_timings = models.JSONField(default=dict, blank=True)  # stage -> seconds
+    # error: one line every member sees.  error_detail: the traceback and the
+    # worker (host, pid), shown only to the dataset's admins (and in the logs).
     error = models.TextField(blank=True, default="")
+    error_detail = models.TextField(blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
     celery_task_id = models.CharField(max_length=64, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
@@ -66,6 +71,12 @@ class TrainingRun(models.Model):
 
     def __str__(self):
         return f"run {self.pk} of dataset {self.dataset_id} ({self.status})"
+
+    @property
+    def error_reason(self) -> str:
+        """The error's first line: runs failed before error_detail existed kept the traceback in error."""
+        first = (self.error or "").strip().splitlines()
+        return first[0][:ERROR_REASON_MAX] if first else ""
 
     @property
     def artifact_prefix(self) -> str:

@@ -57,13 +57,23 @@ def dataset_runs(dataset):
     return TrainingRun.objects.filter(dataset=dataset).order_by("-id")
 
 
-def run_status(run: TrainingRun) -> dict:
-    """What a status poll shows.  Checks the worker is alive first (one cheap UPDATE)."""
+def run_status(run: TrainingRun, *, with_detail: bool = False) -> dict:
+    """What a status poll shows.  Checks the worker is alive first (one cheap UPDATE).
+
+    Every member sees the error's one-line reason; with_detail (the dataset's
+    admins) adds the traceback and the worker's host and pid.
+    """
     from embeddings.services import training_run_check_liveness
 
     run = training_run_check_liveness(run=run)
     current = current_run(run.dataset_id)
+    detail = {}
+    if with_detail:
+        # Runs failed before error_detail existed kept their traceback in error.
+        legacy = run.error if run.error.strip() != run.error_reason else ""
+        detail = {"worker": run.worker, "error_detail": run.error_detail or legacy}
     return {
+        **detail,
         "id": run.pk,
         "dataset": run.dataset_id,
         "status": run.status,
@@ -73,10 +83,9 @@ def run_status(run: TrainingRun) -> dict:
         "metrics": run.metrics,
         "loss_curve": run.loss_curve,
         "stage_timings": run.stage_timings,
-        "error": run.error,
+        "error": run.error_reason,
         "cancel_requested": run.cancel_requested,
         "attempts": run.attempts,
-        "worker": run.worker,
         "heartbeat_at": run.heartbeat_at,
         "created_at": run.created_at,
         "started_at": run.started_at,
@@ -99,7 +108,7 @@ def run_status(run: TrainingRun) -> dict:
 
 _POSITIONS = np.dtype([("image_id", ">i8"), ("x", ">f8"), ("y", ">f8"), ("cluster", ">i4")])
 _SUGGESTIONS = np.dtype([("image_id", ">i8"), ("suggestion", ">i8"), ("confidence", ">f8")])
-_LABELS = np.dtype([("image_id", ">i8"), ("label", ">i8")])
+_LABELS = np.dtype([("image_id", ">i8"), ("label", ">i8"), ("version", ">i4")])
 
 
 def _on_postgres() -> bool:
@@ -165,20 +174,23 @@ def _read_suggestions(run_id: int) -> np.ndarray:
 
 
 def _read_labels(dataset_id: int) -> np.ndarray:
-    """(image_id, class id) of the dataset's labelled images."""
+    """(image_id, class id or -1, annotation version) of the dataset's annotation rows.
+
+    Unlabelled rows are read too: a cleared or undone image has a version above
+    0, and a browser must send the version it saw to write it (409 otherwise).
+    """
     from labeling.models import Annotation
 
     table = Annotation._meta.db_table
     if _on_postgres():
         blob = _packed(
-            f"SELECT string_agg(int8send(image_id::int8) || int8send(label_class_id::int8), ''::bytea) "
-            f"FROM {table} WHERE dataset_id = %s AND label_class_id IS NOT NULL",
+            f"SELECT string_agg(int8send(image_id::int8) || int8send(COALESCE(label_class_id, -1)::int8) || "
+            f"int4send(version::int4), ''::bytea) FROM {table} WHERE dataset_id = %s",
             [dataset_id],
         )
         return np.frombuffer(blob, dtype=_LABELS)
-    rows = _rows(f"SELECT image_id, label_class_id FROM {table} WHERE dataset_id = %s AND label_class_id IS NOT NULL",
-                 [dataset_id])
-    return _records(rows, _LABELS, {})
+    rows = _rows(f"SELECT image_id, label_class_id, version FROM {table} WHERE dataset_id = %s", [dataset_id])
+    return _records(rows, _LABELS, {"label": -1})
 
 
 def _read_codes(run_id: int, image_ids: np.ndarray) -> np.ndarray:
@@ -367,7 +379,8 @@ def clear_run_cache() -> None:
 class MapColumns:
     """The current map's rows with what changes between requests: labels and suggestions.
 
-    label and suggestion are class ids, -1 for none; confidence is NaN for none.
+    label and suggestion are class ids, -1 for none; confidence is NaN for none;
+    version is each image's annotation version (0 when it has never been labelled).
     """
 
     run: TrainingRun
@@ -375,6 +388,7 @@ class MapColumns:
     label: np.ndarray
     suggestion: np.ndarray
     confidence: np.ndarray
+    version: np.ndarray
 
 
 def map_columns(run: TrainingRun, dataset_id: int) -> MapColumns:
@@ -384,14 +398,17 @@ def map_columns(run: TrainingRun, dataset_id: int) -> MapColumns:
     label = np.full(n, -1, dtype=np.int64)
     suggestion = np.full(n, -1, dtype=np.int64)
     confidence = np.full(n, np.nan, dtype=np.float64)
+    version = np.zeros(n, dtype=np.int64)
     labels = _read_labels(dataset_id)
     rows, hit = arrays.rows_of(labels["image_id"].astype(np.int64))
     label[rows[hit]] = labels["label"][hit]
+    version[rows[hit]] = labels["version"][hit]
     suggestions = _read_suggestions(run.pk)
     rows, hit = arrays.rows_of(suggestions["image_id"].astype(np.int64))
     suggestion[rows[hit]] = suggestions["suggestion"][hit]
     confidence[rows[hit]] = suggestions["confidence"][hit]
-    return MapColumns(run=run, arrays=arrays, label=label, suggestion=suggestion, confidence=confidence)
+    return MapColumns(run=run, arrays=arrays, label=label, suggestion=suggestion, confidence=confidence,
+                      version=version)
 
 
 def current_map_columns(dataset) -> MapColumns | None:
@@ -517,7 +534,7 @@ class EncodedMap:
 
 
 _EMPTY_MAP = {"run": None, "placed_count": 0, "count": 0, "image_ids": [], "x": [], "y": [], "cluster": [],
-              "class": [], "suggestion": [], "confidence": []}
+              "class": [], "version": [], "suggestion": [], "confidence": []}
 
 
 def dataset_map_encoded(dataset, *, gzip: bool = False) -> EncodedMap:
@@ -533,7 +550,11 @@ def dataset_map_encoded(dataset, *, gzip: bool = False) -> EncodedMap:
         etag = 'W/"map-none"'
         return EncodedMap(gzip_module.compress(content, 1, mtime=0) if gzip else content, etag, gzip)
     static = _static_map(columns.run, columns.arrays)
-    class_key, class_text = _encoded_column("class", (columns.label,), lambda: _json(_ids_or_null(columns.label)))
+    # Labels and versions change together (every label write bumps the version).
+    class_key, class_text = _encoded_column(
+        "class", (columns.label, columns.version),
+        lambda: b"".join([_json(_ids_or_null(columns.label)), b',"version":', _json(columns.version.tolist())]),
+    )
     suggestion_key, suggestion_text = _encoded_column(
         "suggestion", (columns.suggestion, columns.confidence),
         lambda: b"".join([_json(_ids_or_null(columns.suggestion)), b',"confidence":',
@@ -551,6 +572,7 @@ def dataset_map_points(dataset) -> dict:
     """Every image on the dataset's current map, as columns (cheap to send and draw).
 
     Keys: run, placed_count, count, image_ids, x, y, cluster, class (id or None),
+    version (the annotation version a write must send; 0 if never labelled),
     suggestion (class id or None), confidence (0..1 or None).  A fixed number
     of queries: the current run, labels, suggestions and, on a cache miss, positions.
     """
@@ -567,6 +589,7 @@ def dataset_map_points(dataset) -> dict:
         "y": np.round(arrays.y, COORDINATE_DECIMALS).tolist(),
         "cluster": arrays.cluster.tolist(),
         "class": _ids_or_null(columns.label),
+        "version": columns.version.tolist(),
         "suggestion": _ids_or_null(columns.suggestion),
         "confidence": _floats_or_null(columns.confidence, CONFIDENCE_DECIMALS),
     }

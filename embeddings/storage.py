@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from project.storage import walk_storage
 
 MODEL = "model.pt"
 CODES = "codes.npy"
@@ -68,6 +70,40 @@ def read_model(run, device=None):
     from embeddings.ml.inference import load_model
 
     return load_model(io.BytesIO(read_bytes(run, MODEL)), device=device)
+
+
+def dataset_artifacts_prefix(dataset_id: int) -> str:
+    return f"{settings.SIMLABEL_ARTIFACTS_PREFIX}/{int(dataset_id)}"
+
+
+def walk(prefix: str):
+    """Every stored file name under prefix (a "folder") in the default storage."""
+    return walk_storage(default_storage, prefix)
+
+
+def delete_tree(prefix: str) -> list[str]:
+    """Delete every file under prefix; returns their names.
+
+    S3 has no folders: once its files are gone, the prefix is gone.  A local
+    storage keeps empty directories, which hold nothing; they are removed too
+    where the storage has local paths, so an emptied dataset leaves no trace.
+    """
+    removed = []
+    for name in list(walk(prefix)):
+        default_storage.delete(name)
+        removed.append(name)
+    try:
+        root = default_storage.path(prefix)
+    except NotImplementedError:  # remote storage: no directories to remove
+        return removed
+    import os
+
+    for current, _dirs, _files in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(current)  # only empty ones: a file written meanwhile stays
+        except OSError:
+            pass
+    return removed
 
 
 def open_image_file(name: str):

@@ -7,7 +7,8 @@ first (classes, the current run, the past runs table).
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 
-from labeling.views import dataset_page, page_context
+from labeling.page_params import PageParameterError, bool_param, choice_param, class_param, int_param
+from labeling.views import dataset_classes, dataset_page, page_context
 
 from .models import ACTIVE_RUN_STATUSES, RunStatus, TrainingRun
 
@@ -37,19 +38,19 @@ def _current_run(dataset) -> TrainingRun | None:
 @dataset_page("view")
 def dataset_map(request, dataset):
     run = _current_run(dataset)
-    cluster = request.GET.get("cluster", "")
+    classes = dataset_classes(dataset)
     initial = {
-        "cluster": int(cluster) if cluster.lstrip("-").isdigit() else None,
-        "class": int(request.GET["class"]) if request.GET.get("class", "").isdigit() else None,
-        "unlabeled": request.GET.get("unlabeled") in {"1", "true"},
-        "color": request.GET.get("color") if request.GET.get("color") in {"cluster", "class", "confidence"} else None,
+        "cluster": int_param(request.GET, "cluster"),
+        "class": class_param(request.GET, "class", classes),
+        "unlabeled": bool_param(request.GET, "unlabeled"),
+        "color": choice_param(request.GET, "color", ("class", "cluster", "confidence")),
     }
     from .selectors import active_run
 
     active = active_run(dataset)
     active = {"id": active.id, "status": active.status} if active else None
     context = page_context(
-        dataset, "map", run=run, active_run=active,
+        dataset, "map", classes=classes, run=run, active_run=active,
         page_data={"run": _run_summary(run), "initial": initial, "active_run": active},
     )
     return render(request, "embeddings/map.html", context)
@@ -58,9 +59,7 @@ def dataset_map(request, dataset):
 @dataset_page("view")
 def dataset_clusters(request, dataset):
     run = _current_run(dataset)
-    order = request.GET.get("order", "size")
-    if order not in {"size", "uncertainty"}:
-        order = "size"
+    order = choice_param(request.GET, "order", ("size", "uncertainty"), default="size")
     context = page_context(dataset, "clusters", run=run, order=order,
                            page_data={"run": _run_summary(run), "order": order})
     return render(request, "embeddings/clusters.html", context)
@@ -76,8 +75,13 @@ def dataset_runs(request, dataset):
     for run in runs:
         run.timings = sorted((run.stage_timings or {}).items(), key=lambda kv: _STAGE_ORDER.get(kv[0], 99))
         run.duration = (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
+    from .services.params import run_param_form_fields
+
+    fields = run_param_form_fields()
     context = page_context(
         dataset, "runs", runs=runs, active_run=active, latest_succeeded=latest_succeeded,
+        basic_fields=[f for f in fields if f["basic"]],
+        advanced_fields=[f for f in fields if not f["basic"]],
         page_data={
             "active_run": active.id if active else None,
             "latest_succeeded": latest_succeeded.id if latest_succeeded else None,
@@ -99,9 +103,9 @@ def run_reconstructions(request, dataset, run_id):
     if run.status != RunStatus.SUCCEEDED:
         return JsonResponse({"detail": "Reconstructions exist only for succeeded runs.", "items": []}, status=409)
     try:
-        n = max(1, min(int(request.GET.get("n", 16)), RECONSTRUCTIONS_MAX))
-    except ValueError:
-        n = 16
+        n = int_param(request.GET, "n", default=16, min_value=1, max_value=RECONSTRUCTIONS_MAX)
+    except PageParameterError as exc:
+        return JsonResponse({"detail": str(exc), "code": "invalid"}, status=400)
     from .selectors import run_reconstruction_preview
 
     items = run_reconstruction_preview(run, n)

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class LabelingConfig(AppConfig):
     name = "labeling"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from labeling import signals
+
+        signals.connect()

@@ -35,6 +35,12 @@ class VersionConflict(Conflict):
     code = "stale_version"
 
 
+class StaleVersions(Conflict):
+    """A bulk write's `expected` versions no longer hold for some images; nothing was changed."""
+
+    code = "stale_versions"
+
+
 class RunAlreadyActive(Conflict):
     code = "run_active"
 

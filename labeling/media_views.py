@@ -12,8 +12,9 @@ from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotModi
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
 from rest_framework import exceptions as drf_exceptions
-from rest_framework.authentication import TokenAuthentication, get_authorization_header
+from rest_framework.authentication import get_authorization_header
 
+from labeling.api.authentication import ExpiringTokenAuthentication
 from labeling.models import Image
 from labeling.permissions import membership_role
 from labeling.uploads import CONTENT_TYPES, clean_text
@@ -30,7 +31,7 @@ def _request_user(request):
     auth = get_authorization_header(request).split()
     if auth and auth[0].lower() == b"token":
         try:
-            result = TokenAuthentication().authenticate(request)
+            result = ExpiringTokenAuthentication().authenticate(request)  # expired tokens fetch nothing either
         except drf_exceptions.AuthenticationFailed:
             return None, True
         if result is not None:

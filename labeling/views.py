@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from .errors import PermissionRefused, ServiceError
 from .forms import DatasetForm, LabelClassForm, MemberAddForm, MemberRoleForm
 from .models import Annotation, AnnotationSource, Dataset, Image, LabelClass, Role
+from .page_params import PageParameterError, choice_param, class_param, int_param
 from .permissions import allowed_actions, dataset_for_user
 from .services.datasets import CLASS_PALETTE
 
@@ -31,6 +32,14 @@ HISTORY_ROWS = 100
 
 def render_refusal(request, exc: PermissionRefused, dataset=None):
     return render(request, "403.html", {"reason": exc.message, "dataset": dataset}, status=403)
+
+
+def render_bad_parameter(request, exc: PageParameterError, dataset=None):
+    reason = f"The “{exc.name}” option in this address is not valid: {exc.message}"
+    context = {"reason": reason, "dataset": dataset}
+    if dataset is not None:  # the top bar as on the page itself
+        context.update(role=dataset.user_role, allowed_actions=dataset.allowed)
+    return render(request, "400.html", context, status=400)
 
 
 def dataset_page(action: str = "view"):
@@ -46,7 +55,11 @@ def dataset_page(action: str = "view"):
                 # Members may see that the page exists; say why they cannot use it.
                 member_dataset = dataset_for_user(request.user, dataset_id, "view")
                 return render_refusal(request, exc, dataset=_with_actions(member_dataset))
-            return view(request, _with_actions(dataset), *args, **kwargs)
+            dataset = _with_actions(dataset)
+            try:
+                return view(request, dataset, *args, **kwargs)
+            except PageParameterError as exc:
+                return render_bad_parameter(request, exc, dataset=dataset)
 
         return wrapper
 
@@ -143,16 +156,20 @@ def dataset_detail(request, dataset):
         "id", "original_name", "width", "height", "annotation__label_class__name", "annotation__label_class__color",
         "annotation__id", "annotation__label_class__id",
     ).order_by("id")
-    show = request.GET.get("show", "")
+    classes = dataset_classes(dataset)
+    show = "unlabeled" if request.GET.get("show", "").strip() == "unlabeled" else ""
+    if not show:
+        show_class = class_param(request.GET, "show", classes)
+        show = "" if show_class is None else str(show_class)
     if show == "unlabeled":
         images = images.filter(Q(annotation__isnull=True) | Q(annotation__label_class__isnull=True))
-    elif show.isdigit():
+    elif show:
         images = images.filter(annotation__label_class_id=int(show))
-    page = Paginator(images, THUMBNAILS_PER_PAGE).get_page(request.GET.get("page"))
+    # Past the last page shows the last page (get_page); a malformed number is a 400.
+    page = Paginator(images, THUMBNAILS_PER_PAGE).get_page(int_param(request.GET, "page", default=1, min_value=1))
 
     from .selectors.datasets import dataset_members
 
-    classes = dataset_classes(dataset)
     image_count = Image.objects.filter(dataset=dataset).count()
     labeled_count = sum(cls["count"] for cls in classes)
     members = dataset_members(dataset)
@@ -311,9 +328,7 @@ def dataset_upload(request, dataset):
 
 @dataset_page("label")
 def dataset_label(request, dataset):
-    order = request.GET.get("order", "map")
-    if order not in {"map", "cluster", "upload"}:
-        order = "map"
+    order = choice_param(request.GET, "order", ("map", "cluster", "upload"), default="map")
     return render(request, "labeling/label_grid.html", page_context(dataset, "label", order=order, page_data={"order": order}))
 
 
@@ -364,6 +379,9 @@ def image_detail(request, image_id):
         "next": next_id,
         "suggested_class": suggested["id"] if suggested else None,
         "confidence": position.get("confidence") if position else None,
+        # For the history card that image.js rebuilds after each change.
+        "sources": sources,
+        "history_rows": HISTORY_ROWS,
     }
     context = page_context(
         dataset, "image", classes=classes, image=image, annotation=annotation, history=history,

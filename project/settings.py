@@ -31,7 +31,35 @@ def env_int(name: str, default: int) -> int:
 PRODUCTION = env_bool("SIMLABEL_PRODUCTION")
 DEBUG = env_bool("DJANGO_DEBUG", default=not PRODUCTION)
 
-_INSECURE_DEV_KEY = "django-insecure-simlabel-development-only-key-do-not-deploy"
+def _development_secret_key(var_dir: Path) -> str:
+    """A random key per checkout, kept in var/secret_key (created on first use).
+
+    A public constant would let anyone who reads the code forge the sessions of
+    a development server that is reachable from the network.
+    """
+    path = var_dir / "secret_key"
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if len(key) >= 50:
+        return key
+    import secrets
+
+    var_dir.mkdir(parents=True, exist_ok=True)
+    tmp = var_dir / f".secret_key.{os.getpid()}"
+    tmp.write_text(secrets.token_urlsafe(64))
+    tmp.chmod(0o600)
+    try:
+        # link() fails if another process got there first: everyone ends up with one key.
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
+
+
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if PRODUCTION:
     # A production process must never run with a guessable or example key.
@@ -41,9 +69,13 @@ if PRODUCTION:
             "set SECRET_KEY to a random string of at least 50 characters."
         )
 elif not SECRET_KEY:
-    SECRET_KEY = _INSECURE_DEV_KEY
+    SECRET_KEY = _development_secret_key(VAR_DIR)
 
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "" if PRODUCTION else "*").split(",") if h.strip()]
+# Development answers only on this machine's own names (and the test client's);
+# production answers only on the names it is given.
+_DEV_HOSTS = "localhost,127.0.0.1,[::1],testserver"
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "" if PRODUCTION else _DEV_HOSTS).split(",")
+                 if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
@@ -67,6 +99,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.gzip.GZipMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "labeling.api.middleware.ApiRequestBodyLimitMiddleware",  # before CSRF, which may read the body
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -129,8 +162,19 @@ USE_TZ = True
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/datasets/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+# The sign-in throttle (project/throttling.py): failures per window, per (username, address),
+# per address, and per username from all addresses (past it only addresses that signed in as
+# the user within KNOWN_ADDRESS_DAYS may try).
 SIMLABEL_LOGIN_FAILURE_LIMIT = env_int("SIMLABEL_LOGIN_FAILURE_LIMIT", 10)
+SIMLABEL_LOGIN_ADDRESS_FAILURE_LIMIT = env_int("SIMLABEL_LOGIN_ADDRESS_FAILURE_LIMIT", 50)
+SIMLABEL_LOGIN_USER_FAILURE_LIMIT = env_int("SIMLABEL_LOGIN_USER_FAILURE_LIMIT", 100)
+SIMLABEL_LOGIN_KNOWN_ADDRESS_DAYS = env_int("SIMLABEL_LOGIN_KNOWN_ADDRESS_DAYS", 30)
 SIMLABEL_LOGIN_FAILURE_WINDOW = env_int("SIMLABEL_LOGIN_FAILURE_WINDOW", 900)  # seconds
+# How many reverse proxies of ours append to X-Forwarded-For; 0: clients connect directly
+# and the header is ignored (a client could write anything in it).
+SIMLABEL_NUM_PROXIES = env_int("SIMLABEL_NUM_PROXIES", 0)
+# API tokens expire this many days after they were issued (0: never).
+SIMLABEL_TOKEN_TTL_DAYS = env_int("SIMLABEL_TOKEN_TTL_DAYS", 30)
 
 # --- static and media -----------------------------------------------------------
 STATIC_URL = "/static/"
@@ -167,7 +211,7 @@ STORAGES = {
     "default": _default_storage,
     "staticfiles": {
         "BACKEND": (
-            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            "project.storage.StaticFilesStorage"  # whitenoise's, with JS imports hashed too
             if PRODUCTION
             else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
@@ -182,6 +226,9 @@ SIMLABEL_MAX_ARCHIVE_MEMBERS = env_int("SIMLABEL_MAX_ARCHIVE_MEMBERS", 100_000)
 SIMLABEL_MAX_ARCHIVE_BYTES = env_int("SIMLABEL_MAX_ARCHIVE_BYTES", 4 * 1024 * 1024 * 1024)
 SIMLABEL_MAX_COMPRESSION_RATIO = env_int("SIMLABEL_MAX_COMPRESSION_RATIO", 200)
 SIMLABEL_MAX_UPLOAD_BYTES = env_int("SIMLABEL_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024)
+# Any other API request body (JSON, form): refused from its Content-Length (413) before it is read.
+# A bulk label of 100,000 ids with their expected versions is about 2.5 MB.
+SIMLABEL_MAX_JSON_BYTES = env_int("SIMLABEL_MAX_JSON_BYTES", 5 * 1024 * 1024)
 SIMLABEL_THUMBNAIL_SIZE = env_int("SIMLABEL_THUMBNAIL_SIZE", 128)
 DATA_UPLOAD_MAX_NUMBER_FILES = SIMLABEL_MAX_FILES_PER_REQUEST + 1
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -191,17 +238,20 @@ FILE_UPLOAD_TEMP_DIR = None
 # --- REST framework ----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "labeling.api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "NUM_PROXIES": SIMLABEL_NUM_PROXIES,  # DRF reads client addresses as the sign-in throttle does
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "labeling.api.pagination.StandardPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_RATES": {
-        "auth": os.environ.get("SIMLABEL_AUTH_THROTTLE", "20/min"),
-    },
     "EXCEPTION_HANDLER": "labeling.api.errors.json_exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "labeling.api.parsers.BoundedJSONParser",  # bounded size and nesting: no RecursionError 500
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "simlabel API",
@@ -212,21 +262,32 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",  # the default, kept
+        "labeling.api.contract.document_rules",  # query parameters, body limits, error shape
+    ],
 }
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     if not os.environ.get("CACHE_URL")
-    else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
+    else {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ["CACHE_URL"],
+        # An unreachable Redis must cost a request a second, not the OS's minutes-long connect timeout.
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
 }
 
 # --- Celery ----------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "celery-broker"
-    for sub in ("in", "processed"):
+    for sub in ("in", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # kombu's exchange tables default to ./control in the working directory.
+        "control_folder": str(_broker_dir / "control"),
         "data_folder_in": str(_broker_dir / "in"),
         "data_folder_out": str(_broker_dir / "in"),
         "processed_folder": str(_broker_dir / "processed"),
@@ -276,6 +337,8 @@ CONTENT_SECURITY_POLICY = (
 )
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # The container health check asks gunicorn directly, over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

@@ -18,6 +18,15 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet -r "$REQUIREMENTS"
     touch "$stamp"
 fi
+# numba compiles UMAP's kernels on first use (~20 s on 2 cores, in the first
+# run's clustering): compile them now into the cache every later process reads.
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}"
+warmstamp="$NUMBA_CACHE_DIR/.warmed-$(cat requirements.txt embeddings/ml/_umap.py embeddings/ml/warmup.py | sha256sum | cut -c1-16)"
+if [ ! -f "$warmstamp" ]; then
+    echo "==> compiling UMAP's numba kernels into $NUMBA_CACHE_DIR (once per install)"
+    .venv/bin/python -m embeddings.ml.warmup
+    touch "$warmstamp"
+fi
 if [ -f package-lock.json ]; then
     lockstamp="node_modules/.installed-$(sha256sum package-lock.json | cut -c1-16)"
     if [ ! -f "$lockstamp" ]; then

@@ -7,17 +7,29 @@
 # server an error, as in CI).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh requirements-dev.txt || exit 1
-
-if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "==> installing Debian's chromium for the browser tests"
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-            || echo "!! could not install chromium: browser tests will be skipped"
+# The browser tests need headless Chromium, the reverse-proxy test nginx.
+CHROMIUM="${SIMLABEL_CHROMIUM:-/usr/bin/chromium}"
+missing=""
+[ -x "$CHROMIUM" ] || missing="chromium"
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+if [ -n "$missing" ] && [ "$CHROMIUM" = /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing Debian's$missing for the browser and proxy tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
+        || echo "!! could not install$missing"
+fi
+if [ ! -x "$CHROMIUM" ]; then
+    # Skipping the browser tests is a choice made out loud, never a default: a
+    # run without them is not a passing run.
+    if [ "${SIMLABEL_SKIP_BROWSER:-0}" = 1 ]; then
+        echo "!! $CHROMIUM is missing: browser tests SKIPPED (SIMLABEL_SKIP_BROWSER=1)"
     else
-        echo "!! /usr/bin/chromium is missing (apt-get install chromium): browser tests will be skipped"
+        echo "!! headless Chromium is missing at $CHROMIUM: the browser tests cannot run." >&2
+        echo "!! Install it (apt-get install chromium), or set SIMLABEL_SKIP_BROWSER=1 to skip them (never in CI)." >&2
+        exit 1
     fi
 fi
+
+./scripts/setup.sh requirements-dev.txt || exit 1
 
 PY=.venv/bin/python
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}"

@@ -1,38 +1,35 @@
 """Request and response shapes of the runs, map, clusters and similar-images API."""
 from rest_framework import serializers
 
+from embeddings.ml.run_params import RUN_PARAMS, RunParam
 from embeddings.models import RunStage, RunStatus
+
+
+def run_param_field(spec: RunParam) -> serializers.Field:
+    """The serializer field of one declared run parameter (embeddings/ml/run_params.py)."""
+    default = spec.describe_default()
+    options = {
+        "required": False,
+        "allow_null": spec.nullable,
+        "help_text": f"{spec.help} Default: {default}." if default else spec.help,
+    }
+    if spec.choices is not None:
+        return serializers.ChoiceField(choices=list(spec.choices), **options)
+    bounds = {"min_value": spec.low, "max_value": spec.high}
+    if spec.kind is int:
+        return serializers.IntegerField(**bounds, **options)
+    return serializers.FloatField(**bounds, **options)
 
 
 class RunStartSerializer(serializers.Serializer):
     """The run parameters a user may set; every one is optional and bounded.
 
-    The pipeline's own validation (embeddings.services.params) checks them
-    again and fills in defaults.
+    The fields are generated from the one declaration of the run parameters, so
+    the API accepts exactly what the form, the CLI and the worker do.  The
+    service (embeddings.services.params) checks them again and fills in defaults.
     """
 
-    epochs = serializers.IntegerField(required=False, min_value=1, max_value=200)
-    code_size = serializers.IntegerField(required=False, min_value=2, max_value=256)
-    n_clusters = serializers.IntegerField(required=False, allow_null=True, min_value=2, max_value=1000)
-    input_size = serializers.IntegerField(required=False, allow_null=True, min_value=8, max_value=256)
-    channels = serializers.ChoiceField(required=False, allow_null=True, choices=[1, 3])
-    layout_method = serializers.ChoiceField(required=False, choices=["tsne", "umap"])
-    cluster_method = serializers.ChoiceField(
-        required=False, choices=["auto", "umap_kmeans", "umap_gmm", "kmeans", "layout_kmeans"]
-    )
-    seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
-    batch_size = serializers.IntegerField(required=False, min_value=1, max_value=8192)
-    learning_rate = serializers.FloatField(required=False, min_value=1e-6, max_value=1.0)
-    depth = serializers.IntegerField(required=False, min_value=1, max_value=6)
-    base_channels = serializers.IntegerField(required=False, min_value=4, max_value=256)
-    patience = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1000)
-    min_delta = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    noise_std = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    max_shift = serializers.IntegerField(required=False, min_value=0, max_value=16)
-    max_train_images = serializers.IntegerField(required=False, allow_null=True, min_value=10, max_value=10_000_000)
-    max_train_seconds = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=7 * 24 * 3600)
-    perplexity = serializers.FloatField(required=False, min_value=2.0, max_value=200.0)
-    layout_max_points = serializers.IntegerField(required=False, allow_null=True, min_value=100, max_value=10_000_000)
+    locals().update({spec.name: run_param_field(spec) for spec in RUN_PARAMS})
 
     def validate(self, attrs):
         unknown = sorted(set(self.initial_data) - set(self.fields)) if hasattr(self.initial_data, "keys") else []
@@ -53,7 +50,13 @@ class RunSerializer(serializers.Serializer):
     stage = serializers.ChoiceField(choices=RunStage.choices)
     progress = serializers.FloatField()
     metrics = serializers.DictField()
-    error = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True, help_text="why the run failed or was cancelled, in one line")
+    error_detail = serializers.CharField(
+        required=False, allow_blank=True,
+        help_text="dataset admins only: the failure's traceback and the worker it ran on",
+    )
+    worker = serializers.CharField(required=False, allow_blank=True,
+                                   help_text="dataset admins only: the worker's host and pid")
     created = serializers.DateTimeField()
     started = serializers.DateTimeField(allow_null=True)
     finished = serializers.DateTimeField(allow_null=True)
@@ -78,6 +81,10 @@ class MapSerializer(serializers.Serializer):
     y = serializers.ListField(child=serializers.FloatField())
     cluster = serializers.ListField(child=serializers.IntegerField())
     locals()["class"] = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    version = serializers.ListField(
+        child=serializers.IntegerField(min_value=0),
+        help_text="each image's annotation version: send it back with a write (409 if someone changed it since)",
+    )
     suggestion = serializers.ListField(child=serializers.IntegerField(allow_null=True))
     confidence = serializers.ListField(child=serializers.FloatField(allow_null=True))
 

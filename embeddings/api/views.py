@@ -5,13 +5,13 @@ Thin: validate, resolve the dataset or run through labeling.permissions
 """
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from labeling import selectors as labeling_selectors
-from labeling.api.pagination import StandardPagination
+from labeling.api.contract import ApiView
+from labeling.api.pagination import PAGE_PARAMETERS, StandardPagination
 from labeling.api.serializers import ErrorSerializer
 from labeling.api.views import _query, _validated, errors
 from labeling.permissions import dataset_for_user
@@ -19,10 +19,17 @@ from labeling.permissions import dataset_for_user
 from . import serializers as s
 
 
-def run_payload(run, *, with_curve: bool = True) -> dict:
+def sees_run_detail(user, dataset_id: int) -> bool:
+    """A failure's traceback and worker (host, pid) are for the dataset's admins, who start runs."""
+    from labeling.permissions import membership_role, role_allows
+
+    return role_allows(membership_role(user, dataset_id), "start_run")
+
+
+def run_payload(run, *, with_detail: bool, with_curve: bool = True) -> dict:
     from embeddings.selectors import run_status
 
-    state = run_status(run)
+    state = run_status(run, with_detail=with_detail)
     payload = {
         **state,
         "created": state["created_at"],
@@ -34,10 +41,10 @@ def run_payload(run, *, with_curve: bool = True) -> dict:
     return payload
 
 
-class RunListView(APIView):
+class RunListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema the list is paginated
     @extend_schema(
-        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        parameters=PAGE_PARAMETERS,
         responses={200: s.RunSerializer(many=True), **errors(401, 404)},
         tags=["runs"],
     )
@@ -47,7 +54,8 @@ class RunListView(APIView):
         dataset = dataset_for_user(request.user, dataset_id, "view")
         paginator = StandardPagination()
         page = paginator.paginate_queryset(dataset_runs(dataset), request, view=self)
-        return paginator.get_paginated_response([run_payload(run) for run in page])
+        with_detail = sees_run_detail(request.user, dataset.pk)
+        return paginator.get_paginated_response([run_payload(run, with_detail=with_detail) for run in page])
 
     @extend_schema(
         request=s.RunStartSerializer,
@@ -68,24 +76,24 @@ class RunListView(APIView):
         return Response({"id": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
 
-class RunDetailView(APIView):
+class RunDetailView(ApiView):
     @extend_schema(responses={200: s.RunSerializer, **errors(401, 404)}, tags=["runs"])
     def get(self, request, run_id):
         run = labeling_selectors.run_for_user(request.user, run_id, "view")
-        return Response(run_payload(run))
+        return Response(run_payload(run, with_detail=sees_run_detail(request.user, run.dataset_id)))
 
 
-class RunCancelView(APIView):
+class RunCancelView(ApiView):
     @extend_schema(request=None, responses={200: s.RunSerializer, **errors(401, 403, 404)}, tags=["runs"])
     def post(self, request, run_id):
         from embeddings.services import training_run_cancel
 
         run = labeling_selectors.run_for_user(request.user, run_id, "cancel_run")
         run = training_run_cancel(run=run, user=request.user)
-        return Response(run_payload(run))
+        return Response(run_payload(run, with_detail=sees_run_detail(request.user, run.dataset_id)))
 
 
-class MapView(APIView):
+class MapView(ApiView):
     @extend_schema(
         responses={200: s.MapSerializer, **errors(401, 404)},
         tags=["map"],
@@ -117,7 +125,7 @@ class MapView(APIView):
         return response
 
 
-class ClusterListView(APIView):
+class ClusterListView(ApiView):
     @extend_schema(parameters=[s.ClusterQuerySerializer],
                    responses={200: s.ClusterSerializer(many=True), **errors(400, 401, 404)}, tags=["map"])
     def get(self, request, dataset_id):
@@ -131,7 +139,7 @@ class ClusterListView(APIView):
         return Response(clusters)
 
 
-class SimilarImagesView(APIView):
+class SimilarImagesView(ApiView):
     @extend_schema(parameters=[s.SimilarQuerySerializer],
                    responses={200: s.SimilarImageSerializer(many=True), **errors(400, 401, 404)}, tags=["map"])
     def get(self, request, image_id):

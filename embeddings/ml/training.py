@@ -75,9 +75,10 @@ def train_autoencoder(
     """Train a ConvAutoencoder on float32 images (N, C, H, W) in [0, 1].
 
     on_progress(step, total_steps, metrics) is called every
-    config.progress_every steps and at the end of each epoch; metrics holds
-    'loss' (mean over the steps since the last call), 'epoch' and, at an
-    epoch's end, 'epoch_loss'.  should_stop() is polled before every step; when
+    config.progress_every steps, with 'loss' (the mean batch loss of the steps
+    since the last report, all in one epoch) and 'epoch'; and at an epoch's end
+    once more with 'epoch' and 'epoch_loss' (its mean) only, after a 'loss'
+    report of any steps not yet reported.  should_stop() is polled before every step; when
     it returns True training stops and the result has cancelled=True.
     """
     images = np.asarray(images, dtype=np.float32)
@@ -165,7 +166,13 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
         epoch_loss = epoch_sum / max(1, epoch_count)
         loss_curve.append(epoch_loss)
         if on_progress is not None:
-            on_progress(step, total_steps, {"loss": epoch_loss, "epoch": epoch, "epoch_loss": epoch_loss})
+            # The batch report of the epoch's last steps first, so a window of
+            # batch losses never spans two epochs; then the epoch's mean, as its
+            # own report ('epoch_loss' only): a curve of batch losses that took
+            # the epoch mean for one more point jumped at every epoch's end.
+            if window_count:
+                on_progress(step, total_steps, {"loss": window_sum / window_count, "epoch": epoch})
+            on_progress(step, total_steps, {"epoch": epoch, "epoch_loss": epoch_loss})
         if epoch_loss < best * (1.0 - config.min_delta):
             best = epoch_loss
             bad_epochs = 0

@@ -5,58 +5,58 @@ page shows exactly what ran, and the worker builds the ML configs from them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
-
-# The config module is pure Python; importing it does not import torch.
-from embeddings.ml.config import CLUSTER_MAX_POINTS, LAYOUT_MAX_POINTS, TRAIN_MAX_IMAGES, TrainConfig
+# Both modules are pure Python; importing them does not import torch.
+from embeddings.ml.config import CLUSTER_MAX_POINTS, LAYOUT_MAX_POINTS, TrainConfig
+from embeddings.ml.run_params import BY_NAME, CLUSTER_METHODS, LAYOUT_METHODS, RunParam  # noqa: F401
 from labeling.errors import ValidationFailed
-
-LAYOUT_METHODS = ("tsne", "umap")
-CLUSTER_METHODS = ("auto", "umap_kmeans", "umap_gmm", "kmeans", "gmm", "layout_kmeans")
-
-
-@dataclass(frozen=True)
-class Param:
-    kind: Callable
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    choices: tuple | None = None
-    nullable: bool = False
-    help: str = ""
-
 
 _TRAIN_DEFAULTS = TrainConfig()
 
-PARAMS: dict[str, Param] = {
-    # Defaults are the ML package's measured ones (embeddings/ml/config.py).
-    "epochs": Param(int, _TRAIN_DEFAULTS.epochs, 1, 1000, help="passes over the training images"),
-    "batch_size": Param(int, _TRAIN_DEFAULTS.batch_size, 1, 8192),
-    "learning_rate": Param(float, _TRAIN_DEFAULTS.learning_rate, 1e-6, 1.0),
-    "code_size": Param(int, _TRAIN_DEFAULTS.code_size, 2, 512, help="length of each image's code"),
-    "depth": Param(int, _TRAIN_DEFAULTS.depth, 1, 6, help="stride-2 convolution layers in the encoder"),
-    "base_channels": Param(int, _TRAIN_DEFAULTS.base_channels, 4, 256),
-    "input_size": Param(int, None, 8, 256, nullable=True, help="side in pixels; empty: chosen from the images"),
-    "channels": Param(int, None, choices=(1, 3), nullable=True, help="1 grey, 3 colour; empty: chosen from the images"),
-    "seed": Param(int, 0, 0, 2**31 - 1),
-    "patience": Param(int, 3, 1, 1000, nullable=True, help="early stopping; empty: off"),
-    "min_delta": Param(float, 0.01, 0.0, 1.0),
-    "noise_std": Param(float, 0.0, 0.0, 1.0),
-    "max_shift": Param(int, 0, 0, 16),
-    "max_train_images": Param(int, TRAIN_MAX_IMAGES, 10, 10_000_000, nullable=True,
-                              help="train on a sample of this many images; the rest are only embedded"),
-    "max_train_seconds": Param(float, None, 1, 7 * 24 * 3600, nullable=True),
-    "layout_method": Param(str, "tsne", choices=LAYOUT_METHODS),
-    "perplexity": Param(float, 30.0, 2.0, 200.0),
-    "tsne_iterations": Param(int, None, 50, 5000, nullable=True, help="t-SNE optimisation steps; empty: default"),
-    "layout_max_points": Param(int, None, 100, 10_000_000, nullable=True),
-    "cluster_method": Param(str, "auto", choices=CLUSTER_METHODS),
-    "n_clusters": Param(int, None, 2, 5000, nullable=True, help="empty: chosen from the data"),
-}
+# The one declaration (embeddings/ml/run_params.py), by name.
+PARAMS: dict[str, RunParam] = BY_NAME
 
 
-def _coerce(name: str, spec: Param, value):
+def run_param_form_fields() -> list[dict]:
+    """The training page's form fields, one per declared parameter (rendered on the server, so the form's
+    defaults, ranges and help are the declaration's)."""
+    fields = []
+    for spec in PARAMS.values():
+        choices = None
+        if spec.choices is not None:
+            labels = spec.choice_labels or tuple(str(c) for c in spec.choices)
+            choices = [{"value": str(value), "label": label, "selected": value == spec.default}
+                       for value, label in zip(spec.choices, labels)]
+        fields.append({
+            "name": spec.name,
+            "id": f"p-{spec.name.replace('_', '-')}",
+            "label": spec.label,
+            "help": spec.help,
+            "kind": spec.kind.__name__,
+            "stage": spec.stage,
+            "basic": spec.basic,
+            "nullable": spec.nullable,
+            "empty": spec.empty,
+            "value": _html_number(spec, spec.default),
+            "min": _html_number(spec, spec.low),
+            "max": _html_number(spec, spec.high),
+            "step": "1" if spec.kind is int else "any",
+            "choices": choices,
+        })
+    return fields
+
+
+def _html_number(spec: RunParam, value) -> str:
+    if value is None:
+        return ""
+    if spec.kind is int:
+        return str(int(value))
+    if spec.kind is float:
+        text = repr(float(value))  # exact, and a valid HTML number ("0.003", "1e-06")
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def _coerce(name: str, spec: RunParam, value):
     if value is None or value == "":
         if spec.nullable:
             return None

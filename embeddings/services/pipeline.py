@@ -26,7 +26,9 @@ from .runs import (
     RunCancelled,
     RunLost,
     RunReporter,
+    failure_detail,
     failure_reason,
+    loss_point,
     min_run_images,
     run_claim,
     run_mark_finished,
@@ -83,18 +85,32 @@ def training_run_execute(*, run_id: int, worker_name: str) -> str:
             return "cancelled"
         except RunLost:
             logger.warning("run %s was taken away from this worker (reaped or deleted); stopped", run_id)
+            _delete_artifacts_if_deleted(run)
             return "lost"
         except Exception as exc:
-            logger.exception("run %s failed", run_id)
+            logger.exception("run %s failed on %s", run_id, worker_name)
             run_mark_finished(
                 run_id=run_id, status=RunStatus.FAILED, error=failure_reason(exc),
+                error_detail=failure_detail(exc, worker=worker_name),
                 stage_timings=reporter.timings(), loss_curve=reporter.loss_curve,
             )
             return "failed"
     if metrics is None:
+        _delete_artifacts_if_deleted(run)
         return "lost"
     _after_success(run)
     return "succeeded"
+
+
+def _delete_artifacts_if_deleted(run: TrainingRun) -> None:
+    """A run deleted with its dataset while this worker computed: what it wrote since goes too."""
+    if TrainingRun.objects.filter(pk=run.pk).exists():
+        return  # reaped as stale, not deleted: its files stay for whoever looks into it
+    try:
+        removed = storage.delete_tree(run.artifact_prefix)
+        logger.info("run %s was deleted; removed %d artifact file(s) it wrote", run.pk, len(removed))
+    except Exception:  # cleanup_orphan_media finds them later
+        logger.exception("could not delete the artifacts of deleted run %s", run.pk)
 
 
 def run_map_cache_warm(*, run_id: int) -> None:
@@ -176,10 +192,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
     config = run_params.train_config(params, input_size=input_size, channels=channels)
 
     def on_train_progress(step, total, metrics):
-        point = {"step": int(step), "epoch": int(metrics.get("epoch", 0)), "loss": float(metrics["loss"])}
-        if "epoch_loss" in metrics:
-            point["epoch_loss"] = float(metrics["epoch_loss"])
-        reporter.progress(step / max(1, total), loss_point=point)
+        reporter.progress(step / max(1, total), loss_point=loss_point(step, metrics))
 
     result = train_autoencoder(images, config, on_progress=on_train_progress, should_stop=reporter.should_stop)
     if result.cancelled:

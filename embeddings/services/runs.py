@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from embeddings.models import ACTIVE_RUN_STATUSES, RunStage, RunStatus, TrainingRun
+from embeddings.models import ACTIVE_RUN_STATUSES, ERROR_REASON_MAX, RunStage, RunStatus, TrainingRun
 from labeling.errors import RunAlreadyActive, ServiceUnavailable, ValidationFailed
 
 from .params import run_params_validate
@@ -93,11 +93,12 @@ def _publish_run(run: TrainingRun, task_id: str) -> None:
     try:
         run_pipeline.apply_async(args=[run.pk], task_id=task_id)
     except Exception as exc:  # kombu raises OperationalError and friends; all mean "not queued"
-        reason = f"{QUEUE_UNREACHABLE}: {exc}"
+        # The broker's own message can name its host and port: admins only.
         TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.FAILED, error=reason, finished_at=timezone.now()
+            status=RunStatus.FAILED, error=QUEUE_UNREACHABLE, error_detail=f"{QUEUE_UNREACHABLE}: {exc}",
+            finished_at=timezone.now(),
         )
-        logger.warning("run %s not queued: %s", run.pk, reason)
+        logger.warning("run %s not queued: %s: %s", run.pk, QUEUE_UNREACHABLE, exc)
         raise ServiceUnavailable(
             "The task queue (broker) is not reachable, so the run could not be started. "
             "Labeling still works; try again when the queue is back.",
@@ -132,9 +133,14 @@ def runs_fail_stale(*, dataset_id: int | None = None, run_id: int | None = None)
         stale = stale.filter(dataset_id=dataset_id)
     if run_id is not None:
         stale = stale.filter(pk=run_id)
+    from django.db.models import F, Value
+    from django.db.models.functions import Concat
+
     count = stale.update(
         status=RunStatus.FAILED,
         error=f"{STALE_REASON}: no heartbeat for more than {heartbeat_timeout():g} s",
+        # Which worker went quiet (host and pid) is for the dataset's admins.
+        error_detail=Concat(Value("worker: "), F("worker")),
         finished_at=timezone.now(),
     )
     if count:
@@ -184,6 +190,7 @@ def run_claim(*, run_id: int, worker_name: str, max_attempts: int = 2) -> Traini
         heartbeat_at=now,
         started_at=now,
         error="",
+        error_detail="",
         loss_curve=[],
         metrics={},
         stage_timings={},
@@ -191,6 +198,21 @@ def run_claim(*, run_id: int, worker_name: str, max_attempts: int = 2) -> Traini
     if not claimed:
         return None
     return TrainingRun.objects.get(pk=run_id)
+
+
+def loss_point(step: int, metrics: dict) -> dict:
+    """One entry of a run's loss curve from a train_autoencoder progress report.
+
+    The curve holds two series, told apart by "kind": "batch" (the mean loss of
+    the steps since the previous report) and "epoch" (an epoch's mean, at the
+    step that ended it).  The page draws each as its own trace: joined into one
+    line, the epoch mean beside the last batch loss at the same step made the
+    curve jump at every epoch.
+    """
+    epoch = int(metrics.get("epoch", 0))
+    if "epoch_loss" in metrics:
+        return {"kind": "epoch", "step": int(step), "epoch": epoch, "loss": float(metrics["epoch_loss"])}
+    return {"kind": "batch", "step": int(step), "epoch": epoch, "loss": float(metrics["loss"])}
 
 
 class RunReporter:
@@ -311,17 +333,28 @@ class RunReporter:
         return dict(self.stage_timings)
 
 
-def run_mark_finished(*, run_id: int, status: str, error: str = "", **fields) -> bool:
+def run_mark_finished(*, run_id: int, status: str, error: str = "", error_detail: str = "", **fields) -> bool:
     """Move a running run to its end state; False if it was not running any more."""
     return bool(
         TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
-            status=status, error=error[:20000], finished_at=timezone.now(), **fields
+            status=status, error=error[:ERROR_REASON_MAX], error_detail=error_detail[:20000],
+            finished_at=timezone.now(), **fields
         )
     )
 
 
 def failure_reason(exc: BaseException) -> str:
-    """The error for the UI: the message first, then the innermost frames of the traceback."""
-    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    tail = "".join(frames)[-3000:]
-    return f"{type(exc).__name__}: {exc}\n\n{tail}"
+    """The error every member sees: one line, the exception's type and the first line of its message.
+
+    Tracebacks name the server's paths, and the worker its host and pid: those
+    go to failure_detail, which only the dataset's admins see.
+    """
+    lines = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return reason if len(reason) <= ERROR_REASON_MAX else reason[: ERROR_REASON_MAX - 1] + "…"
+
+
+def failure_detail(exc: BaseException, *, worker: str = "") -> str:
+    """The error for the dataset's admins and the logs: the worker, then the traceback's innermost frames."""
+    frames = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-20000:]
+    return f"worker: {worker}\n\n{frames}" if worker else frames

@@ -19,6 +19,62 @@ def IdField(**kwargs):
     return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
 
 
+class BoundedListField(serializers.ListField):
+    """A ListField that checks its length before validating any element.
+
+    DRF validates every element first and applies max_length afterwards: a
+    polygon of 10**6 points cost seconds of CPU (and an error per element)
+    before "at most 10,000" was said.
+    """
+
+    def to_internal_value(self, data):
+        if isinstance(data, list) and self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+    def run_child_validation(self, data):
+        # Like DRF's, but stops at the 100th bad element: 100,000 bad ids need not cost 100,000 messages.
+        result, errors = [], {}
+        for index, item in enumerate(data):
+            try:
+                result.append(self.child.run_validation(item))
+            except serializers.ValidationError as exc:
+                errors[index] = exc.detail
+                if len(errors) >= 100:
+                    break
+        if errors:
+            raise serializers.ValidationError(errors)
+        return result
+
+
+class BoundedDictField(serializers.DictField):
+    """A DictField with a maximum number of keys, checked before any value is validated."""
+
+    default_error_messages = {"max_length": "Ensure this field has no more than {max_length} items."}
+
+    def __init__(self, *, max_length: int, **kwargs):
+        self.max_length = max_length
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+    def run_child_validation(self, data):
+        result, errors = {}, {}
+        for key, value in data.items():
+            try:
+                result[str(key)] = self.child.run_validation(value)
+            except serializers.ValidationError as exc:
+                errors[str(key)] = exc.detail
+                if len(errors) >= 100:  # as BoundedListField: a bounded answer
+                    break
+        if errors:
+            raise serializers.ValidationError(errors)
+        return result
+
+
 # --- auth ------------------------------------------------------------------------------
 
 
@@ -29,6 +85,7 @@ class TokenRequestSerializer(serializers.Serializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+    expires = serializers.DateTimeField(allow_null=True, help_text="When the token stops working (null: never).")
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -200,18 +257,41 @@ class VersionConflictSerializer(ErrorSerializer):
     current_class = serializers.IntegerField(allow_null=True)
 
 
+def ExpectedField():
+    return BoundedDictField(
+        max_length=MAX_BULK_IMAGES,
+        child=serializers.IntegerField(min_value=0, max_value=2**31 - 1),
+        required=False,
+        help_text="{image id: the annotation_version you saw} (the map's `version` column): a listed image this "
+        "write would change that someone changed since is a 409 and nothing is written. Optional; images not "
+        "listed are not checked.",
+    )
+
+
+class StaleImageSerializer(serializers.Serializer):
+    image = serializers.IntegerField()
+    locals()["class"] = serializers.IntegerField(allow_null=True)
+    version = serializers.IntegerField()
+
+
+class StaleVersionsSerializer(ErrorSerializer):
+    conflict_count = serializers.IntegerField()
+    conflicts = StaleImageSerializer(many=True, help_text="the changed images (at most 1,000), as they are now")
+
+
 class BulkSerializer(serializers.Serializer):
     locals()["class"] = IdField(allow_null=True, help_text="class id, or null to clear")
-    image_ids = serializers.ListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES, allow_empty=True)
+    image_ids = BoundedListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES, allow_empty=True)
     cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9)
-    polygon = serializers.ListField(
-        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+    polygon = BoundedListField(
+        child=BoundedListField(child=serializers.FloatField(), min_length=2, max_length=2),
         required=False,
         min_length=3,
         max_length=MAX_POLYGON_VERTICES,
         help_text="[[x, y], ...] in map coordinates",
     )
-    exclude_image_ids = serializers.ListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES, default=list)
+    exclude_image_ids = BoundedListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES, default=list)
+    expected = ExpectedField()
 
     def validate(self, attrs):
         given = [key for key in ("image_ids", "cluster", "polygon") if key in attrs]
@@ -223,6 +303,14 @@ class BulkSerializer(serializers.Serializer):
 class BulkResultSerializer(serializers.Serializer):
     updated = serializers.IntegerField()
     action_id = serializers.IntegerField()
+    skipped = serializers.ListField(
+        child=serializers.IntegerField(), required=False,
+        help_text="accepting suggestions: images left alone because they were labelled or changed meanwhile",
+    )
+    versions = serializers.DictField(
+        child=serializers.IntegerField(), required=False,
+        help_text="with `expected`: the new annotation_version of each listed image",
+    )
 
 
 class UndoResultSerializer(serializers.Serializer):
@@ -230,6 +318,8 @@ class UndoResultSerializer(serializers.Serializer):
     undo_action_id = serializers.IntegerField()
     restored = serializers.IntegerField()
     conflicts = serializers.ListField(child=serializers.IntegerField())
+    versions = serializers.DictField(child=serializers.IntegerField(),
+                                     help_text="the new annotation_version of each restored image")
 
 
 class LabelActionSerializer(serializers.Serializer):
@@ -278,6 +368,10 @@ class ReviewItemSerializer(serializers.Serializer):
     reason = serializers.CharField()
     score = serializers.FloatField()
     image_ids = serializers.ListField(child=serializers.IntegerField())
+    image_versions = serializers.ListField(
+        child=serializers.IntegerField(min_value=0),
+        help_text="the annotation version of each of image_ids, for a resolve's `expected`",
+    )
     suggested_class = serializers.IntegerField(allow_null=True)
 
 
@@ -286,7 +380,8 @@ class ReviewResolveSerializer(serializers.Serializer):
     id = serializers.IntegerField(min_value=-1, max_value=MAX_ID)
     outcome = serializers.ChoiceField(choices=["accepted", "relabelled", "reviewed"])
     locals()["class"] = IdField(required=False, allow_null=True)
-    image_ids = serializers.ListField(child=IdField(), required=False, allow_null=True, max_length=MAX_BULK_IMAGES)
+    image_ids = BoundedListField(child=IdField(), required=False, allow_null=True, max_length=MAX_BULK_IMAGES)
+    expected = ExpectedField()
 
 
 class ReviewResolveResultSerializer(serializers.Serializer):
@@ -295,10 +390,12 @@ class ReviewResolveResultSerializer(serializers.Serializer):
     outcome = serializers.CharField()
     action_id = serializers.IntegerField(allow_null=True)
     updated = serializers.IntegerField()
+    skipped = serializers.ListField(child=serializers.IntegerField(), required=False,
+                                    help_text="images left alone because someone changed them meanwhile")
 
 
 class SuggestionsAcceptSerializer(serializers.Serializer):
-    image_ids = serializers.ListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES)
+    image_ids = BoundedListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES)
     cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9)
     locals()["class"] = IdField(
         required=False,
@@ -308,6 +405,7 @@ class SuggestionsAcceptSerializer(serializers.Serializer):
         required=False, default=0.0, min_value=0.0, max_value=1.0,
         help_text="Only images whose suggestion has at least this confidence (0..1) take it.",
     )
+    expected = ExpectedField()
 
     def validate_min_confidence(self, value):
         if not math.isfinite(value):  # FloatField takes "NaN", and NaN passes both bounds

@@ -6,18 +6,19 @@ service or selector and serializes the result.
 """
 from __future__ import annotations
 
+import unicodedata
+
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import Throttled
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from labeling import selectors
@@ -27,9 +28,12 @@ from labeling.permissions import dataset_for_user
 from labeling.services import annotations as annotation_services
 from labeling.services import datasets as dataset_services
 from labeling.services.exports import labels_export
+from labeling.services.tokens import token_expires_at, token_issue, tokens_revoke
+from project.throttling import login_failed, login_succeeded, login_wait_seconds
 
 from . import serializers as s
-from .pagination import StandardPagination
+from .contract import ApiView, check_query_parameters
+from .pagination import PAGE_PARAMETERS, StandardPagination
 
 ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid input"),
@@ -50,15 +54,12 @@ def _validated(serializer_class, data, **kwargs) -> dict:
 
 
 def _query(serializer_class, request, allowed_extra=()) -> dict:
-    """Query parameters checked against an allow-list: unknown ones are a 400."""
+    """Query parameters checked against an allow-list: unknown, repeated or empty ones are a 400."""
     allowed = set(serializer_class().fields) | set(allowed_extra)
-    unknown = sorted(set(request.query_params) - allowed)
-    if unknown:
-        raise ValidationFailed(
-            f"Unknown query parameter(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}.",
-            fields=unknown,
-        )
-    return _validated(serializer_class, request.query_params)
+    check_query_parameters(request.query_params, allowed)
+    # A plain dict, not the QueryDict: a serializer reads a QueryDict like an HTML form, where an
+    # empty value means "not given".
+    return _validated(serializer_class, request.query_params.dict())
 
 
 def _paginate(view: APIView, request, queryset, to_data):
@@ -72,37 +73,64 @@ def _paginate(view: APIView, request, queryset, to_data):
 # --- auth -----------------------------------------------------------------------------------------
 
 
-class TokenView(APIView):
-    """Exchange a username and password for an API token (throttled)."""
+class TokenView(ApiView):
+    """POST exchanges a username and password for an API token (behind the sign-in throttle);
+    DELETE revokes the caller's token."""
 
-    authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "auth"
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    def get_authenticators(self):
+        # Signing in needs no credentials, and a stale token sent along must not stop it.
+        if self._signing_in():
+            return []
+        return super().get_authenticators()
+
+    def get_permissions(self):
+        if self._signing_in():
+            return super().get_permissions()
+        return [IsAuthenticated()]
+
+    def _signing_in(self) -> bool:
+        request = getattr(self, "request", None)  # None while the schema is generated
+        return request is not None and request.method == "POST"
 
     @extend_schema(
         request=s.TokenRequestSerializer,
         responses={200: s.TokenSerializer, 400: ERRORS[400], 429: OpenApiResponse(s.ErrorSerializer)},
         auth=[],
         tags=["auth"],
+        description="A token lasts SIMLABEL_TOKEN_TTL_DAYS (30) days from when it was issued; asking again returns "
+        "the same token until it expires. Failed attempts are throttled per address and username (429).",
     )
     def post(self, request):
         data = _validated(s.TokenRequestSerializer, request.data)
-        user = authenticate(request=request._request, username=data["username"], password=data["password"])
+        # NFKC, as Django's login form reads a username, so both paths know the same users.
+        username = unicodedata.normalize("NFKC", data["username"])
+        wait = login_wait_seconds(request._request, username)
+        if wait:
+            raise Throttled(wait=wait)
+        user = authenticate(request=request._request, username=username, password=data["password"])
         if user is None or not user.is_active:
+            login_failed(request._request, username)
             raise ValidationFailed("Unable to sign in with these credentials.", code="invalid_credentials")
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        login_succeeded(request._request, username)
+        token = token_issue(user=user)
+        expires = token_expires_at(token)
+        return Response({"token": token.key, "expires": expires.isoformat() if expires else None})
+
+    @extend_schema(request=None, responses={204: None, **errors(401)}, tags=["auth"])
+    def delete(self, request):
+        tokens_revoke(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- datasets ----------------------------------------------------------------------------------------
 
 
-class DatasetListView(APIView):
+class DatasetListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
     @extend_schema(
-        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        parameters=PAGE_PARAMETERS,
         responses={200: s.DatasetSerializer(many=True), **errors(401)},
         tags=["datasets"],
     )
@@ -119,7 +147,7 @@ class DatasetListView(APIView):
         return Response(s.DatasetSerializer(selectors.dataset_with_counts(dataset)).data, status=status.HTTP_201_CREATED)
 
 
-class DatasetDetailView(APIView):
+class DatasetDetailView(ApiView):
     @extend_schema(responses={200: s.DatasetSerializer, **errors(401, 404)}, tags=["datasets"])
     def get(self, request, dataset_id):
         dataset = dataset_for_user(request.user, dataset_id, "view")
@@ -143,10 +171,10 @@ class DatasetDetailView(APIView):
 # --- members ------------------------------------------------------------------------------------------
 
 
-class MemberListView(APIView):
+class MemberListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
     @extend_schema(
-        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        parameters=PAGE_PARAMETERS,
         responses={200: s.MemberSerializer(many=True), **errors(401, 404)},
         tags=["members"],
     )
@@ -165,7 +193,7 @@ class MemberListView(APIView):
         return Response(s.MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
 
-class MemberDetailView(APIView):
+class MemberDetailView(ApiView):
     @extend_schema(request=s.MemberPatchSerializer,
                    responses={200: s.MemberSerializer, **errors(400, 401, 403, 404), 409: ERRORS[400]},
                    tags=["members"])
@@ -185,10 +213,10 @@ class MemberDetailView(APIView):
 # --- classes ---------------------------------------------------------------------------------------------
 
 
-class LabelClassListView(APIView):
+class LabelClassListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
     @extend_schema(
-        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        parameters=PAGE_PARAMETERS,
         responses={200: s.LabelClassSerializer(many=True), **errors(401, 404)},
         tags=["classes"],
     )
@@ -206,7 +234,7 @@ class LabelClassListView(APIView):
         return Response(s.LabelClassSerializer(label_class).data, status=status.HTTP_201_CREATED)
 
 
-class LabelClassDetailView(APIView):
+class LabelClassDetailView(ApiView):
     @extend_schema(responses={200: s.LabelClassSerializer, **errors(401, 404)}, tags=["classes"])
     def get(self, request, dataset_id, class_id):
         dataset = dataset_for_user(request.user, dataset_id, "view")
@@ -255,9 +283,10 @@ def image_payload(request, image, position: dict | None) -> dict:
     }
 
 
-class ImageListView(APIView):
+class ImageListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
     parser_classes = [MultiPartParser, FormParser]
+    request_body_limit_setting = "SIMLABEL_MAX_UPLOAD_BYTES"  # read by ApiRequestBodyLimitMiddleware
 
     @extend_schema(
         parameters=[s.ImageListQuerySerializer],
@@ -306,7 +335,7 @@ class ImageListView(APIView):
         return Response(report.as_dict(), status=status.HTTP_201_CREATED)
 
 
-class ImageDetailView(APIView):
+class ImageDetailView(ApiView):
     @extend_schema(responses={200: s.ImageDetailSerializer, **errors(401, 404)}, tags=["images"])
     def get(self, request, image_id):
         image = selectors.image_for_user(request.user, image_id, "view")
@@ -318,7 +347,7 @@ class ImageDetailView(APIView):
         return Response(detail)
 
 
-class ImageHistoryView(APIView):
+class ImageHistoryView(ApiView):
     @extend_schema(responses={200: s.HistoryEntrySerializer(many=True), **errors(401, 404)}, tags=["annotations"],
                    description="The image's label changes, newest first (at most 200).")
     def get(self, request, image_id):
@@ -341,7 +370,7 @@ def annotation_payload(annotation) -> dict:
     }
 
 
-class AnnotationView(APIView):
+class AnnotationView(ApiView):
     @extend_schema(
         request=s.AnnotationSetSerializer,
         responses={200: s.AnnotationSerializer, **errors(400, 401, 403, 404),
@@ -373,13 +402,15 @@ class AnnotationView(APIView):
         return Response(annotation_payload(annotation))
 
 
-class BulkAnnotationView(APIView):
+class BulkAnnotationView(ApiView):
     @extend_schema(
         request=s.BulkSerializer,
-        responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404)},
+        responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404),
+                   409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions")},
         tags=["annotations"],
         description="Applies one class (null clears) to a selection, a cluster of the current map, or the images "
-        "inside a lasso polygon, as one undoable action. Give exactly one of image_ids, cluster, polygon.",
+        "inside a lasso polygon, as one undoable action. Give exactly one of image_ids, cluster, polygon. "
+        "Optional `expected` {image id: version}: 409 and nothing changed if a listed image changed since.",
     )
     def post(self, request, dataset_id):
         dataset = dataset_for_user(request.user, dataset_id, "label")
@@ -389,22 +420,26 @@ class BulkAnnotationView(APIView):
         if "image_ids" in data:
             ids = set(data["image_ids"]) - set(exclude)
             action = annotation_services.annotations_apply_bulk(
-                dataset=dataset, user=request.user, label_class=label_class, image_ids=ids
+                dataset=dataset, user=request.user, label_class=label_class, image_ids=ids,
+                expected=data.get("expected"),
             )
         elif "cluster" in data:
             action = annotation_services.annotations_apply_to_cluster(
                 dataset=dataset, user=request.user, label_class=label_class, cluster=data["cluster"],
-                exclude_image_ids=exclude,
+                exclude_image_ids=exclude, expected=data.get("expected"),
             )
         else:
             action = annotation_services.annotations_apply_polygon(
                 dataset=dataset, user=request.user, label_class=label_class, polygon=data["polygon"],
-                exclude_image_ids=exclude,
+                exclude_image_ids=exclude, expected=data.get("expected"),
             )
-        return Response({"updated": action.image_count, "action_id": action.pk})
+        payload = {"updated": action.image_count, "action_id": action.pk}
+        if getattr(action, "versions", None) is not None:
+            payload["versions"] = {str(i): v for i, v in action.versions.items()}
+        return Response(payload)
 
 
-class ActionListView(APIView):
+class ActionListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
     @extend_schema(
         parameters=[s.ActionListQuerySerializer],
@@ -419,7 +454,7 @@ class ActionListView(APIView):
         return _paginate(self, request, actions, lambda page: s.LabelActionSerializer(page, many=True).data)
 
 
-class UndoView(APIView):
+class UndoView(ApiView):
     @extend_schema(
         request=None,
         responses={200: s.UndoResultSerializer, **errors(401, 403, 404),
@@ -437,7 +472,7 @@ class UndoView(APIView):
 # --- review ----------------------------------------------------------------------------------------------------
 
 
-class ReviewQueueView(APIView):
+class ReviewQueueView(ApiView):
     @extend_schema(
         parameters=[s.ReviewQuerySerializer],
         responses={200: s.ReviewItemSerializer(many=True), **errors(400, 401, 404)},
@@ -456,7 +491,7 @@ def _resolution_payload(result, data) -> dict:
     """review_item_resolve may return a LabelAction, a ReviewResolution or a dict; answer one shape."""
     payload = {"kind": data["kind"], "id": data["id"], "outcome": data["outcome"], "action_id": None, "updated": 0}
     if isinstance(result, dict):
-        payload.update({k: result[k] for k in ("action_id", "updated") if k in result})
+        payload.update({k: result[k] for k in ("action_id", "updated", "skipped") if k in result})
     elif isinstance(result, LabelAction):
         payload.update(action_id=result.pk, updated=result.image_count)
     elif result is not None:
@@ -466,10 +501,10 @@ def _resolution_payload(result, data) -> dict:
     return payload
 
 
-class ReviewResolveView(APIView):
+class ReviewResolveView(ApiView):
     @extend_schema(
         request=s.ReviewResolveSerializer,
-        responses={200: s.ReviewResolveResultSerializer, **errors(400, 401, 403, 404)},
+        responses={200: s.ReviewResolveResultSerializer, **errors(400, 401, 403, 404), 409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions")},
         tags=["review"],
         description="accepted applies the item's suggestion; relabelled applies `class` to `image_ids` "
         "(default: the item's images); reviewed marks it checked. The item leaves the queue.",
@@ -484,15 +519,15 @@ class ReviewResolveView(APIView):
 
         result = review_item_resolve(
             dataset=dataset, user=request.user, kind=data["kind"], object_id=data["id"], outcome=data["outcome"],
-            label_class=label_class, image_ids=data.get("image_ids"),
+            label_class=label_class, image_ids=data.get("image_ids"), expected=data.get("expected"),
         )
         return Response(_resolution_payload(result, data))
 
 
-class SuggestionsAcceptView(APIView):
+class SuggestionsAcceptView(ApiView):
     @extend_schema(
         request=s.SuggestionsAcceptSerializer,
-        responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404)},
+        responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404), 409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions")},
         tags=["review"],
         description="Applies each image's suggested class as one action: for the images given, a whole "
         "cluster, or every image suggested `class` (which also narrows the other two); unlabelled images only; "
@@ -506,9 +541,12 @@ class SuggestionsAcceptView(APIView):
 
         action = suggestions_accept(
             dataset=dataset, user=request.user, image_ids=data.get("image_ids"), cluster=data.get("cluster"),
-            label_class=label_class, min_confidence=data.get("min_confidence", 0.0),
+            label_class=label_class, min_confidence=data.get("min_confidence", 0.0), expected=data.get("expected"),
         )
-        return Response({"updated": action.image_count if action else 0, "action_id": action.pk if action else None})
+        payload = {"updated": action.image_count, "action_id": action.pk, "skipped": list(action.skipped)}
+        if action.versions is not None:
+            payload["versions"] = {str(i): v for i, v in action.versions.items()}
+        return Response(payload)
 
 
 # --- export -----------------------------------------------------------------------------------------------------
@@ -554,7 +592,7 @@ class FormatParamIsNotARenderer(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class ExportView(APIView):
+class ExportView(ApiView):
     content_negotiation_class = FormatParamIsNotARenderer
     @extend_schema(
         parameters=[s.ExportQuerySerializer],

@@ -27,7 +27,7 @@ def _class_indices(class_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def review_queue_for_dataset(dataset, limit: int = DEFAULT_LIMIT) -> list[dict]:
     """Review items, most useful first: [{kind, id, reason, score, image_ids,
-    suggested_class, reasons, codes, size, label_class, confidence}].
+    image_versions, suggested_class, reasons, codes, size, label_class, confidence}].
 
     kind "cluster": id is the cluster number on the current map; kind
     "image": id is the image id.  score is the expected number of wrong labels
@@ -98,6 +98,8 @@ def review_queue_for_dataset(dataset, limit: int = DEFAULT_LIMIT) -> list[dict]:
                 "codes": list(item.codes),
                 "score": round(float(item.score), 4),
                 "image_ids": image_ids[item.members].tolist(),
+                # What a resolve sends back as `expected`, so it cannot overwrite a later change.
+                "image_versions": columns.version[item.members].tolist(),
                 "size": int(len(item.members)),
                 "suggested_class": class_ids[item.suggested_class] if item.suggested_class >= 0 else None,
                 "label_class": (class_ids[labels[first]] if item.kind == "image" and labels[first] >= 0 else None),

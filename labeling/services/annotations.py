@@ -8,6 +8,11 @@ Concurrency rules (they hold on PostgreSQL and on SQLite):
 - a single-image write that carries the version the client saw is applied with
   a conditional UPDATE ... WHERE version = <seen>; a mismatch is a 409 with the
   current version and class, so no annotator silently overwrites another;
+- a bulk write may carry `expected` ({image id: version seen}); under the same
+  row locks, any listed image the write would change whose version moved on is
+  a 409 listing those images with their current class and version, and
+  nothing is written (images the write leaves alone, or that already carry the
+  class it sets, are no conflict);
 - every change appends one AnnotationHistory row per image (old and new class,
   the version it produced, the user and the LabelAction), which is what undo
   and the image history read.
@@ -25,7 +30,14 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.errors import Conflict, NotFound, PermissionRefused, ValidationFailed, VersionConflict
+from labeling.errors import (
+    Conflict,
+    NotFound,
+    PermissionRefused,
+    StaleVersions,
+    ValidationFailed,
+    VersionConflict,
+)
 from labeling.models import (
     Annotation,
     AnnotationHistory,
@@ -42,6 +54,9 @@ log = logging.getLogger(__name__)
 MAX_BULK_IMAGES = 100_000
 MAX_POLYGON_VERTICES = 10_000
 HISTORY_BATCH = 2000
+# A stale bulk write reports this many of its conflicting images (and the total count).
+MAX_CONFLICTS_REPORTED = 1000
+MAX_VERSION = 2**31 - 1
 
 
 def _id_chunk_size() -> int:
@@ -322,6 +337,85 @@ def _clean_image_ids(image_ids, field="image_ids") -> list[int]:
     return ids
 
 
+def clean_expected(expected) -> dict[int, int] | None:
+    """`expected` as {image id: annotation version}; None when the client sent none.
+
+    JSON object keys are strings, so ids come as decimal strings (or ints from Python callers).
+    """
+    if expected is None:
+        return None
+    message = "expected must map image ids to the annotation_version you saw, e.g. {\"12\": 3}."
+    if not isinstance(expected, dict):
+        raise ValidationFailed(message, field="expected")
+    if len(expected) > MAX_BULK_IMAGES:
+        raise ValidationFailed(f"expected may list at most {MAX_BULK_IMAGES} images.", field="expected")
+    out: dict[int, int] = {}
+    for key, value in expected.items():
+        if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 19:
+            image_id = int(key)
+        elif isinstance(key, int) and not isinstance(key, bool):
+            image_id = key
+        else:
+            raise ValidationFailed(message, field="expected")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION:
+            raise ValidationFailed(message, field="expected")
+        if not 0 < image_id < 2**63:
+            raise ValidationFailed(message, field="expected")
+        out[image_id] = value
+    return out
+
+
+def _raise_if_stale(expected: dict[int, int] | None, current: dict[int, _Current], new_class_of) -> None:
+    """409 when an image this write would change is no longer at the version the client saw.
+
+    Only locked images (this write's) are compared; one that already carries
+    the class it would get is no conflict: nothing of anyone's would be lost.
+    """
+    if not expected:
+        return
+    stale = [
+        image_id
+        for image_id, cur in current.items()
+        if image_id in expected and cur.version != expected[image_id] and cur.class_id != new_class_of(image_id)
+    ]
+    if stale:
+        raise StaleVersions(
+            f"Someone else changed {len(stale)} of these images since you loaded them, so nothing was changed. "
+            "Their current classes are shown now; choose again if needed.",
+            conflict_count=len(stale),
+            conflicts=[
+                {"image": image_id, "class": current[image_id].class_id, "version": current[image_id].version}
+                for image_id in stale[:MAX_CONFLICTS_REPORTED]
+            ],
+        )
+
+
+def annotations_lock_unchanged(*, image_ids, expected) -> None:
+    """Locks the annotations of `image_ids` and raises StaleVersions if one listed
+    in `expected` is no longer at that version (the caller vouches for what it saw,
+    e.g. a reviewer marking labels reviewed). Call inside a transaction."""
+    expected = clean_expected(expected)
+    if not expected:
+        return
+    ids = sorted({int(i) for i in image_ids})
+    # Any change is a conflict here: nothing is written that could make it moot.
+    _raise_if_stale(expected, _lock_annotations(ids), lambda _image_id: _NO_CLASS_MATCHES)
+
+
+_NO_CLASS_MATCHES = object()
+
+
+def _versions_after(expected: dict[int, int] | None, current: dict[int, _Current], changed: set[int]) -> dict | None:
+    """The new version of each listed image of the write, so a client can write them again without reloading."""
+    if expected is None:
+        return None
+    return {
+        image_id: cur.version + (1 if image_id in changed else 0)
+        for image_id, cur in current.items()
+        if image_id in expected
+    }
+
+
 @transaction.atomic
 def annotations_apply_bulk(
     *,
@@ -331,18 +425,24 @@ def annotations_apply_bulk(
     image_ids,
     source: str = AnnotationSource.BULK,
     mark_reviewed: bool = False,
+    expected=None,
 ) -> LabelAction:
     """Applies one class (None clears) to the given images as one LabelAction.
 
     All ids must be images of `dataset`, else nothing changes. Images that
     already carry the class are left alone; action.image_count is the number
-    whose class changed.
+    whose class changed. `expected` ({image id: version seen}) makes the write
+    conditional: StaleVersions (409) and nothing changed when a listed image it
+    would change has moved on; action.versions then gives the listed images'
+    new versions.
     """
     new_class_id = _check_class(dataset.pk, label_class)
     ids = _clean_image_ids(image_ids)
+    expected = clean_expected(expected)
     _check_images_in_dataset(dataset.pk, ids)
     _ensure_annotation_rows(dataset.pk, ids)
     current = _lock_annotations(ids)
+    _raise_if_stale(expected, current, lambda _image_id: new_class_id)
     changes = [(image_id, current[image_id]) for image_id in ids if current[image_id].class_id != new_class_id]
     if mark_reviewed:
         # Images already carrying the class are confirmed by the reviewer too.
@@ -358,6 +458,7 @@ def annotations_apply_bulk(
         label_class_id=new_class_id,
         image_count=len(changes),
     )
+    action.versions = _versions_after(expected, current, {image_id for image_id, _ in changes})
     if changes:
         _write_changes(
             dataset_id=dataset.pk,
@@ -391,6 +492,7 @@ def annotations_apply_to_cluster(
     exclude_image_ids=(),
     source: str = AnnotationSource.CLUSTER,
     mark_reviewed: bool = False,
+    expected=None,
 ) -> LabelAction:
     from embeddings.selectors import cluster_image_ids
 
@@ -401,7 +503,8 @@ def annotations_apply_to_cluster(
         raise ValidationFailed(f"The current map has no cluster {cluster}.", field="cluster")
     ids -= set(_clean_image_ids(exclude_image_ids, field="exclude_image_ids"))
     return annotations_apply_bulk(
-        dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source, mark_reviewed=mark_reviewed
+        dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source, mark_reviewed=mark_reviewed,
+        expected=expected,
     )
 
 
@@ -434,6 +537,7 @@ def annotations_apply_polygon(
     polygon,
     exclude_image_ids=(),
     source: str = AnnotationSource.BULK,
+    expected=None,
 ) -> LabelAction:
     from embeddings.selectors import image_ids_in_polygon
 
@@ -442,7 +546,8 @@ def annotations_apply_polygon(
     _require_map(dataset)
     ids = set(image_ids_in_polygon(dataset, points))
     ids -= set(_clean_image_ids(exclude_image_ids, field="exclude_image_ids"))
-    return annotations_apply_bulk(dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source)
+    return annotations_apply_bulk(dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source,
+                                  expected=expected)
 
 
 # --- undo ----------------------------------------------------------------------------------------
@@ -518,7 +623,10 @@ def label_action_undo(*, dataset: Dataset, user, action_id: int) -> dict:
         )
     if restored:
         _after_labels_changed(dataset.pk)
-    return {"action_id": action.pk, "undo_action_id": undo.pk, "restored": restored, "conflicts": conflicts}
+    # Each restored image's new version, so a page can go on writing them without reloading.
+    versions = {str(image_id): cur.version + 1 for changes in by_old_class.values() for image_id, cur in changes}
+    return {"action_id": action.pk, "undo_action_id": undo.pk, "restored": restored, "conflicts": conflicts,
+            "versions": versions}
 
 
 def last_undoable_action(*, dataset: Dataset, user) -> LabelAction | None:
@@ -545,12 +653,23 @@ def annotations_apply_mapping(
     class_by_image: dict,
     source: str = AnnotationSource.SUGGESTION,
     mark_reviewed: bool = False,
+    expected=None,
+    if_versions: dict[int, int] | None = None,
+    only_unlabeled: bool = False,
 ) -> LabelAction:
     """Sets each image's class to class_by_image[image_id] (a LabelClass id) as ONE LabelAction.
 
     All ids must be images of `dataset` and all classes classes of it, else
     nothing changes.  action.label_class is the class when there is only one,
     else None; action.image_count is the number of images whose class changed.
+
+    The mapping is usually computed from a read made before the rows were
+    locked (accepting suggestions), so the locked rows decide what is written:
+    with only_unlabeled an image that has a class by now is left alone, and
+    with if_versions ({image id: version the mapping was computed on}) so is
+    an image changed since.  Those are listed in action.skipped.  `expected`
+    (what the client saw) is checked as in annotations_apply_bulk: a 409 and
+    nothing changed.
     """
     try:
         mapping = {int(i): int(c) for i, c in class_by_image.items()}
@@ -561,13 +680,22 @@ def annotations_apply_mapping(
     known = set(LabelClass.objects.filter(dataset=dataset, id__in=class_ids).values_list("id", flat=True))
     if known != class_ids:
         raise ValidationFailed("Some classes are not classes of this dataset; nothing was changed.", field="class")
+    expected = clean_expected(expected)
     _check_images_in_dataset(dataset.pk, ids)
     _ensure_annotation_rows(dataset.pk, ids)
     current = _lock_annotations(ids)
+    _raise_if_stale(expected, current, mapping.__getitem__)
     by_class: dict[int, list[tuple[int, _Current]]] = defaultdict(list)
+    skipped: list[int] = []
     for image_id in ids:
-        if current[image_id].class_id != mapping[image_id]:
-            by_class[mapping[image_id]].append((image_id, current[image_id]))
+        cur = current[image_id]
+        if cur.class_id == mapping[image_id]:
+            continue
+        moved_on = if_versions is not None and image_id in if_versions and cur.version != if_versions[image_id]
+        if (only_unlabeled and cur.class_id is not None) or moved_on:
+            skipped.append(image_id)
+            continue
+        by_class[mapping[image_id]].append((image_id, cur))
     now = timezone.now()
     if mark_reviewed:
         same = [current[i].annotation_id for i in ids if current[i].class_id == mapping[i]]
@@ -581,6 +709,10 @@ def annotations_apply_mapping(
         source=source,
         label_class_id=next(iter(class_ids)) if len(class_ids) == 1 else None,
         image_count=changed,
+    )
+    action.skipped = skipped
+    action.versions = _versions_after(
+        expected, current, {image_id for changes in by_class.values() for image_id, _ in changes}
     )
     for class_id, changes in by_class.items():
         _write_changes(

@@ -6,6 +6,7 @@ data (unique names, the last admin, classes in use) and do the writes.
 """
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 
@@ -15,16 +16,12 @@ from django.db.models import Q
 
 from labeling.errors import Conflict, NotFound, ValidationFailed
 from labeling.models import Annotation, AnnotationHistory, Dataset, LabelClass, Membership, Role
+# New classes cycle through the palette when no colour is given.
+from labeling.palette import CLASS_PALETTE
+
+logger = logging.getLogger(__name__)
 
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-# A palette that stays readable on the map's light and dark backgrounds; new
-# classes cycle through it when no colour is given.
-CLASS_PALETTE = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
-    "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363",
-]
 DATASET_NAME_MAX = Dataset._meta.get_field("name").max_length
 CLASS_NAME_MAX = LabelClass._meta.get_field("name").max_length
 
@@ -104,12 +101,15 @@ def dataset_delete(*, dataset: Dataset) -> None:
     file_names = list(
         dataset.images.values_list("file", "thumbnail").iterator(chunk_size=2000)
     )
+    dataset_id = dataset.pk
     AnnotationHistory.objects.filter(dataset=dataset).delete()
     Annotation.objects.filter(dataset=dataset).delete()
     dataset.delete()
 
     def remove_files():
         from django.core.files.storage import default_storage
+
+        from embeddings.services.artifacts import dataset_artifacts_delete
 
         for pair in file_names:
             for name in pair:
@@ -118,6 +118,12 @@ def dataset_delete(*, dataset: Dataset) -> None:
                         default_storage.delete(name)
                     except Exception:  # a missing file must not undo a delete that committed
                         pass
+        # The runs' models and codes rebuild the images: they go too
+        # (cleanup_orphan_media removes whatever this could not, or a worker wrote later).
+        try:
+            dataset_artifacts_delete(dataset_id=dataset_id)
+        except Exception:
+            logger.exception("could not delete the run artifacts of deleted dataset %s", dataset_id)
 
     transaction.on_commit(remove_files)
 

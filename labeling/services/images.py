@@ -42,6 +42,7 @@ from labeling.models import (
     LabelClass,
     image_upload_path,
 )
+from labeling.palette import CLASS_PALETTE
 from labeling.services._archive import ArchiveLimits, ArchiveRejected, iter_archive
 from labeling.uploads import (
     THUMBNAIL_EXTENSIONS,
@@ -51,6 +52,7 @@ from labeling.uploads import (
     looks_like_archive_name,
     sanitize_original_name,
 )
+from project.storage import walk_storage
 
 logger = logging.getLogger(__name__)
 
@@ -349,11 +351,8 @@ class _FileWriter:
 
 # --- the ingest itself ----------------------------------------------------------------------------------
 
-# Distinct, readable class colours; beyond them, evenly spaced hues.
-CLASS_COLOURS = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363",
-]
+# Distinct, readable class colours (the one palette, none near the unlabeled grey); beyond them, evenly spaced hues.
+CLASS_COLOURS = CLASS_PALETTE
 
 
 def class_colour(index: int, used: set[str] = frozenset()) -> str:
@@ -731,17 +730,6 @@ def images_ingest_path(
 # --- orphans ------------------------------------------------------------------------------------------
 
 
-def _walk(storage, prefix: str) -> Iterator[str]:
-    try:
-        dirs, files = storage.listdir(prefix)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in files:
-        yield f"{prefix}/{name}"
-    for sub in dirs:
-        yield from _walk(storage, f"{prefix}/{sub}")
-
-
 def images_cleanup_orphans(*, dataset: Dataset | None = None, min_age_seconds: float = 3600) -> list[str]:
     """Delete stored image files and thumbnails that no row points to; returns their names.
 
@@ -770,7 +758,7 @@ def images_cleanup_orphans(*, dataset: Dataset | None = None, min_age_seconds: f
             referenced.add(file_name)
             referenced.add(thumb_name)
         for sub in ("images", "thumbs"):
-            for name in list(_walk(storage, f"datasets/{dataset_id}/{sub}")):
+            for name in list(walk_storage(storage, f"datasets/{dataset_id}/{sub}")):
                 if name in referenced:
                     continue
                 if min_age_seconds > 0:

@@ -71,6 +71,7 @@ def review_item_resolve(
     label_class=None,
     image_ids=None,
     reason: str = "",
+    expected=None,
 ) -> dict:
     """Resolves one review item (see the module docstring).
 
@@ -78,7 +79,11 @@ def review_item_resolve(
     class, labelled ones included; relabelled: label_class goes to image_ids
     (one image, a selection) or, without image_ids, to all the item's images;
     reviewed: the item's labelled images are marked reviewed as they are.
-    Returns {resolution_id, kind, id, outcome, action_id, updated, reviewed}.
+    `expected` ({image id: version}, what the reviewer saw) makes accepting and
+    relabelling conditional: an image changed since is a 409 and nothing,
+    the resolution included, is stored.  Images that changed between the
+    suggestions being read and written are left alone and listed in `skipped`.
+    Returns {resolution_id, kind, id, outcome, action_id, updated, reviewed, skipped}.
     """
     from embeddings.selectors import current_run
 
@@ -103,14 +108,23 @@ def review_item_resolve(
         from labeling.services.suggestions import suggestions_accept
 
         action = suggestions_accept(dataset=dataset, user=user, image_ids=targets, include_labelled=True,
-                                    mark_reviewed=True, source=AnnotationSource.REVIEW)
+                                    mark_reviewed=True, source=AnnotationSource.REVIEW, expected=expected)
     elif outcome == ReviewResolution.Outcome.RELABELLED:
         from labeling.services.annotations import annotations_apply_bulk
 
         action = annotations_apply_bulk(dataset=dataset, user=user, label_class=_label_class(dataset, label_class),
-                                        image_ids=targets, source=AnnotationSource.REVIEW, mark_reviewed=True)
+                                        image_ids=targets, source=AnnotationSource.REVIEW, mark_reviewed=True,
+                                        expected=expected)
+    elif expected is not None:
+        # Marking reviewed vouches for the labels the reviewer saw: if one changed since, 409 and nothing stored.
+        from labeling.services.annotations import annotations_lock_unchanged
+
+        annotations_lock_unchanged(image_ids=targets, expected=expected)
     now = timezone.now()
     reviewed = 0
+    # Images someone changed meanwhile (skipped) were not checked by this reviewer.
+    skipped = set(getattr(action, "skipped", None) or ())
+    targets = [image_id for image_id in targets if image_id not in skipped]
     for start in range(0, len(targets), 900):
         reviewed += Annotation.objects.filter(
             dataset=dataset, image_id__in=targets[start : start + 900], label_class__isnull=False
@@ -127,4 +141,5 @@ def review_item_resolve(
         "action_id": action.pk if action is not None else None,
         "updated": action.image_count if action is not None else 0,
         "reviewed": reviewed,
+        "skipped": list(getattr(action, "skipped", None) or []),
     }

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
 from embeddings.models import ImageEmbedding, TrainingRun
 from labeling.errors import ValidationFailed
 from labeling.models import Annotation, AnnotationSource, Dataset, LabelAction, LabelClass
+from project.resilient_cache import resilient_cache
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def suggestions_schedule_recompute(*, dataset_id: int, countdown: float = RECOMP
     saved regardless; the next change retries).
     """
     window = getattr(settings, "SIMLABEL_SUGGESTIONS_SCHEDULE_WINDOW", SCHEDULE_WINDOW_S)
-    if not cache.add(_schedule_key(dataset_id), 1, timeout=window):
+    # With Redis (CACHE_URL) down this debounces per process instead of failing the label write.
+    if not resilient_cache.add(_schedule_key(dataset_id), 1, timeout=window):
         return False
     from labeling.tasks import recompute_suggestions
 
@@ -56,7 +58,7 @@ def suggestions_schedule_recompute(*, dataset_id: int, countdown: float = RECOMP
     try:
         recompute_suggestions.apply_async(args=[dataset_id, requested_at], countdown=countdown)
     except Exception:
-        cache.delete(_schedule_key(dataset_id))
+        resilient_cache.delete(_schedule_key(dataset_id))
         log.warning("could not enqueue suggestion recompute for dataset %s", dataset_id, exc_info=True)
         return False
     return True
@@ -179,28 +181,33 @@ def _check_images_of_dataset(dataset: Dataset, ids: list[int], chunk: int = 900)
         )
 
 
-def suggestions_accept(
+@dataclass(frozen=True)
+class AcceptPlan:
+    """What accepting suggestions would write, and the state it was computed on.
+
+    class_by_image: the suggested class of each image to change; seen_versions:
+    each of those images' annotation version when it was read (0 without a
+    row).  The read takes no locks, so annotations_apply_mapping re-checks both
+    against the locked rows.
+    """
+
+    class_by_image: dict[int, int]
+    seen_versions: dict[int, int]
+    only_unlabeled: bool
+
+
+def suggestions_accept_plan(
     *,
     dataset: Dataset,
-    user,
     image_ids=None,
     cluster: int | None = None,
     label_class: LabelClass | None = None,
     min_confidence: float = 0.0,
     include_labelled: bool = False,
-    mark_reviewed: bool = False,
-    source: str = AnnotationSource.SUGGESTION,
-) -> LabelAction:
-    """Applies each image's suggested class as ONE LabelAction.
-
-    Scope: the given images, or a cluster of the current map, or (neither) the
-    whole map; label_class narrows any scope to the images suggested that class
-    (one class applied to a selection: "accept every 'seven'").  By default only unlabelled images take their suggestion;
-    include_labelled also changes labelled images whose neighbours suggest
-    another class (a reviewer accepting "this label is a mistake").  Images
-    without a suggestion or below min_confidence are left alone.
-    """
-    from labeling.services.annotations import annotations_apply_mapping
+    expected=None,
+) -> AcceptPlan:
+    """The read half of suggestions_accept (see there); writes nothing."""
+    from labeling.services.annotations import clean_expected
 
     if image_ids is not None and cluster is not None:
         raise ValidationFailed("Give image_ids or cluster, not both.")
@@ -210,6 +217,7 @@ def suggestions_accept(
         raise ValidationFailed("min_confidence must be a number between 0 and 1.", field="min_confidence")
     if not 0.0 <= min_confidence <= 1.0:
         raise ValidationFailed("min_confidence must be a number between 0 and 1.", field="min_confidence")
+    expected = clean_expected(expected)
     run = _current_run(dataset)
     if run is None:
         raise ValidationFailed("This dataset has no map yet, so there are no suggestions.")
@@ -239,12 +247,61 @@ def suggestions_accept(
     suggested = dict(rows.values_list("image_id", "suggested_class_id"))
     if wanted is not None:
         suggested = {i: c for i, c in suggested.items() if i in wanted}
-    current = dict(
-        Annotation.objects.filter(dataset=dataset, label_class__isnull=False).values_list("image_id", "label_class_id")
-    )
-    if include_labelled:
+    if expected is not None:
+        # The client accepts what it saw: only the images it lists, each checked against its version.
+        suggested = {i: c for i, c in suggested.items() if i in expected}
+    current = {
+        image_id: (class_id, version)
+        for image_id, class_id, version in Annotation.objects.filter(dataset=dataset)
+        .values_list("image_id", "label_class_id", "version")
+    }
+    if include_labelled or expected is not None:
+        # Labelled images the client listed stay in: the locked rows decide (409 if
+        # changed since the client saw them, else left alone when only_unlabeled).
         mapping = suggested
     else:
-        mapping = {i: c for i, c in suggested.items() if i not in current}
-    return annotations_apply_mapping(dataset=dataset, user=user, class_by_image=mapping, source=source,
-                                     mark_reviewed=mark_reviewed)
+        mapping = {i: c for i, c in suggested.items() if current.get(i, (None, 0))[0] is None}
+    seen = {i: current.get(i, (None, 0))[1] for i in mapping}
+    return AcceptPlan(class_by_image=mapping, seen_versions=seen, only_unlabeled=not include_labelled)
+
+
+def suggestions_accept(
+    *,
+    dataset: Dataset,
+    user,
+    image_ids=None,
+    cluster: int | None = None,
+    label_class: LabelClass | None = None,
+    min_confidence: float = 0.0,
+    include_labelled: bool = False,
+    mark_reviewed: bool = False,
+    source: str = AnnotationSource.SUGGESTION,
+    expected=None,
+) -> LabelAction:
+    """Applies each image's suggested class as ONE LabelAction.
+
+    Scope: the given images, or a cluster of the current map, or (neither) the
+    whole map; label_class narrows any scope to the images suggested that class
+    (one class applied to a selection: "accept every 'seven'").  By default only unlabelled images take their suggestion;
+    include_labelled also changes labelled images whose neighbours suggest
+    another class (a reviewer accepting "this label is a mistake").  Images
+    without a suggestion or below min_confidence are left alone.
+
+    The suggestions and labels are read first, without locks; the write then
+    locks the rows and changes only images still in the state the accept was
+    computed on (still unlabelled, or for include_labelled, not changed
+    since): someone's label set a moment earlier is never overwritten.  Those
+    left alone are in action.skipped.  `expected` ({image id: version}, what the
+    client saw) narrows the scope to the images it lists and makes the accept
+    conditional: a listed image changed since is a 409, nothing changed.
+    """
+    from labeling.services import annotations
+
+    plan = suggestions_accept_plan(
+        dataset=dataset, image_ids=image_ids, cluster=cluster, label_class=label_class,
+        min_confidence=min_confidence, include_labelled=include_labelled, expected=expected,
+    )
+    return annotations.annotations_apply_mapping(
+        dataset=dataset, user=user, class_by_image=plan.class_by_image, source=source, mark_reviewed=mark_reviewed,
+        expected=expected, if_versions=plan.seen_versions, only_unlabeled=plan.only_unlabeled,
+    )

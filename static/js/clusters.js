@@ -1,7 +1,8 @@
 // Cluster browser: clusters by size or uncertainty, each with its thumbnails and
 // label counts; leave out images that do not belong, then label the cluster.
 import {
-  classChip, classIndex, el, getJSON, pageData, postJSON, showError, thumbTile, toast, undoAction,
+  classChip, classIndex, el, expectedVersions, getJSON, pageData, postJSON, reportWriteError, showError, thumbTile,
+  toast, undoAction,
 } from "./common.js";
 
 const data = pageData();
@@ -14,6 +15,7 @@ const FIRST = 24;
 const MORE = 200;
 const list = document.getElementById("cluster-list");
 let classOfImage = new Map();
+let versionOfImage = new Map(); // annotation versions as read: writes send them as `expected`
 let lastAction = null;
 
 async function load() {
@@ -22,8 +24,12 @@ async function load() {
     getJSON(`/api/datasets/${datasetId}/map/`),
   ]);
   classOfImage = new Map();
+  versionOfImage = new Map();
   const ids = map.image_ids || [];
-  for (let i = 0; i < ids.length; i++) classOfImage.set(ids[i], map.class[i]);
+  for (let i = 0; i < ids.length; i++) {
+    classOfImage.set(ids[i], map.class[i]);
+    versionOfImage.set(ids[i], map.version ? map.version[i] : 0);
+  }
   return clusters;
 }
 
@@ -82,6 +88,7 @@ function clusterCard(cluster) {
       const cls = classById.get(Number(select.value));
       const result = await postJSON(`/api/datasets/${datasetId}/annotations/bulk/`, {
         class: cls.id, cluster: cluster.id, exclude_image_ids: [...excluded],
+        expected: expectedVersions(cluster.image_ids.filter((id) => !excluded.has(id)), versionOfImage),
       });
       return [result, `Labeled ${result.updated} image${result.updated === 1 ? "" : "s"} of cluster ${cluster.id} as ${cls.name}`];
     });
@@ -90,7 +97,9 @@ function clusterCard(cluster) {
       // Each unlabeled image takes its own suggestion (not necessarily the cluster's): one action.
       const accept = el("button", { type: "button", class: "small accept-suggestions" }, "Accept suggestions");
       onAction(accept, async () => {
-        const result = await postJSON(`/api/datasets/${datasetId}/suggestions/accept/`, { cluster: cluster.id });
+        const result = await postJSON(`/api/datasets/${datasetId}/suggestions/accept/`, {
+          cluster: cluster.id, expected: expectedVersions(cluster.image_ids, versionOfImage),
+        });
         return [result, `Accepted ${result.updated} suggestion${result.updated === 1 ? "" : "s"} in cluster ${cluster.id}`];
       });
       row.append(accept);
@@ -110,21 +119,26 @@ function onAction(button, send) {
     button.disabled = true;
     try {
       const [result, message] = await send();
-      lastAction = { id: result.action_id, message };
-      toast(message, { kind: "success", action: { label: "Undo", run: () => undoLast() }, timeout: 12000 });
+      const actionId = result.action_id;
+      lastAction = actionId ? { id: actionId, message } : null;
+      // This toast's Undo undoes this action, even after newer ones were made.
+      if (actionId) toast(message, { kind: "success", action: { label: "Undo", run: () => undo(actionId) }, timeout: 12000 });
       await render();
     } catch (err) {
-      showError(err);
       button.disabled = false;
+      // A lost race: nothing was written; show the clusters as they are now.
+      await reportWriteError(err, () => render());
     }
   });
 }
 
+function undo(actionId) {
+  if (lastAction && lastAction.id === actionId) lastAction = null;
+  return undoAction(datasetId, actionId, () => render());
+}
+
 function undoLast() {
-  if (!lastAction) return;
-  const action = lastAction;
-  lastAction = null;
-  return undoAction(datasetId, action.id, () => render());
+  if (lastAction) return undo(lastAction.id);
 }
 
 function undoBar() {

@@ -179,10 +179,18 @@ export function classButtons(container, classes, onPick) {
   if (!classes.length) container.append(el("span", { class: "muted small", text: "No classes yet: an admin adds them on the dataset page." }));
 }
 
-// Undo a label action through the API, then call `after` (e.g. refresh the view).
+// Actions this page has undone, so a second Undo for one (a toast and the
+// last-action bar both offer it) says so instead of asking the server again.
+const undoneActions = new Set();
+
+// Undo exactly the label action `actionId` (the one a toast or button belongs
+// to, never "the newest"), then call `after(result)` (e.g. refresh the view).
 export async function undoAction(datasetId, actionId, after) {
+  if (!actionId) return;
+  if (undoneActions.has(actionId)) { toast("That action is already undone."); return; }
   try {
     const result = await postJSON(`/api/datasets/${datasetId}/actions/${actionId}/undo/`);
+    undoneActions.add(actionId);
     const conflicts = (result && result.conflicts) ? result.conflicts.length : 0;
     const restored = result && result.restored !== undefined ? result.restored : "";
     toast(conflicts
@@ -192,6 +200,42 @@ export async function undoAction(datasetId, actionId, after) {
   } catch (err) {
     showError(err);
   }
+}
+
+// A write refused because someone changed the images after this page read
+// them (409 stale_version / stale_versions): nothing was written.
+export function isStaleWrite(err) {
+  return err instanceof ApiError && err.status === 409 && !!err.body
+    && (err.body.code === "stale_versions" || err.body.code === "stale_version");
+}
+
+// Shows why a label write failed. A lost race is told to the person as such,
+// then `refresh()` brings the page to what the server now holds, so they can
+// look and choose again; other errors are shown as errors.
+export async function reportWriteError(err, refresh) {
+  if (!isStaleWrite(err)) { showError(err); return; }
+  const count = err.body.conflict_count ?? (err.body.conflicts ? err.body.conflicts.length : 1);
+  const message = err.body.code === "stale_versions"
+    ? `Not saved: someone else changed ${count} of these images since this page loaded them. `
+      + "The page now shows their current labels; choose again if needed."
+    : "Not saved: someone else changed this image's label since this page loaded it. "
+      + "The page now shows its current label; choose again if needed.";
+  toast(message, { kind: "warning conflict", timeout: 20000 });
+  if (refresh) {
+    try { await refresh(err.body); } catch (refreshErr) { showError(refreshErr); }
+  }
+}
+
+// {image id: annotation version} for `ids`, read from `versionOf` (a Map or a
+// function): the state a bulk write saw, sent as its `expected`.
+export function expectedVersions(ids, versionOf) {
+  const read = typeof versionOf === "function" ? versionOf : (id) => versionOf.get(id);
+  const expected = {};
+  for (const id of ids) {
+    const version = read(id);
+    if (version !== undefined && version !== null) expected[id] = version;
+  }
+  return expected;
 }
 
 // Confirmation for forms and buttons marked data-confirm (no inline handlers under our CSP).

@@ -1,8 +1,8 @@
 // Grid labeling: unlabeled images in map order (cluster, then position), in
 // largest-cluster-first order, or in upload order, driven by the keyboard.
 import {
-  api, classButtons, classIndex, getJSON, imagePageUrl, pageData, postJSON, setTileClass, showError, thumbTile,
-  toast, typingInField, undoAction,
+  api, classButtons, classIndex, expectedVersions, getJSON, imagePageUrl, pageData, postJSON, reportWriteError,
+  setTileClass, showError, thumbTile, toast, typingInField, undoAction,
 } from "./common.js";
 
 const data = pageData();
@@ -16,7 +16,7 @@ const grid = document.getElementById("label-grid");
 const loadMoreButton = document.getElementById("load-more");
 const undoButton = document.getElementById("undo-button");
 const state = {
-  items: [], // {id, cls}
+  items: [], // {id, cls, version}: version is the annotation version as read, sent with every write
   tiles: [],
   nextPage: null, // API url when images come page by page (no map yet, or upload order)
   total: 0,
@@ -42,7 +42,7 @@ async function loadFromMap() {
     }
     return map.cluster[a] - map.cluster[b] || map.x[a] - map.x[b] || map.y[a] - map.y[b];
   });
-  state.items = unlabeled.map((i) => ({ id: map.image_ids[i], cls: null }));
+  state.items = unlabeled.map((i) => ({ id: map.image_ids[i], cls: null, version: map.version ? map.version[i] : 0 }));
   state.total = state.items.length;
   return true;
 }
@@ -52,7 +52,7 @@ async function loadPage() {
   const page = await getJSON(state.nextPage);
   state.nextPage = page.next ? new URL(page.next, location.href).pathname + new URL(page.next, location.href).search : null;
   state.total = page.count;
-  for (const image of page.results) state.items.push({ id: image.id, cls: null });
+  for (const image of page.results) state.items.push({ id: image.id, cls: null, version: image.annotation_version });
 }
 
 function renderMore() {
@@ -125,17 +125,26 @@ async function label(cls) {
   state.busy = true;
   try {
     let actionId;
+    const newVersion = new Map();
     if (indices.length === 1) {
-      const result = await api("PUT", `/api/images/${state.items[indices[0]].id}/annotation/`, { class: cls.id });
+      const item = state.items[indices[0]];
+      // With the version this page read: a label set by someone else since is a 409, not overwritten.
+      const result = await api("PUT", `/api/images/${item.id}/annotation/`, { class: cls.id, version: item.version });
       actionId = result.action_id;
+      newVersion.set(item.id, result.annotation_version);
     } else {
+      const ids = indices.map((index) => state.items[index].id);
+      const byId = new Map(indices.map((index) => [state.items[index].id, state.items[index].version]));
       const result = await postJSON(`/api/datasets/${datasetId}/annotations/bulk/`, {
-        class: cls.id, image_ids: indices.map((index) => state.items[index].id),
+        class: cls.id, image_ids: ids, expected: expectedVersions(ids, byId),
       });
       actionId = result.action_id;
+      for (const [id, version] of Object.entries(result.versions || {})) newVersion.set(Number(id), version);
     }
     for (const { index, before } of changes) {
       if (before === null) state.done += 1;
+      const item = state.items[index];
+      if (newVersion.has(item.id)) item.version = newVersion.get(item.id);
       state.items[index].cls = cls.id;
       setTileClass(state.tiles[index], cls);
       state.tiles[index].classList.remove("selected");
@@ -147,11 +156,27 @@ async function label(cls) {
     while (next < state.tiles.length && state.items[next].cls !== null) next++;
     setFocus(Math.min(next, state.tiles.length - 1));
   } catch (err) {
-    showError(err);
+    // Someone else labeled it first: nothing was written; show what they chose.
+    await reportWriteError(err, () => showCurrentLabels(indices));
   } finally {
     state.busy = false;
     updateCounters();
   }
+}
+
+// After a lost race: read the images' labels and versions again and show them
+// on their tiles (a tile someone else labeled shows their class).
+async function showCurrentLabels(indices) {
+  const images = await Promise.all(indices.map((index) => getJSON(`/api/images/${state.items[index].id}/`)));
+  indices.forEach((index, j) => {
+    const item = state.items[index];
+    item.cls = images[j].class ?? null;
+    item.version = images[j].annotation_version;
+    setTileClass(state.tiles[index], classById.get(item.cls));
+    state.tiles[index].classList.remove("selected");
+    state.tiles[index].classList.add("conflict");
+  });
+  state.selected.clear();
 }
 
 async function undo() {
@@ -160,8 +185,10 @@ async function undo() {
   updateCounters();
   await undoAction(datasetId, last.actionId, (result) => {
     const conflicts = new Set((result && result.conflicts) || []);
+    const versions = (result && result.versions) || {};
     for (const { index, before } of last.changes) {
       if (conflicts.has(state.items[index].id)) continue;
+      if (versions[state.items[index].id] !== undefined) state.items[index].version = versions[state.items[index].id];
       if (before === null && state.items[index].cls !== null) state.done -= 1;
       state.items[index].cls = before;
       setTileClass(state.tiles[index], classById.get(before));
@@ -211,7 +238,9 @@ async function start() {
     }
     renderMore();
     setFocus(0);
-    grid.focus();
+    // Keys go to the grid, but the page stays at the top: scrolling the grid into
+    // view would hide the heading and class buttons under the sticky top bar.
+    grid.focus({ preventScroll: true });
   } catch (err) {
     showError(err);
   }

@@ -12,7 +12,6 @@ const classes = data.classes;
 const { byId: classById, byShortcut } = classIndex(classes);
 const image = data.image;
 const canLabel = data.allowed_actions.includes("label");
-const username = document.querySelector(".userbox span")?.firstChild?.textContent.trim() || "you";
 
 function renderCurrent() {
   const box = document.getElementById("current-class");
@@ -23,20 +22,26 @@ function renderCurrent() {
   }
 }
 
-function addHistoryRow(before, after, actionId) {
-  let table = document.getElementById("history");
+// The history card, rebuilt from the server's record after each change or undo
+// (so undo rows and other people's changes show as they will after a reload).
+async function renderHistory() {
+  const table = document.getElementById("history");
   if (!table) return;
-  const row = el("tr", {},
-    el("td", { class: "nowrap small", text: new Date().toISOString().slice(0, 19).replace("T", " ") }),
-    el("td", { text: username }),
-    el("td", { text: `${classById.get(before)?.name ?? "unlabeled"} → ${classById.get(after)?.name ?? "unlabeled"}` }),
-    el("td", { class: "small", text: `Manual #${actionId ?? ""}` }));
-  table.querySelector("tbody").prepend(row);
+  const rows = (await getJSON(`/api/images/${image.id}/history/`)) || [];
+  const nameOf = (id) => classById.get(id)?.name ?? "unlabeled";
+  table.querySelector("tbody").replaceChildren(...rows.slice(0, image.history_rows || 100).map((row) => el("tr", {},
+    // The server's own clock and time zone, as the page rendered them.
+    el("td", { class: "nowrap small", text: String(row.created).slice(0, 19).replace("T", " ") }),
+    el("td", { text: row.username || "—" }),
+    el("td", { text: `${nameOf(row.old_class)} → ${nameOf(row.new_class)}` }),
+    el("td", { class: "small" }, row.undo_of ? "Undo" : (image.sources || {})[row.source] || row.source, " ",
+      el("span", { class: "muted", text: `#${row.action_id}` })))));
+  table.classList.toggle("hidden", !rows.length);
+  document.getElementById("history-empty")?.classList.toggle("hidden", rows.length > 0);
 }
 
 async function setClass(cls) {
   if (!canLabel) return;
-  const before = image.class;
   try {
     const result = cls
       ? await api("PUT", `/api/images/${image.id}/annotation/`, { class: cls.id, version: image.version })
@@ -44,7 +49,7 @@ async function setClass(cls) {
     image.class = result.class;
     image.version = result.annotation_version;
     renderCurrent();
-    addHistoryRow(before, image.class, result.action_id);
+    renderHistory().catch(showError);
     const message = cls ? `Labeled as ${cls.name}.` : "Class cleared.";
     toast(message, {
       kind: "success",
@@ -66,6 +71,7 @@ async function refresh() {
   image.class = current.class;
   image.version = current.annotation_version;
   renderCurrent();
+  await renderHistory();
 }
 
 async function loadSimilar() {
@@ -103,7 +109,8 @@ document.addEventListener("keydown", (event) => {
   const cls = byShortcut.get(event.key.toLowerCase());
   if (cls) { event.preventDefault(); setClass(cls); return; }
   if (event.key === "a" && image.suggested_class) { event.preventDefault(); setClass(classById.get(image.suggested_class)); return; }
-  if (event.key === "0") { event.preventDefault(); setClass(null); }
+  // Clearing has its own keys: every printable key (digits included) may be a class's shortcut.
+  if (event.key === "Delete" || event.key === "Backspace") { event.preventDefault(); setClass(null); }
 });
 
 loadSimilar();

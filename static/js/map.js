@@ -3,7 +3,7 @@
 // class or cluster, no per-point objects), with hover previews, lasso/box
 // selection, bulk labeling in one request, and undo.
 import {
-  classButtons, classIndex, el, escapeForPlotly, getJSON, imagePageUrl, pageData, postJSON, showError,
+  classButtons, classIndex, el, escapeForPlotly, getJSON, imagePageUrl, pageData, postJSON, reportWriteError, showError,
   thumbnailUrl, toast, typingInField, undoAction,
 } from "./common.js";
 
@@ -15,6 +15,9 @@ const { byId: classById, byShortcut } = classIndex(classes);
 const canLabel = data.allowed_actions.includes("label");
 const initial = data.initial || {};
 const SELECTION_PAGE = 100;
+// The server checks at most this many `expected` versions per write (MAX_BULK_IMAGES);
+// a larger selection is sent without them (the write then cannot tell it lost a race).
+const MAX_EXPECTED = 100000;
 const UNLABELED_COLOR = "#adb5bd";
 const CLUSTER_PALETTE = [
   "#4c6ef5", "#f76707", "#37b24d", "#f03e3e", "#ae3ec9", "#a9745b", "#e64980", "#868e96", "#94d82d", "#15aabf",
@@ -31,6 +34,7 @@ const state = {
   clusterFilter: initial.cluster ?? null,
   dragmode: "lasso",
   selection: null, // {indices: Int32Array, excluded: Set<imageId>, polygon, page}
+  selectionRevision: 0, // Plotly's selectionrevision: bumped whenever the selection is cleared
   lastAction: null,
   drawn: false,
 };
@@ -43,6 +47,9 @@ function columns(answer) {
   const x = Float32Array.from(answer.x || []);
   const y = Float32Array.from(answer.y || []);
   const cluster = Int32Array.from(answer.cluster || []);
+  // Each image's annotation version as read: bulk writes send them, so a label
+  // someone set after this read is never overwritten unseen.
+  const version = Int32Array.from(answer.version || new Array(n).fill(0));
   const cls = new Int32Array(n);
   const suggestion = new Int32Array(n);
   const confidence = new Float32Array(n);
@@ -56,7 +63,7 @@ function columns(answer) {
     confidence[i] = confidenceCol[i] == null ? NaN : confidenceCol[i];
     indexOfId.set(ids[i], i);
   }
-  return { run: answer.run, n, ids, x, y, cluster, cls, suggestion, confidence, indexOfId };
+  return { run: answer.run, n, ids, x, y, cluster, cls, suggestion, confidence, version, indexOfId };
 }
 
 const timings = {};
@@ -152,7 +159,9 @@ function buildTraces() {
 function layout() {
   const axis = { showgrid: false, zeroline: false, showticklabels: false, showline: false };
   return {
-    margin: { l: 8, r: 8, t: 8, b: 8 },
+    // The top margin is the modebar's strip (about 25 px at the top right): the
+    // legend starts below it instead of under its buttons.
+    margin: { l: 8, r: 8, t: 36, b: 8 },
     dragmode: state.dragmode,
     hovermode: "closest",
     showlegend: true,
@@ -161,6 +170,7 @@ function layout() {
     yaxis: { ...axis, scaleanchor: "x", scaleratio: 1 },
     // Filters re-zoom to what is shown; recolouring keeps the user's zoom.
     uirevision: `${state.classFilter}|${state.clusterFilter}|${state.unlabeledOnly}`,
+    selectionrevision: state.selectionRevision,
     plot_bgcolor: "#ffffff",
     paper_bgcolor: "#ffffff",
   };
@@ -273,6 +283,9 @@ function setSelection(selection) {
 
 function clearSelection() {
   setSelection(null);
+  // A new selectionrevision tells the next Plotly.react not to restore the old
+  // selection (it follows uirevision otherwise): the map would stay dimmed.
+  state.selectionRevision += 1;
   if (state.drawn) {
     Plotly.restyle(plot, { selectedpoints: [null] });
     Plotly.relayout(plot, { selections: [] });
@@ -325,15 +338,17 @@ async function applyClass(cls) {
   if (!sel || !canLabel) return;
   const p = state.points;
   const body = { class: cls.id };
+  const included = [];
+  for (const i of sel.indices) if (!sel.excluded.has(p.ids[i])) included.push(i);
   if (sel.polygon) {
     body.polygon = sel.polygon;
     body.exclude_image_ids = [...sel.excluded];
   } else {
-    const ids = [];
-    for (const i of sel.indices) if (!sel.excluded.has(p.ids[i])) ids.push(p.ids[i]);
-    if (!ids.length) { toast("Every selected image is left out: nothing to label.", { kind: "warning" }); return; }
-    body.image_ids = ids;
+    if (!included.length) { toast("Every selected image is left out: nothing to label.", { kind: "warning" }); return; }
+    body.image_ids = included.map((i) => p.ids[i]);
   }
+  body.expected = seenVersions(included);
+  if (!body.expected) delete body.expected;
   setBusy(true);
   try {
     const result = await postJSON(`/api/datasets/${datasetId}/annotations/bulk/`, body);
@@ -342,10 +357,21 @@ async function applyClass(cls) {
     await refresh();
     rememberAction(result.action_id, `Labeled ${updated} image${updated === 1 ? "" : "s"} as ${cls.name}`);
   } catch (err) {
-    showError(err);
+    // Someone labeled some of these since the map was read: nothing was written;
+    // show the map as it is now, selection cleared, and say so.
+    await reportWriteError(err, async () => { clearSelection(); await refresh(); });
   } finally {
     setBusy(false);
   }
+}
+
+// {image id: version} of the points at `indices`, as this page read them (null past MAX_EXPECTED).
+function seenVersions(indices) {
+  if (indices.length > MAX_EXPECTED) return null;
+  const p = state.points;
+  const expected = {};
+  for (const i of indices) expected[p.ids[i]] = p.version[i];
+  return expected;
 }
 
 function setBusy(busy) {
@@ -355,15 +381,20 @@ function setBusy(busy) {
 function rememberAction(actionId, message) {
   state.lastAction = actionId ? { id: actionId, message } : null;
   renderLastAction();
-  if (actionId) toast(message, { kind: "success", action: { label: "Undo", run: () => undoLast() }, timeout: 12000 });
+  // This toast's Undo undoes this action, even after newer ones were made.
+  if (actionId) toast(message, { kind: "success", action: { label: "Undo", run: () => undo(actionId) }, timeout: 12000 });
+}
+
+function undo(actionId) {
+  if (state.lastAction && state.lastAction.id === actionId) {
+    state.lastAction = null;
+    renderLastAction();
+  }
+  return undoAction(datasetId, actionId, () => refresh());
 }
 
 function undoLast() {
-  const action = state.lastAction;
-  if (!action) return;
-  state.lastAction = null;
-  renderLastAction();
-  return undoAction(datasetId, action.id, () => refresh());
+  if (state.lastAction) return undo(state.lastAction.id);
 }
 
 function renderLastAction() {
@@ -415,17 +446,27 @@ function minConfidence() {
   return Number.isFinite(value) ? Math.min(1, Math.max(0, value / 100)) : 0;
 }
 
+// Points whose suggestion is waiting to be accepted: unlabeled, suggested
+// (`classId`, or any class when null), in the cluster filter, above the floor.
+function pendingIndices(classId = null) {
+  const p = state.points;
+  const floor = minConfidence();
+  const out = [];
+  for (let i = 0; i < p.n; i++) {
+    if (p.cls[i] !== -1 || p.suggestion[i] === -1) continue;
+    if (classId !== null && p.suggestion[i] !== classId) continue;
+    if (state.clusterFilter !== null && p.cluster[i] !== state.clusterFilter) continue;
+    if (!(p.confidence[i] >= floor)) continue;
+    out.push(i);
+  }
+  return out;
+}
+
 function renderSuggestions() {
   if (!suggestionsCard) return;
   const p = state.points;
-  const floor = minConfidence();
   const pending = new Map();
-  for (let i = 0; i < p.n; i++) {
-    if (p.cls[i] !== -1 || p.suggestion[i] === -1) continue;
-    if (state.clusterFilter !== null && p.cluster[i] !== state.clusterFilter) continue;
-    if (!(p.confidence[i] >= floor)) continue;
-    pending.set(p.suggestion[i], (pending.get(p.suggestion[i]) || 0) + 1);
-  }
+  for (const i of pendingIndices()) pending.set(p.suggestion[i], (pending.get(p.suggestion[i]) || 0) + 1);
   const anySuggestion = p.suggestion.some((v) => v !== -1);
   suggestionsCard.classList.toggle("hidden", !anySuggestion);
   document.getElementById("suggestions-scope").textContent = state.clusterFilter === null ? "" : ` in cluster ${state.clusterFilter}`;
@@ -444,6 +485,9 @@ function renderSuggestions() {
 async function acceptSuggestions(cls) {
   const body = { class: cls.id, min_confidence: minConfidence() };
   if (state.clusterFilter !== null) body.cluster = state.clusterFilter;
+  // Exactly the images the "Accept N" count was made of, at the versions read.
+  const expected = seenVersions(pendingIndices(cls.id));
+  if (expected) body.expected = expected;
   for (const button of suggestionsCard.querySelectorAll("button")) button.disabled = true;
   try {
     const result = await postJSON(`/api/datasets/${datasetId}/suggestions/accept/`, body);
@@ -451,7 +495,7 @@ async function acceptSuggestions(cls) {
     await refresh();
     rememberAction(result.action_id, `Accepted ${updated} suggestion${updated === 1 ? "" : "s"} of ${cls.name}`);
   } catch (err) {
-    showError(err);
+    await reportWriteError(err, () => refresh());
   } finally {
     for (const button of suggestionsCard.querySelectorAll("button")) button.disabled = false;
   }

@@ -1,6 +1,8 @@
 // Review queue: the most useful items first; reviewers accept the suggestion,
 // relabel (all or some of the item's images) or mark the item reviewed.
-import { classChip, classIndex, el, getJSON, pageData, postJSON, showError, thumbTile, toast, undoAction } from "./common.js";
+import {
+  classChip, classIndex, el, expectedVersions, getJSON, pageData, postJSON, reportWriteError, thumbTile, toast, undoAction,
+} from "./common.js";
 
 const data = pageData();
 const datasetId = data.dataset.id;
@@ -12,8 +14,13 @@ const SHOWN = 24;
 
 async function resolve(item, card, outcome, extra = {}) {
   for (const button of card.querySelectorAll("button")) button.disabled = true;
+  // The versions the queue showed: a label someone changed since is a 409, not overwritten.
+  const ids = extra.image_ids || item.image_ids || [];
+  const versionOf = new Map(ids.map((id) => [id, versionSeen(item, id)]));
   try {
-    const result = await postJSON(`/api/datasets/${datasetId}/review/resolve/`, { kind: item.kind, id: item.id, outcome, ...extra });
+    const result = await postJSON(`/api/datasets/${datasetId}/review/resolve/`, {
+      kind: item.kind, id: item.id, outcome, ...extra, expected: expectedVersions(ids, versionOf),
+    });
     card.remove();
     const words = { accepted: "Suggestion accepted", relabelled: "Relabelled", reviewed: "Marked reviewed" }[outcome];
     const count = result && result.updated ? ` (${result.updated} image${result.updated === 1 ? "" : "s"})` : "";
@@ -24,9 +31,15 @@ async function resolve(item, card, outcome, extra = {}) {
     });
     if (!box.querySelector(".review-item")) load();
   } catch (err) {
-    showError(err);
     for (const button of card.querySelectorAll("button")) button.disabled = false;
+    // A lost race: nothing was written; reload the queue to show the item as it is now.
+    await reportWriteError(err, () => load());
   }
+}
+
+function versionSeen(item, id) {
+  const index = (item.image_ids || []).indexOf(id);
+  return index >= 0 && item.image_versions ? item.image_versions[index] : undefined;
 }
 
 function itemCard(item) {

@@ -13,32 +13,51 @@ const live = document.getElementById("live-run");
 const progress = document.getElementById("live-progress");
 const cancelButton = document.getElementById("cancel-run");
 let watched = null;
+let activeRun = data.active_run;  // the dataset's queued or running run, as far as this page knows
 let timer = null;
 let chartDrawn = false;
 
 function lossSeries(curve) {
-  // loss_curve entries are numbers or {step|epoch, loss} objects.
-  const x = [];
-  const y = [];
+  // Two series, never joined: the epochs' mean losses, and the batch losses
+  // (each the mean of the steps since the previous report) as a faint trace.
+  // Entries are {kind: "epoch"|"batch", step, epoch, loss}; runs recorded
+  // before "kind" existed marked epoch means with epoch_loss; the oldest are
+  // plain numbers, one per epoch.
+  const epochs = { x: [], y: [], epoch: [] };
+  const batches = { x: [], y: [] };
+  let byStep = false;
   (curve || []).forEach((point, k) => {
-    if (typeof point === "number") { x.push(k + 1); y.push(point); }
-    else if (point && typeof point === "object") { x.push(point.step ?? point.epoch ?? k + 1); y.push(point.loss ?? point.value); }
+    if (typeof point === "number") { epochs.x.push(k + 1); epochs.y.push(point); epochs.epoch.push(k + 1); return; }
+    if (!point || typeof point !== "object") return;
+    byStep = byStep || point.step !== undefined;
+    const x = point.step ?? point.epoch ?? k + 1;
+    if (point.kind === "epoch" || (point.kind === undefined && point.epoch_loss !== undefined)) {
+      epochs.x.push(x); epochs.y.push(point.epoch_loss ?? point.loss); epochs.epoch.push(point.epoch ?? k + 1);
+    } else {
+      batches.x.push(x); batches.y.push(point.loss ?? point.value);
+    }
   });
-  return { x, y };
+  return { epochs, batches, byStep };
 }
 
 function drawLoss(run) {
-  const { x, y } = lossSeries(run.loss_curve);
+  const { epochs, batches, byStep } = lossSeries(run.loss_curve);
   const chart = document.getElementById("loss-chart");
-  if (!x.length) { chart.classList.add("hidden"); return; }
+  if (!epochs.x.length && !batches.x.length) { chart.classList.add("hidden"); return; }
   chart.classList.remove("hidden");
-  const usesEpochs = !(run.loss_curve || []).some((p) => p && typeof p === "object" && p.step !== undefined);
-  const trace = { type: "scatter", mode: "lines+markers", x, y, line: { color: "#3b5bdb" }, marker: { size: 4 }, name: "loss" };
+  const traces = [
+    { type: "scatter", mode: "lines", x: batches.x, y: batches.y, name: "batch loss", opacity: 0.7,
+      line: { color: "#91a7ff", width: 1 }, hovertemplate: "step %{x}: %{y:.4f}<extra>batch loss</extra>" },
+    { type: "scatter", mode: "lines+markers", x: epochs.x, y: epochs.y, name: "epoch mean", customdata: epochs.epoch,
+      line: { color: "#3b5bdb", width: 2 }, marker: { size: 6 },
+      hovertemplate: `epoch %{customdata}${byStep ? " (step %{x})" : ""}: %{y:.4f}<extra>epoch mean</extra>` },
+  ];
   const layout = {
     margin: { l: 50, r: 10, t: 10, b: 40 }, height: 260,
-    xaxis: { title: { text: usesEpochs ? "epoch" : "step" } }, yaxis: { title: { text: "reconstruction loss" } },
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom" },
+    xaxis: { title: { text: byStep ? "step" : "epoch" } }, yaxis: { title: { text: "reconstruction loss" } },
   };
-  (chartDrawn ? Plotly.react : Plotly.newPlot)(chart, [trace], layout, { displaylogo: false, responsive: true });
+  (chartDrawn ? Plotly.react : Plotly.newPlot)(chart, traces, layout, { displaylogo: false, responsive: true });
   chartDrawn = true;
 }
 
@@ -65,6 +84,11 @@ function showRun(run) {
   const error = document.getElementById("live-error");
   error.textContent = run.error || "";
   error.classList.toggle("hidden", !run.error);
+  // Only the dataset's admins get error_detail (the traceback and the worker) from the API.
+  const detail = document.getElementById("live-error-detail");
+  detail.querySelector("pre").textContent = run.error_detail || "";
+  detail.classList.toggle("hidden", !run.error_detail);
+  followStatus(run);
   if (cancelButton) cancelButton.classList.toggle("hidden", !canCancel || !["queued", "running"].includes(run.status) || run.cancel_requested);
   document.getElementById("open-map").classList.toggle("hidden", run.status !== "succeeded");
   const metrics = run.metrics || {};
@@ -80,6 +104,22 @@ function showRun(run) {
   document.body.dataset.runStatus = run.status;
 }
 
+function followStatus(run) {
+  // What the page says about a run follows its live status: the past-runs
+  // row's badge, and the note under the start button while it is the active
+  // run ("Run 2 is running: one run at a time"; nothing once it has ended).
+  const badge = document.querySelector(`#runs-table tr[data-run-id="${run.id}"] td:nth-child(2) .badge`);
+  if (badge) { badge.textContent = run.status; badge.className = `badge ${run.status}`; }
+  const active = ["queued", "running"].includes(run.status);
+  if (active) activeRun = run.id;
+  else if (activeRun !== run.id) return;  // another run is still the active one
+  else activeRun = null;
+  const button = document.getElementById("start-run-button");
+  if (button) button.disabled = active;
+  const note = document.getElementById("start-run-note");
+  if (note) note.textContent = active ? `Run ${run.id} is ${run.status}: one run at a time.` : "";
+}
+
 async function poll() {
   if (!watched) return;
   try {
@@ -87,12 +127,8 @@ async function poll() {
     showRun(run);
     if (["queued", "running"].includes(run.status)) {
       timer = setTimeout(poll, POLL_MS);
-    } else {
-      const button = document.getElementById("start-run-button");
-      if (button) button.disabled = false;
-      const note = document.getElementById("start-run-note");
-      if (note) note.textContent = "";
-      if (run.status === "succeeded") loadReconstructions(run.id);
+    } else if (run.status === "succeeded") {
+      loadReconstructions(run.id);
     }
   } catch (err) {
     showError(err);
@@ -126,17 +162,21 @@ const form = document.getElementById("start-run-form");
 if (form) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    // Every field is sent as the server rendered or the person edited it: the
+    // fields, their defaults and kinds come from the one declaration of the run
+    // parameters.  An emptied field is null ("auto" / "off" where it may be empty).
     const params = {};
-    for (const input of form.querySelectorAll("input, select")) {
-      if (!input.name || input.value === "") continue;
-      params[input.name] = input.type === "number" || input.name === "channels" ? Number(input.value) : input.value;
+    for (const input of form.querySelectorAll("input[name], select[name]")) {
+      const text = input.value.trim();
+      if (text === "") params[input.name] = null;
+      else params[input.name] = input.dataset.kind === "str" ? text : Number(text);
     }
     const button = document.getElementById("start-run-button");
     button.disabled = true;
     try {
       const run = await postJSON(`/api/datasets/${datasetId}/runs/`, params);
       toast(`Run ${run.id} started.`, { kind: "success" });
-      document.getElementById("start-run-note").textContent = `Run ${run.id} is ${run.status}: one run at a time.`;
+      followStatus(run);
       watch(run.id);
       live.scrollIntoView({ behavior: "smooth" });
     } catch (err) {

@@ -16,6 +16,8 @@ const summary = document.getElementById("upload-summary");
 const report = { stored: 0, skipped: 0, rejected: 0 };
 const queue = [];
 let running = false;
+// Batches of this round (reset when the queue runs dry), for "Sending batch k of n".
+const round = { total: 0, done: 0 };
 
 function formatBytes(n) {
   if (n < 1024) return `${n} B`;
@@ -63,7 +65,10 @@ function enqueue(fileList) {
   const files = [...fileList];
   if (!files.length) return;
   document.getElementById("upload-progress").classList.remove("hidden");
-  document.getElementById("upload-report").classList.remove("hidden");
+  // The report's totals are final only when every batch has answered: until then
+  // it stays hidden and the progress card says how far the sending is.
+  document.getElementById("upload-report").classList.add("hidden");
+  delete document.body.dataset.uploadDone;
   for (const file of files.filter((f) => !ALLOWED.test(f.name))) {
     report.rejected += 1;
     addReportRow(file.name, "rejected", "Not an image or .zip file (by its name); not sent.");
@@ -79,6 +84,7 @@ function enqueue(fileList) {
       el("div", { class: "progress" }, bar), status);
     batchesBox.append(row);
     queue.push({ files: batch, bar, status, row });
+    round.total += 1;
   }
   if (!running) runQueue();
 }
@@ -87,11 +93,15 @@ async function runQueue() {
   running = true;
   while (queue.length) {
     const batch = queue.shift();
-    summary.textContent = `${queue.length} batch(es) waiting…`;
+    summary.textContent = `Sending batch ${round.done + 1} of ${round.total}…`;
     await send(batch);
+    round.done += 1;
   }
   running = false;
+  round.total = 0;
+  round.done = 0;
   summary.textContent = `Done: ${report.stored} stored, ${report.skipped} skipped, ${report.rejected} rejected.`;
+  document.getElementById("upload-report").classList.remove("hidden");
   document.body.dataset.uploadDone = "true";
 }
 

@@ -10,10 +10,19 @@ CHROMIUM = os.environ.get("SIMLABEL_CHROMIUM", "/usr/bin/chromium")
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+@pytest.hookimpl(trylast=True)  # after -m / -k deselected what will not run
 def pytest_collection_modifyitems(config, items):
-    if Path(CHROMIUM).exists():
+    if Path(CHROMIUM).exists() or not any("browser" in item.keywords for item in items):
         return
-    skip = pytest.mark.skip(reason=f"headless Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    missing = f"headless Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    # A missing browser used to skip these tests quietly, so a run without them
+    # looked green. Skipping is a choice the person running the tests makes.
+    if os.environ.get("SIMLABEL_SKIP_BROWSER") != "1":
+        raise pytest.UsageError(
+            f"{missing}: the browser tests cannot run. Install it, or set SIMLABEL_SKIP_BROWSER=1 "
+            "to skip them (never in CI), or deselect them with -m 'not browser'."
+        )
+    skip = pytest.mark.skip(reason=f"{missing}; SIMLABEL_SKIP_BROWSER=1")
     for item in items:
         if "browser" in item.keywords:
             item.add_marker(skip)

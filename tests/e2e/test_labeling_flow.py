@@ -118,9 +118,9 @@ def test_label_a_dataset_in_the_browser(browser_page, live_server, celery_worker
     page.goto(f"/datasets/{dataset.pk}/runs/")
     page.fill("#p-epochs", "2")
     page.fill("#p-code-size", "4")
-    page.fill("#p-clusters", "3")
+    page.fill("#p-n-clusters", "3")
     page.click("#start-run-form summary")
-    page.fill("#p-batch", "16")
+    page.fill("#p-batch-size", "16")
     page.click("#start-run-button")
     page.wait_for_selector(
         "body[data-run-status=succeeded], body[data-run-status=failed], body[data-run-status=cancelled]",

@@ -1,8 +1,6 @@
 """Runs through a real Celery worker: success, placement, redelivery, cancel,
 failure, a SIGKILLed worker, chunked embedding across two workers, a broker
 that cannot be reached, and Redis stopped and restarted under a running app."""
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from embeddings.services.runs import STALE_REASON
 # The factories sit beside the tests; importable whether or not tests/ is a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
+from tests.private_redis import free_port, run_through_an_outage, start_redis  # noqa: E402
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
@@ -232,70 +231,14 @@ report("back")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_redis(port: int):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("private redis-server did not start")
-
-
 def test_redis_stopped_while_the_app_runs_then_back(dataset, worker_factory):
-    port = _free_port()
-    redis = _start_redis(port)
+    port = free_port()
+    redis = start_redis(port)
     env = dict(worker_factory().env)  # the test database, as a worker would see it (not started)
     env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{port}/0"
     env["DJANGO_SETTINGS_MODULE"] = "project.settings"
     script = REDIS_OUTAGE_SCRIPT.replace("DATASET_ID", str(dataset.pk))
-    app = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, cwd=str(Path(__file__).resolve().parents[2]))
-    lines = []
-
-    def next_line(prefix):
-        while True:
-            line = app.stdout.readline()
-            assert line, "app process ended early:\n" + "".join(lines)
-            lines.append(line)
-            if line.startswith(prefix):
-                return line.split()
-
-    def go():
-        app.stdin.write("go\n")
-        app.stdin.flush()
-
-    try:
-        next_line("READY")
-        go()
-        up = next_line("RESULT")
-        next_line("READY")
-        redis.terminate()  # Redis stops while the app keeps running
-        redis.wait(timeout=10)
-        go()
-        down = next_line("RESULT")
-        next_line("READY")
-        redis = _start_redis(port)  # ... and comes back on the same address
-        go()
-        back = next_line("RESULT")
-        app.wait(timeout=60)
-    finally:
-        app.kill()
-        redis.kill()
-    out = "".join(lines)
+    up, down, back, out = run_through_an_outage(script, env, Path(__file__).resolve().parents[2], port, redis)
     # [RESULT, label, 4 pages, label one, bulk, run start, seconds, |, detail...]
     assert up[2:9] == ["200", "200", "200", "200", "200", "200", "202"], out
     # Pages and labeling keep working; starting a run is a clear 503, quickly.

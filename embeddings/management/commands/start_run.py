@@ -1,8 +1,10 @@
 """Start a training run for a dataset from the shell, optionally waiting with a progress bar.
 
-    manage.py start_run DATASET [--epochs 10] [--code-size 10] [--layout tsne] [--param key=value ...] [--wait]
+    manage.py start_run DATASET [--epochs 10] [--code-size 32] [--layout-method tsne] [--cluster-method gmm]
+                                [--n-clusters auto] [--param key=value ...] [--wait]
 
-DATASET is a dataset id or its exact name.
+DATASET is a dataset id or its exact name.  There is one option per run
+parameter (see --help), generated from embeddings/ml/run_params.py.
 """
 import time
 
@@ -10,11 +12,27 @@ from django.core.management.base import BaseCommand, CommandError
 
 from embeddings.models import RunStatus, TrainingRun
 from embeddings.services import training_run_cancel, training_run_start
+from embeddings.ml.run_params import RUN_PARAMS, RunParam
 from embeddings.services.params import PARAMS
 from labeling.errors import ServiceError
 from labeling.models import Dataset
 
 FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+# Short spellings kept from earlier versions of the command.
+ALIASES = {"--layout": "layout_method"}
+UNSET = object()  # an option not given (None is a value: "auto" or "off")
+
+
+def _cli_value(spec: RunParam):
+    """argparse type of a run parameter: its kind, and '' / the word for "empty" meaning None when allowed."""
+
+    def convert(text: str):
+        if spec.nullable and text.strip().lower() in {"", "none", spec.empty}:
+            return None
+        return spec.kind(text) if spec.kind is not str else text
+
+    convert.__name__ = spec.type_name  # argparse names it in "invalid integer value: 'x'"
+    return convert
 
 
 class Command(BaseCommand):
@@ -22,19 +40,28 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("dataset", help="dataset id or name")
-        parser.add_argument("--epochs", type=int)
-        parser.add_argument("--code-size", type=int, dest="code_size")
-        parser.add_argument("--layout", choices=["tsne", "umap"], dest="layout_method")
-        parser.add_argument("--n-clusters", type=int, dest="n_clusters")
-        parser.add_argument("--seed", type=int)
+        # One option per declared run parameter (embeddings/ml/run_params.py): the
+        # command accepts what the API and the training page do, with the same help.
+        for spec in RUN_PARAMS:
+            flags = [f"--{spec.name.replace('_', '-')}"] + [alias for alias, name in ALIASES.items() if name == spec.name]
+            default = spec.describe_default()
+            help_text = f"{spec.help} Default: {default}." if default else spec.help
+            if spec.choices is None and spec.low is not None:
+                help_text += f" Range {spec.describe_range()}."
+            elif spec.choices is not None:
+                help_text += f" One of {spec.describe_range()}."
+            if spec.nullable:
+                help_text += f" '' or '{spec.empty}' for {spec.empty}."
+            # Values are checked by the service, as the API's are, so both say the same thing.
+            parser.add_argument(*flags, dest=spec.name, metavar=spec.name.upper(), type=_cli_value(spec),
+                                default=UNSET, help=help_text.replace("%", "%%"))
         parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                            help=f"any run parameter: {', '.join(PARAMS)}")
+                            help=f"any run parameter by name: {', '.join(PARAMS)}")
         parser.add_argument("--wait", action="store_true", help="follow the run with a progress bar until it ends")
 
     def handle(self, *args, **options):
         dataset = self._dataset(options["dataset"])
-        params = {k: options[k] for k in ("epochs", "code_size", "layout_method", "n_clusters", "seed")
-                  if options.get(k) is not None}
+        params = {spec.name: options[spec.name] for spec in RUN_PARAMS if options.get(spec.name, UNSET) is not UNSET}
         for item in options["param"]:
             key, sep, value = item.partition("=")
             if not sep:

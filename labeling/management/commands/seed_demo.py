@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from labeling.models import Dataset, LabelClass, Membership, Role
+from labeling.palette import RETIRED_GREYS
 from labeling.services.images import CLASS_COLOURS, images_ingest_path
 
 DEMO_DATASET = "Handwritten digits (demo)"
@@ -137,6 +138,10 @@ class Command(BaseCommand):
                 LabelClass.objects.create(
                     dataset=dataset, name=name, color=CLASS_COLOURS[digit], shortcut="" if taken else name
                 )
+            elif label_class.color.lower() in RETIRED_GREYS:
+                # Seeded by an older version: its grey looked like the map's unlabeled points.
+                label_class.color = CLASS_COLOURS[digit]
+                label_class.save(update_fields=["color"])
         return dataset
 
     def _ingest_first(self, dataset, user, folder: Path, limit: int, with_labels: bool, progress):

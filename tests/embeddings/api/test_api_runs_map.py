@@ -29,10 +29,12 @@ def test_start_run_then_conflict_then_cancel(mapped, client_for, settings):
     assert [r["id"] for r in listed["results"]] == [run.pk, mapped.run.pk]
 
 
-@pytest.mark.parametrize("body", [{"epochs": 0}, {"epochs": 201}, {"code_size": 1}, {"code_size": 257},
-                                  {"n_clusters": 1}, {"n_clusters": 1001}, {"channels": 2},
-                                  {"layout_method": "pca"}, {"epochs": "many"}, {"bogus": 1}])
-def test_run_params_are_validated(mapped, client_for, body):
+@pytest.mark.parametrize("body", [{"epochs": 0}, {"epochs": 1001}, {"code_size": 1}, {"code_size": 513},
+                                  {"n_clusters": 1}, {"n_clusters": 5001}, {"channels": 2},
+                                  {"layout_method": "pca"}, {"cluster_method": "dbscan"}, {"epochs": "many"},
+                                  {"bogus": 1}])
+def test_run_params_are_validated(mapped, client_for, body, settings):
+    settings.SIMLABEL_MIN_RUN_IMAGES = 2  # refused for the parameter, not for the dataset's size
     url = reverse("run-list", kwargs={"dataset_id": mapped.dataset.pk})
     response = client_for(mapped.admin).post(url, body, format="json")
     assert response.status_code == 400
