@@ -9,6 +9,7 @@ the way a production process runs: DEBUG off, so no query log slows the
 measurements down.  Query counts are taken explicitly with
 CaptureQueriesContext.
 """
+
 from __future__ import annotations
 
 import os

@@ -14,7 +14,7 @@ is printed beside a straightforward implementation measured in the same run:
   per point;
 - bulk labeling: one request over 10,000 images vs. annotation_set() per image
   (timed on 500 images, extrapolated to 10,000);
-- similar images: the cached neighbour index vs. loading every code from the
+- similar images: the cached neighbor index vs. loading every code from the
   database per request and scanning with numpy;
 - export: the streaming JSON/CSV export vs. building the whole list in memory
   and dumping it, with memory measured at N and N/10;
@@ -27,6 +27,7 @@ change).  `--database-url sqlite:////tmp/bench.sqlite3` runs on SQLite;
 `--only map,similar` runs a subset.  Results are also written to
 bench/out/api_speed.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,7 @@ BULK_SIZE = 10_000
 BASELINE_BULK_SAMPLE = 500
 SIMILAR_QUERIES = 200
 # The big cluster sits apart from the others so one rectangle selects exactly it.
-BIG_BLOB_CENTRE = (90.0, 0.0)
+BIG_BLOB_CENTER = (90.0, 0.0)
 BIG_BLOB_POLYGON = [[80, -10], [100, -10], [100, 10], [80, 10]]
 
 
@@ -87,7 +88,7 @@ def _layout(n: int, seed: int):
     """Positions, clusters, codes and suggestions of n fake images.
 
     Cluster 0 holds n/10 images in a blob of its own; the other 99 clusters
-    share the rest around random centres.
+    share the rest around random centers.
     """
     import numpy as np
 
@@ -95,11 +96,11 @@ def _layout(n: int, seed: int):
     big = n // 10
     cluster = np.concatenate([np.zeros(big, dtype=np.int64), rng.integers(1, N_CLUSTERS, n - big)])
     rng.shuffle(cluster)
-    centres = rng.uniform(-50, 50, size=(N_CLUSTERS, 2))
-    centres[0] = BIG_BLOB_CENTRE
-    xy = centres[cluster] + rng.normal(0, 2.0, size=(n, 2))
-    code_centres = rng.normal(0, 3.0, size=(N_CLUSTERS, CODE_SIZE))
-    codes = (code_centres[cluster] + rng.normal(0, 1.0, size=(n, CODE_SIZE))).astype(np.float32)
+    centers = rng.uniform(-50, 50, size=(N_CLUSTERS, 2))
+    centers[0] = BIG_BLOB_CENTER
+    xy = centers[cluster] + rng.normal(0, 2.0, size=(n, 2))
+    code_centers = rng.normal(0, 3.0, size=(N_CLUSTERS, CODE_SIZE))
+    codes = (code_centers[cluster] + rng.normal(0, 1.0, size=(n, CODE_SIZE))).astype(np.float32)
     suggestion = cluster % N_CLASSES
     confidence = rng.uniform(0.4, 1.0, n)
     # Labels agree with the suggestion except for 5%: something for the review queue.
@@ -126,27 +127,73 @@ def build_dataset(n: int, *, seed: int):
     with transaction.atomic():
         dataset = Dataset.objects.create(name=name, created_by=user)
         Membership.objects.create(dataset=dataset, user=user, role="admin")
-        classes = [LabelClass.objects.create(dataset=dataset, name=f"class {k}",
-                                             color=f"#{(k * 2654435761) & 0xFFFFFF:06x}") for k in range(N_CLASSES)]
-        _copy_rows(Image, (
-            Image(dataset=dataset, file=f"bench/{dataset.pk}/{i}.png", thumbnail=f"bench/{dataset.pk}/{i}.webp",
-                  sha256=f"{dataset.pk:08x}{i:056x}", width=28, height=28, format="PNG", mode="L", size_bytes=300,
-                  original_name=f"img-{i:06d}.png", uploaded_by=user)
-            for i in range(n)))
+        classes = [
+            LabelClass.objects.create(dataset=dataset, name=f"class {k}", color=f"#{(k * 2654435761) & 0xFFFFFF:06x}")
+            for k in range(N_CLASSES)
+        ]
+        _copy_rows(
+            Image,
+            (
+                Image(
+                    dataset=dataset,
+                    file=f"bench/{dataset.pk}/{i}.png",
+                    thumbnail=f"bench/{dataset.pk}/{i}.webp",
+                    sha256=f"{dataset.pk:08x}{i:056x}",
+                    width=28,
+                    height=28,
+                    format="PNG",
+                    mode="L",
+                    size_bytes=300,
+                    original_name=f"img-{i:06d}.png",
+                    uploaded_by=user,
+                )
+                for i in range(n)
+            ),
+        )
         image_ids = list(Image.objects.filter(dataset=dataset).order_by("id").values_list("id", flat=True))
         run = TrainingRun.objects.create(
-            dataset=dataset, created_by=user, status=RunStatus.SUCCEEDED, stage=RunStage.DONE, progress=1.0,
-            params={"code_size": CODE_SIZE}, input_size=28, channels=1, image_count=n, cluster_count=N_CLUSTERS)
-        _copy_rows(ImageEmbedding, (
-            ImageEmbedding(run=run, image_id=image_id, code=codes[i].tobytes(), x=float(xy[i, 0]), y=float(xy[i, 1]),
-                           cluster=int(cluster[i]), reconstruction_error=0.01,
-                           suggested_class_id=classes[int(suggestion[i])].pk,
-                           suggestion_confidence=float(confidence[i]))
-            for i, image_id in enumerate(image_ids)))
-        _copy_rows(Annotation, (
-            Annotation(image_id=image_id, dataset=dataset, label_class_id=classes[int(label[i])].pk, author=user,
-                       source=AnnotationSource.IMPORT, version=1)
-            for i, image_id in enumerate(image_ids)))
+            dataset=dataset,
+            created_by=user,
+            status=RunStatus.SUCCEEDED,
+            stage=RunStage.DONE,
+            progress=1.0,
+            params={"code_size": CODE_SIZE},
+            input_size=28,
+            channels=1,
+            image_count=n,
+            cluster_count=N_CLUSTERS,
+        )
+        _copy_rows(
+            ImageEmbedding,
+            (
+                ImageEmbedding(
+                    run=run,
+                    image_id=image_id,
+                    code=codes[i].tobytes(),
+                    x=float(xy[i, 0]),
+                    y=float(xy[i, 1]),
+                    cluster=int(cluster[i]),
+                    reconstruction_error=0.01,
+                    suggested_class_id=classes[int(suggestion[i])].pk,
+                    suggestion_confidence=float(confidence[i]),
+                )
+                for i, image_id in enumerate(image_ids)
+            ),
+        )
+        _copy_rows(
+            Annotation,
+            (
+                Annotation(
+                    image_id=image_id,
+                    dataset=dataset,
+                    label_class_id=classes[int(label[i])].pk,
+                    author=user,
+                    source=AnnotationSource.IMPORT,
+                    version=1,
+                )
+                for i, image_id in enumerate(image_ids)
+            ),
+        )
     # As the pipeline's clustering stage does: near-duplicate pairs are stored with
     # the run, so the review queue's first call reads them instead of searching.
     import numpy as np
@@ -173,10 +220,20 @@ def reset_labels(dataset, n: int, *, seed: int) -> None:
         AnnotationHistory.objects.filter(dataset=dataset).delete()
         LabelAction.objects.filter(dataset=dataset).delete()
         Annotation.objects.filter(dataset=dataset)._raw_delete(Annotation.objects.db)
-        _copy_rows(Annotation, (
-            Annotation(image_id=image_id, dataset=dataset, label_class_id=classes[int(label[i])], author=user,
-                       source=AnnotationSource.IMPORT, version=1)
-            for i, image_id in enumerate(image_ids)))
+        _copy_rows(
+            Annotation,
+            (
+                Annotation(
+                    image_id=image_id,
+                    dataset=dataset,
+                    label_class_id=classes[int(label[i])],
+                    author=user,
+                    source=AnnotationSource.IMPORT,
+                    version=1,
+                )
+                for i, image_id in enumerate(image_ids)
+            ),
+        )
     _analyze()
 
 
@@ -203,11 +260,10 @@ def baseline_urlpatterns():
     from rest_framework.response import Response
     from rest_framework.views import APIView
 
+    from core.permissions import dataset_for_user, image_for_user
     from embeddings.models import ImageEmbedding
     from embeddings.selectors import current_run
     from labeling.models import Annotation, Image
-    from labeling.permissions import dataset_for_user
-    from labeling.selectors import image_for_user
 
     class PointSerializer(serializers.ModelSerializer):
         image_id = serializers.IntegerField()
@@ -234,19 +290,42 @@ def baseline_urlpatterns():
             query = codes[np.flatnonzero(ids == image.pk)[0]]
             distances = np.sqrt(((codes - query) ** 2).sum(axis=1))
             nearest = [i for i in np.argsort(distances) if ids[i] != image.pk][:20]
-            classes = dict(Annotation.objects.filter(image_id__in=[int(ids[i]) for i in nearest])
-                           .values_list("image_id", "label_class_id"))
-            return Response([{"id": int(ids[i]), "distance": float(distances[i]), "class": classes.get(int(ids[i]))}
-                             for i in nearest])
+            classes = dict(
+                Annotation.objects.filter(image_id__in=[int(ids[i]) for i in nearest]).values_list(
+                    "image_id", "label_class_id"
+                )
+            )
+            return Response(
+                [
+                    {"id": int(ids[i]), "distance": float(distances[i]), "class": classes.get(int(ids[i]))}
+                    for i in nearest
+                ]
+            )
 
     def export_records(dataset):
         return [
-            {"image_id": i, "name": name, "sha256": sha, "class": cls, "class_id": cid, "author": author,
-             "updated": updated.isoformat() if updated else None}
+            {
+                "image_id": i,
+                "name": name,
+                "sha256": sha,
+                "class": cls,
+                "class_id": cid,
+                "author": author,
+                "updated": updated.isoformat() if updated else None,
+            }
             for i, name, sha, cls, cid, author, updated in Image.objects.filter(
-                dataset=dataset, annotation__label_class__isnull=False).order_by("id").values_list(
-                "id", "original_name", "sha256", "annotation__label_class__name", "annotation__label_class_id",
-                "annotation__author__username", "annotation__updated_at")
+                dataset=dataset, annotation__label_class__isnull=False
+            )
+            .order_by("id")
+            .values_list(
+                "id",
+                "original_name",
+                "sha256",
+                "annotation__label_class__name",
+                "annotation__label_class_id",
+                "annotation__author__username",
+                "annotation__updated_at",
+            )
         ]
 
     def baseline_export(request, dataset_id):
@@ -367,15 +446,26 @@ class Table:
         self.rows = []
 
     def add(self, area, what, target, ours, baseline, met=None, note=""):
-        self.rows.append({"area": area, "what": what, "target": target, "simlabel": ours, "baseline": baseline,
-                          "met": met, "note": note})
+        self.rows.append(
+            {
+                "area": area,
+                "what": what,
+                "target": target,
+                "simlabel": ours,
+                "baseline": baseline,
+                "met": met,
+                "note": note,
+            }
+        )
         flag = "" if met is None else ("  met" if met else "  NOT MET")
         print(f"  {what:<52} {ours:>14}   baseline {baseline:>14}   target {target:<10}{flag} {note}", flush=True)
 
     def print(self):
         headers = ("area", "what", "target", "simlabel", "baseline", "met")
-        widths = [max(len(str(r[h] if h != "met" else self._met(r))) for r in self.rows + [dict(zip(headers, headers))])
-                  for h in headers]
+        widths = [
+            max(len(str(r[h] if h != "met" else self._met(r))) for r in self.rows + [dict(zip(headers, headers))])
+            for h in headers
+        ]
         line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
         print(line)
         print("-" * len(line))
@@ -387,8 +477,10 @@ class Table:
         return "-" if row["met"] is None else ("yes" if row["met"] else "NO")
 
     def markdown(self):
-        out = ["| area | measurement | target | simlabel | straightforward baseline | met |",
-               "|---|---|---|---|---|---|"]
+        out = [
+            "| area | measurement | target | simlabel | straightforward baseline | met |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in self.rows:
             what = r["what"] + (f" ({r['note']})" if r["note"] else "")
             out.append(f"| {r['area']} | {what} | {r['target']} | {r['simlabel']} | {r['baseline']} | {self._met(r)} |")
@@ -434,8 +526,9 @@ def bench_map(table, client, dataset, repeat):
         after_change.append(seconds)
     response = get()
     etag = response["ETag"]
-    not_modified, _ = timed(lambda: check(client.get(url, HTTP_ACCEPT_ENCODING="gzip",
-                                                               HTTP_IF_NONE_MATCH=etag), status=304))
+    not_modified, _ = timed(
+        lambda: check(client.get(url, HTTP_ACCEPT_ENCODING="gzip", HTTP_IF_NONE_MATCH=etag), status=304)
+    )
     gz_bytes = len(response.content)
     encoding = response.get("Content-Encoding", "identity")
     plain = check(client.get(url))
@@ -444,19 +537,46 @@ def bench_map(table, client, dataset, repeat):
     assert json.loads(gzip_module.decompress(response.content)) == payload
     base_time, base = timed(lambda: check(client.get(f"/bench-baseline{url}", HTTP_ACCEPT_ENCODING="gzip")))
     base_plain = len(check(client.get(f"/bench-baseline{url}")).content)
-    table.add("Map", "GET map/, first call after a run (nothing cached)", "<= 0.5 s", s(cold), s(base_time),
-              cold <= 0.5)
-    table.add("Map", "GET map/, first call in a new web process", "<= 0.5 s", s(new_process), s(base_time),
-              new_process <= 0.5, "run columns in the shared cache")
-    table.add("Map", f"GET map/, warm (median of {repeat})", "<= 0.5 s", s(statistics.median(warm)), s(base_time),
-              statistics.median(warm) <= 0.5, f"max {s(max(warm))}")
-    table.add("Map", f"GET map/ after a label change (median of {repeat})", "<= 0.5 s",
-              s(statistics.median(after_change)), s(base_time), statistics.median(after_change) <= 0.5,
-              f"max {s(max(after_change))}")
+    table.add(
+        "Map", "GET map/, first call after a run (nothing cached)", "<= 0.5 s", s(cold), s(base_time), cold <= 0.5
+    )
+    table.add(
+        "Map",
+        "GET map/, first call in a new web process",
+        "<= 0.5 s",
+        s(new_process),
+        s(base_time),
+        new_process <= 0.5,
+        "run columns in the shared cache",
+    )
+    table.add(
+        "Map",
+        f"GET map/, warm (median of {repeat})",
+        "<= 0.5 s",
+        s(statistics.median(warm)),
+        s(base_time),
+        statistics.median(warm) <= 0.5,
+        f"max {s(max(warm))}",
+    )
+    table.add(
+        "Map",
+        f"GET map/ after a label change (median of {repeat})",
+        "<= 0.5 s",
+        s(statistics.median(after_change)),
+        s(base_time),
+        statistics.median(after_change) <= 0.5,
+        f"max {s(max(after_change))}",
+    )
     table.add("Map", "GET map/ unchanged, If-None-Match", "-", s(not_modified), "", None, "304 Not Modified")
-    table.add("Map", f"bytes on the wire ({encoding})", "<= 3 MB", f"{gz_bytes / 1e6:.2f} MB",
-              f"{len(base.content) / 1e6:.2f} MB", gz_bytes <= 3e6 and encoding == "gzip",
-              f"uncompressed {len(plain.content) / 1e6:.2f} MB vs {base_plain / 1e6:.2f} MB")
+    table.add(
+        "Map",
+        f"bytes on the wire ({encoding})",
+        "<= 3 MB",
+        f"{gz_bytes / 1e6:.2f} MB",
+        f"{len(base.content) / 1e6:.2f} MB",
+        gz_bytes <= 3e6 and encoding == "gzip",
+        f"uncompressed {len(plain.content) / 1e6:.2f} MB vs {base_plain / 1e6:.2f} MB",
+    )
 
 
 def bench_bulk(table, client, dataset, repeat):
@@ -492,9 +612,15 @@ def bench_bulk(table, client, dataset, repeat):
             if updated != expected or written != updated:
                 raise SystemExit(f"bulk by {kind}: updated {updated}, history rows {written}")
             times.append(seconds)
-        table.add("Bulk labeling", f"one request, {updated:,} images by {kind}, with history",
-                  "<= 1 s", s(statistics.median(times)), "", statistics.median(times) <= 1.0,
-                  f"max {s(max(times))}")
+        table.add(
+            "Bulk labeling",
+            f"one request, {updated:,} images by {kind}, with history",
+            "<= 1 s",
+            s(statistics.median(times)),
+            "",
+            statistics.median(times) <= 1.0,
+            f"max {s(max(times))}",
+        )
     sample = [int(i) for i in selection[:BASELINE_BULK_SAMPLE]]
     images = list(Image.objects.filter(pk__in=sample).order_by("id"))
     user = _bench_user()
@@ -508,10 +634,14 @@ def bench_bulk(table, client, dataset, repeat):
     extrapolated = seconds * BULK_SIZE / len(images)
     for row in table.rows[-3:]:
         row["baseline"] = f"{extrapolated:.1f} s"
-    table.rows[-1]["note"] += (f"; baseline: annotation_set() per image, {len(images)} images in {seconds:.2f} s, "
-                               f"x{BULK_SIZE // len(images)}")
-    print(f"  baseline: annotation_set per image: {len(images)} in {seconds:.2f} s -> {extrapolated:.1f} s "
-          f"for {BULK_SIZE}", flush=True)
+    table.rows[-1]["note"] += (
+        f"; baseline: annotation_set() per image, {len(images)} images in {seconds:.2f} s, x{BULK_SIZE // len(images)}"
+    )
+    print(
+        f"  baseline: annotation_set per image: {len(images)} in {seconds:.2f} s -> {extrapolated:.1f} s "
+        f"for {BULK_SIZE}",
+        flush=True,
+    )
 
 
 def bench_similar(table, client, dataset, queries, baseline_queries):
@@ -531,16 +661,22 @@ def bench_similar(table, client, dataset, queries, baseline_queries):
         seconds, _ = timed(lambda: check(client.get(f"/api/images/{image_id}/similar/")))
         times.append(seconds)
     base_times = []
-    for image_id in sample[1:1 + baseline_queries]:
+    for image_id in sample[1 : 1 + baseline_queries]:
         seconds, response = timed(lambda: check(client.get(f"/bench-baseline/api/images/{image_id}/similar/")))
         base_times.append(seconds)
     ours_ids = [r["id"] for r in check(client.get(f"/api/images/{sample[1]}/similar/")).json()]
     base_ids = [r["id"] for r in check(client.get(f"/bench-baseline/api/images/{sample[1]}/similar/")).json()]
     agree = len(set(ours_ids) & set(base_ids))
     p95 = percentile(times, 95)
-    table.add("Similar images", f"GET similar/ p95 over {queries} random images", "<= 50 ms", ms(p95),
-              ms(percentile(base_times, 95)), p95 <= 0.05,
-              f"p50 {ms(percentile(times, 50))}; baseline over {baseline_queries}; same neighbours {agree}/20")
+    table.add(
+        "Similar images",
+        f"GET similar/ p95 over {queries} random images",
+        "<= 50 ms",
+        ms(p95),
+        ms(percentile(base_times, 95)),
+        p95 <= 0.05,
+        f"p50 {ms(percentile(times, 50))}; baseline over {baseline_queries}; same neighbors {agree}/20",
+    )
     table.add("Similar images", "first call after a run (loads codes, builds index)", "-", ms(first), "", None)
 
 
@@ -566,15 +702,29 @@ def bench_export(table, client, big, small):
             brss, bresponse = peak_rss_growth_mb(lambda: check(client.get(burl)))
             del bresponse
             btraced, _ = traced_peak_mb(lambda: len(check(client.get(burl)).content))
-            results[label] = dict(seconds=seconds, size=size, rss=rss, traced=traced, bseconds=bseconds, brss=brss,
-                                  btraced=btraced)
+            results[label] = dict(
+                seconds=seconds, size=size, rss=rss, traced=traced, bseconds=bseconds, brss=brss, btraced=btraced
+            )
         n, t = results["N"], results["N/10"]
-        table.add("Export", f"{fmt.upper()} of {big.bench_n:,} labels, streamed", "<= 5 s", s(n["seconds"]),
-                  s(n["bseconds"]), n["seconds"] <= 5.0, f"{n['size'] / 1e6:.1f} MB")
+        table.add(
+            "Export",
+            f"{fmt.upper()} of {big.bench_n:,} labels, streamed",
+            "<= 5 s",
+            s(n["seconds"]),
+            s(n["bseconds"]),
+            n["seconds"] <= 5.0,
+            f"{n['size'] / 1e6:.1f} MB",
+        )
         flat = n["traced"] <= max(2 * t["traced"], t["traced"] + 5)
-        table.add("Export", f"{fmt.upper()} peak memory at N / N/10 (tracemalloc)", "flat",
-                  f"{n['traced']:.1f} / {t['traced']:.1f} MB", f"{n['btraced']:.0f} / {t['btraced']:.0f} MB", flat,
-                  f"peak RSS growth {n['rss']:.1f} / {t['rss']:.1f} MB vs baseline {n['brss']:.0f} / {t['brss']:.0f} MB")
+        table.add(
+            "Export",
+            f"{fmt.upper()} peak memory at N / N/10 (tracemalloc)",
+            "flat",
+            f"{n['traced']:.1f} / {t['traced']:.1f} MB",
+            f"{n['btraced']:.0f} / {t['btraced']:.0f} MB",
+            flat,
+            f"peak RSS growth {n['rss']:.1f} / {t['rss']:.1f} MB vs baseline {n['brss']:.0f} / {t['brss']:.0f} MB",
+        )
 
 
 def bench_pages(table, client, big, small, repeat):
@@ -595,14 +745,22 @@ def bench_pages(table, client, big, small, repeat):
             seconds, _ = timed(lambda: check(client.get(url_big)))
             times.append(seconds)
         check(client.get(url_small))  # same cache state for both counts
-        q_big, q_small = count_queries(lambda: check(client.get(url_big))), count_queries(
-            lambda: check(client.get(url_small)))
+        q_big, q_small = (
+            count_queries(lambda: check(client.get(url_big))),
+            count_queries(lambda: check(client.get(url_small))),
+        )
         median = statistics.median(times)
         target = "<= 300 ms" if is_page else "-"
         met = (median <= 0.3 and q_big == q_small) if is_page else q_big == q_small
-        table.add("Pages", f"{name} {url_big.replace(str(big.pk), '{id}')}", target, ms(median),
-                  f"{q_big} / {q_small} queries", met,
-                  f"first call {ms(cold)}; queries at N / N/10")
+        table.add(
+            "Pages",
+            f"{name} {url_big.replace(str(big.pk), '{id}')}",
+            target,
+            ms(median),
+            f"{q_big} / {q_small} queries",
+            met,
+            f"first call {ms(cold)}; queries at N / N/10",
+        )
 
 
 # --- main -----------------------------------------------------------------------------------------------------
@@ -611,13 +769,17 @@ def bench_pages(table, client, big, small, repeat):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000, help="images in the dataset (default 100000)")
-    parser.add_argument("--database-url", default=DEFAULT_DB,
-                        help=f"benchmark database (created when missing; default {DEFAULT_DB})")
+    parser.add_argument(
+        "--database-url", default=DEFAULT_DB, help=f"benchmark database (created when missing; default {DEFAULT_DB})"
+    )
     parser.add_argument("--rebuild", action="store_true", help="drop and recreate the benchmark database first")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions of warm measurements")
     parser.add_argument("--similar", type=int, default=SIMILAR_QUERIES, help="similar-image requests to time")
-    parser.add_argument("--only", default="map,bulk,similar,export,pages",
-                        help="comma-separated subset of map,bulk,similar,export,pages")
+    parser.add_argument(
+        "--only",
+        default="map,bulk,similar,export,pages",
+        help="comma-separated subset of map,bulk,similar,export,pages",
+    )
     args = parser.parse_args()
     if args.n < 10_000:
         parser.error("--n must be at least 10000 (bulk requests cover 10,000 images)")
@@ -632,8 +794,11 @@ def main():
     big = build_dataset(args.n, seed=1)
     small = build_dataset(args.n // 10, seed=2)
     big.bench_n, small.bench_n = args.n, args.n // 10
-    print(f"datasets ready ({args.n:,} and {args.n // 10:,} images, {connection.vendor}) "
-          f"in {time.perf_counter() - started:.1f} s; load average {load_start}", flush=True)
+    print(
+        f"datasets ready ({args.n:,} and {args.n // 10:,} images, {connection.vendor}) "
+        f"in {time.perf_counter() - started:.1f} s; load average {load_start}",
+        flush=True,
+    )
 
     client = APIClient()
     client.force_login(_bench_user())
@@ -666,9 +831,12 @@ def main():
     print()
     print(table.markdown())
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "api_speed.json").write_text(json.dumps(
-        {"n": args.n, "database": connection.vendor, "machine": machine, "load_average": loads,
-         "rows": table.rows}, indent=2))
+    (OUT / "api_speed.json").write_text(
+        json.dumps(
+            {"n": args.n, "database": connection.vendor, "machine": machine, "load_average": loads, "rows": table.rows},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

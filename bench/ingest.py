@@ -15,6 +15,7 @@ By default it runs on a fresh SQLite database and media folder in a temporary
 directory (set SIMLABEL_VAR_DIR to keep them); with DATABASE_URL set it uses
 that (migrated) database and deletes its benchmark datasets afterwards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,7 @@ def photo_jpegs(n: int, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     bases = []
-    for b in range(8):
+    for _b in range(8):
         img = PILImage.new("RGB", (1024, 768), tuple(int(v) for v in rng.integers(0, 255, 3)))
         draw = ImageDraw.Draw(img)
         for _ in range(40):
@@ -108,8 +109,17 @@ def baseline_ingest(dataset, user, items) -> int:
         thumb.thumbnail((128, 128))
         out = io.BytesIO()
         thumb.save(out, "WEBP")
-        row = Image(dataset=dataset, sha256=sha, width=img.width, height=img.height, format=img.format,
-                    mode=img.mode, size_bytes=len(data), original_name=os.path.basename(name), uploaded_by=user)
+        row = Image(
+            dataset=dataset,
+            sha256=sha,
+            width=img.width,
+            height=img.height,
+            format=img.format,
+            mode=img.mode,
+            size_bytes=len(data),
+            original_name=os.path.basename(name),
+            uploaded_by=user,
+        )
         row.file.save(os.path.basename(name), ContentFile(data), save=False)
         row.thumbnail.save("thumb.webp", ContentFile(out.getvalue()), save=False)
         row.save()
@@ -132,7 +142,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--png", type=int, default=10_000, help="PNGs in the zip (default 10,000)")
     parser.add_argument("--jpeg", type=int, default=1_000, help="1024x768 JPEGs (default 1,000)")
-    parser.add_argument("--baseline-png", type=int, default=1_000, help="PNGs the baseline ingests (its rate is per image)")
+    parser.add_argument(
+        "--baseline-png", type=int, default=1_000, help="PNGs the baseline ingests (its rate is per image)"
+    )
     parser.add_argument("--baseline-jpeg", type=int, default=100, help="JPEGs the baseline ingests")
     args = parser.parse_args()
 
@@ -176,36 +188,61 @@ def main() -> int:
             t0, c0 = time.perf_counter(), time.process_time()
             stored = slow(ds_base, slow_n)
             slow_s, slow_cpu = time.perf_counter() - t0, time.process_time() - c0
-            results.append((label, count_expected / fast_s, fast_s, count_expected, stored / slow_s, stored, target,
-                            count_expected / fast_cpu, stored / slow_cpu))
+            results.append(
+                (
+                    label,
+                    count_expected / fast_s,
+                    fast_s,
+                    count_expected,
+                    stored / slow_s,
+                    stored,
+                    target,
+                    count_expected / fast_cpu,
+                    stored / slow_cpu,
+                )
+            )
 
         measure(
-            f"zip of {args.png:,} PNGs 28x28", 1000, args.png,
+            f"zip of {args.png:,} PNGs 28x28",
+            1000,
+            args.png,
             lambda ds: images_ingest_path(dataset=ds, user=user, path=png_zip),
-            lambda ds, n: baseline_ingest(ds, user, _zip_members(png_zip, n)), args.baseline_png,
+            lambda ds, n: baseline_ingest(ds, user, _zip_members(png_zip, n)),
+            args.baseline_png,
         )
         measure(
-            f"{args.jpeg:,} JPEGs 1024x768", 100, args.jpeg,
+            f"{args.jpeg:,} JPEGs 1024x768",
+            100,
+            args.jpeg,
             lambda ds: images_ingest_path(dataset=ds, user=user, path=jpeg_dir),
-            lambda ds, n: baseline_ingest(ds, user, _folder_files(jpeg_dir, n)), args.baseline_jpeg,
+            lambda ds, n: baseline_ingest(ds, user, _folder_files(jpeg_dir, n)),
+            args.baseline_jpeg,
         )
 
         cpu = os.cpu_count()
         print()
-        print(f"Ingest benchmark ({cpu} CPUs, {'PostgreSQL' if os.environ.get('DATABASE_URL') else 'SQLite'}, "
-              f"local file storage)")
+        print(
+            f"Ingest benchmark ({cpu} CPUs, {'PostgreSQL' if os.environ.get('DATABASE_URL') else 'SQLite'}, "
+            f"local file storage)"
+        )
         print(f"{'workload':34} {'simlabel':>14} {'baseline':>14} {'speed-up':>9} {'target':>9}  ok")
         ok_all = True
         for label, rate, secs, n, base_rate, base_n, target, cpu_rate, base_cpu_rate in results:
             ok = rate >= target
             ok_all &= ok
-            print(f"{label:34} {rate:>9,.0f} im/s {base_rate:>9,.0f} im/s {rate / base_rate:>8.1f}x {target:>6,} /s  "
-                  f"{'yes' if ok else 'NO'}")
-            print(f"{'':34} ({n:,} in {secs:.2f} s; baseline {base_n:,} images; per CPU-second: "
-                  f"{cpu_rate:,.0f} vs {base_cpu_rate:,.0f})")
+            print(
+                f"{label:34} {rate:>9,.0f} im/s {base_rate:>9,.0f} im/s {rate / base_rate:>8.1f}x {target:>6,} /s  "
+                f"{'yes' if ok else 'NO'}"
+            )
+            print(
+                f"{'':34} ({n:,} in {secs:.2f} s; baseline {base_n:,} images; per CPU-second: "
+                f"{cpu_rate:,.0f} vs {base_cpu_rate:,.0f})"
+            )
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        print(f"load average during the run: {load:.1f} (numbers are wall-clock; on a busy machine the "
-              "per-CPU-second rates are the fairer comparison)")
+        print(
+            f"load average during the run: {load:.1f} (numbers are wall-clock; on a busy machine the "
+            "per-CPU-second rates are the fairer comparison)"
+        )
         for ds in datasets:
             Image.objects.filter(dataset=ds).delete()
             ds.delete()

@@ -1,13 +1,13 @@
 """How many actions does it take to label a dataset with simlabel?
 
-A simulated annotator who knows every image's true class works a labelled
+A simulated annotator who knows every image's true class works a labeled
 dataset only through the app's own services, the way a person would:
 
 1. upload the images (images_ingest_path) and run the pipeline
    (training_run_start + training_run_execute, synchronously);
 2. label whole clusters, largest first, with the class most of their images
    show: every cluster (strategy 'none'), or until every class it has seen has
-   a labelled cluster (the others);
+   a labeled cluster (the others);
 3. accept the suggestions (strategy 'class': one class at a time, the class
    with most pending suggestions first, as the map's Suggestions card does;
    'cluster': one cluster at a time, most confident first; 'all': everything
@@ -26,6 +26,7 @@ labels over ALL images, beside one-by-one labelling (1,000 per 1,000).
     .venv/bin/python bench/label_effort.py                  # digits, 1,797 images
     .venv/bin/python bench/label_effort.py --dataset mnist5k    # 5,000 MNIST digits
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,19 +45,28 @@ sys.path.insert(0, str(REPO))
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="digits", help="digits | mnist5k | mnist10k | mnist | synthetic (bench/datasets.py)")
+    p.add_argument(
+        "--dataset", default="digits", help="digits | mnist5k | mnist10k | mnist | synthetic (bench/datasets.py)"
+    )
     p.add_argument("--n", type=int, default=None, help="use this many images (default: the whole set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="default: the pipeline's")
     p.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's")
     p.add_argument("--n-clusters", type=int, default=None, help="default: the pipeline's choice (about sqrt(N/2))")
     p.add_argument("--layout", default="umap", choices=["tsne", "umap"])
-    p.add_argument("--clusters-per-class", type=int, default=1,
-                   help="phase 2 labels clusters until each class seen has this many labelled clusters")
-    p.add_argument("--accept-scope", default="none,class,cluster,all",
-                   help="comma-separated strategies, each run on the same map: 'none' labels every cluster and "
-                        "accepts no suggestion; 'class' accepts suggestions one class per action, 'cluster' one "
-                        "cluster per action, 'all' every suggestion in one action")
+    p.add_argument(
+        "--clusters-per-class",
+        type=int,
+        default=1,
+        help="phase 2 labels clusters until each class seen has this many labeled clusters",
+    )
+    p.add_argument(
+        "--accept-scope",
+        default="none,class,cluster,all",
+        help="comma-separated strategies, each run on the same map: 'none' labels every cluster and "
+        "accepts no suggestion; 'class' accepts suggestions one class per action, 'cluster' one "
+        "cluster per action, 'all' every suggestion in one action",
+    )
     p.add_argument("--max-review-actions", type=int, default=400)
     p.add_argument("--database-url", default=None, help="default: a fresh SQLite file in a temp dir")
     p.add_argument("--workdir", default=None, help="default: a temp dir, deleted afterwards")
@@ -93,8 +103,12 @@ def write_pngs(images: np.ndarray, folder: Path) -> list[str]:
     return names
 
 
-SCOPE_WORDS = {"class": "one class per action", "cluster": "one cluster per action", "all": "all in one action",
-               "none": "none (every cluster labelled instead)"}
+SCOPE_WORDS = {
+    "class": "one class per action",
+    "cluster": "one cluster per action",
+    "all": "all in one action",
+    "none": "none (every cluster labeled instead)",
+}
 
 
 class Annotator:
@@ -124,7 +138,7 @@ class Annotator:
 
     def refresh_suggestions(self):
         # A person waits the few seconds the debounced recompute takes.
-        from labeling.services.suggestions import suggestions_recompute
+        from embeddings.services.suggestions import suggestions_recompute
 
         suggestions_recompute(dataset=self.dataset)
 
@@ -142,17 +156,18 @@ class Annotator:
         from embeddings.selectors import dataset_clusters
         from labeling.services.annotations import annotations_apply_to_cluster
 
-        labelled_per_digit = Counter()
+        labeled_per_digit = Counter()
         for cluster in dataset_clusters(self.dataset, order="size"):
             digits = Counter(self.truth[i] for i in cluster["image_ids"] if i in self.truth)
             if not digits:
                 continue
             majority = digits.most_common(1)[0][0]
-            if clusters_per_class is not None and labelled_per_digit[majority] >= clusters_per_class:
+            if clusters_per_class is not None and labeled_per_digit[majority] >= clusters_per_class:
                 continue  # looking at a cluster is free; this class is covered already
-            annotations_apply_to_cluster(dataset=self.dataset, user=self.user,
-                                         label_class=self.class_by_digit[majority], cluster=cluster["id"])
-            labelled_per_digit[majority] += 1
+            annotations_apply_to_cluster(
+                dataset=self.dataset, user=self.user, label_class=self.class_by_digit[majority], cluster=cluster["id"]
+            )
+            labeled_per_digit[majority] += 1
             self.acted(f"label cluster {cluster['id']} as {majority}")
 
     def accept_suggestions(self, scope: str):
@@ -172,18 +187,22 @@ class Annotator:
         if scope == "class":
             # The map's suggestion panel: "accept 412 x seven", most numerous first.
             pending = Counter(
-                class_id for image_id, class_id in ImageEmbedding.objects.filter(
-                    run=run, suggested_class__isnull=False).values_list("image_id", "suggested_class_id")
-                if labels.get(image_id) is None)
+                class_id
+                for image_id, class_id in ImageEmbedding.objects.filter(
+                    run=run, suggested_class__isnull=False
+                ).values_list("image_id", "suggested_class_id")
+                if labels.get(image_id) is None
+            )
             for class_id, _ in pending.most_common():
-                suggestions_accept(dataset=self.dataset, user=self.user,
-                                   label_class=self.class_by_digit[self.digit_by_class[class_id]])
+                suggestions_accept(
+                    dataset=self.dataset, user=self.user, label_class=self.class_by_digit[self.digit_by_class[class_id]]
+                )
                 self.acted(f"accept suggestions of class {self.digit_by_class[class_id]}")
             return
         by_cluster = defaultdict(list)
-        for image_id, cluster, conf in ImageEmbedding.objects.filter(run=run, suggested_class__isnull=False).values_list(
-            "image_id", "cluster", "suggestion_confidence"
-        ):
+        for image_id, cluster, conf in ImageEmbedding.objects.filter(
+            run=run, suggested_class__isnull=False
+        ).values_list("image_id", "cluster", "suggestion_confidence"):
             if labels.get(image_id) is None:
                 by_cluster[cluster].append(conf)
         order = sorted(by_cluster, key=lambda c: -float(np.mean(by_cluster[c])))
@@ -209,35 +228,42 @@ class Annotator:
             ids = [i for i in item["image_ids"] if i in self.truth]
             wrong = [i for i in ids if labels.get(i) != self.class_by_digit[self.truth[i]].pk]
             if not wrong:
-                review_item_resolve(dataset=self.dataset, user=self.user, kind=item["kind"], object_id=item["id"],
-                                    outcome="reviewed")
+                review_item_resolve(
+                    dataset=self.dataset, user=self.user, kind=item["kind"], object_id=item["id"], outcome="reviewed"
+                )
                 self.review_marks += 1
                 continue
-            suggested = dict(ImageEmbedding.objects.filter(run=run, image_id__in=ids).values_list(
-                "image_id", "suggested_class_id"))
-            fixed_by_accept = sum(1 for i in wrong if suggested.get(i) == self.class_by_digit[self.truth[i]].pk)
-            broken_by_accept = sum(
-                1 for i in ids if i not in wrong and suggested.get(i) not in (None, labels.get(i))
+            suggested = dict(
+                ImageEmbedding.objects.filter(run=run, image_id__in=ids).values_list("image_id", "suggested_class_id")
             )
+            fixed_by_accept = sum(1 for i in wrong if suggested.get(i) == self.class_by_digit[self.truth[i]].pk)
+            broken_by_accept = sum(1 for i in ids if i not in wrong and suggested.get(i) not in (None, labels.get(i)))
             groups = Counter(self.truth[i] for i in wrong)
             digit, size = groups.most_common(1)[0]
             if fixed_by_accept - broken_by_accept > size:
-                review_item_resolve(dataset=self.dataset, user=self.user, kind=item["kind"], object_id=item["id"],
-                                    outcome="accepted")
+                review_item_resolve(
+                    dataset=self.dataset, user=self.user, kind=item["kind"], object_id=item["id"], outcome="accepted"
+                )
                 spent += 1
                 self.acted(f"accept {item['kind']} {item['id']} ({item['reason'][:60]})")
                 continue
             # Lasso the item, deselect what is right: one action per true class among the wrong
             # ones, biggest first.  In a cluster item a lone stray of some class is left for later
-            # (it comes back as an image item if its neighbours disagree): one click for one image
+            # (it comes back as an image item if its neighbors disagree): one click for one image
             # is the most expensive fix there is.
             for rank, (digit, size) in enumerate(groups.most_common()):
                 if rank and size == 1 and item["kind"] == "cluster":
                     continue
                 selection = [i for i in wrong if self.truth[i] == digit]
-                review_item_resolve(dataset=self.dataset, user=self.user, kind=item["kind"], object_id=item["id"],
-                                    outcome="relabelled", label_class=self.class_by_digit[digit],
-                                    image_ids=selection)
+                review_item_resolve(
+                    dataset=self.dataset,
+                    user=self.user,
+                    kind=item["kind"],
+                    object_id=item["id"],
+                    outcome="relabelled",
+                    label_class=self.class_by_digit[digit],
+                    image_ids=selection,
+                )
                 spent += 1
                 self.acted(f"relabel {len(selection)} of {item['kind']} {item['id']} as {digit}")
                 if spent >= max_actions:
@@ -295,8 +321,10 @@ def main(argv=None):
 
     per_k = lambda a: f"{1000.0 * a / n:.1f}" if a is not None else "not reached"  # noqa: E731
     print()
-    print(f"dataset {args.dataset}: {n} images ({len(report.skipped)} duplicates skipped), {len(digits)} classes, "
-          f"{run.cluster_count} clusters; ingest {t_ingest:.0f} s, pipeline {t_pipeline:.0f} s")
+    print(
+        f"dataset {args.dataset}: {n} images ({len(report.skipped)} duplicates skipped), {len(digits)} classes, "
+        f"{run.cluster_count} clusters; ingest {t_ingest:.0f} s, pipeline {t_pipeline:.0f} s"
+    )
     rows = []
     annotators = []
     for scope in [s.strip() for s in args.accept_scope.split(",") if s.strip()]:
@@ -309,12 +337,13 @@ def main(argv=None):
         after_accept = (annotator.actions, annotator.accuracy())
         annotator.work_review_queue(args.max_review_actions)
         final = (annotator.actions, annotator.accuracy())
-        print(f"\nstrategy: accept suggestions {SCOPE_WORDS[scope]}"
-              f" (labelling {time.perf_counter() - t:.0f} s)")
+        print(f"\nstrategy: accept suggestions {SCOPE_WORDS[scope]} (labelling {time.perf_counter() - t:.0f} s)")
         print(f"  after labelling clusters:    {after_clusters[0]:4d} actions, {100 * after_clusters[1]:.1f} % correct")
         print(f"  after accepting suggestions: {after_accept[0]:4d} actions, {100 * after_accept[1]:.1f} % correct")
-        print(f"  after the review queue:      {final[0]:4d} actions, {100 * final[1]:.1f} % correct "
-              f"(+ {annotator.review_marks} review marks, which change no label)")
+        print(
+            f"  after the review queue:      {final[0]:4d} actions, {100 * final[1]:.1f} % correct "
+            f"(+ {annotator.review_marks} review marks, which change no label)"
+        )
         rows.append((scope, annotator))
         annotators.append(annotator)
     print()
@@ -332,7 +361,7 @@ def main(argv=None):
 
 
 def reset_labels(dataset):
-    """Back to an unlabelled dataset on the same map, so strategies compare on equal terms."""
+    """Back to an unlabeled dataset on the same map, so strategies compare on equal terms."""
     from embeddings.models import ImageEmbedding
     from labeling.models import Annotation, AnnotationHistory, LabelAction, ReviewResolution
 

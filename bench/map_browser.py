@@ -9,6 +9,7 @@ object per point and drawn as SVG `scatter` traces.
 
     .venv/bin/python bench/map_browser.py [--points 100000] [--repeat 3]
 """
+
 import argparse
 import os
 import statistics
@@ -74,28 +75,62 @@ def build_dataset(n_points: int, n_classes: int = 8, n_clusters: int = 40):
     with transaction.atomic():
         dataset = Dataset.objects.create(name=name, created_by=user)
         Membership.objects.create(dataset=dataset, user=user, role="admin")
-        classes = [LabelClass.objects.create(dataset=dataset, name=f"class {k}", color=f"#{(k * 2654435761) & 0xFFFFFF:06x}")
-                   for k in range(n_classes)]
+        classes = [
+            LabelClass.objects.create(dataset=dataset, name=f"class {k}", color=f"#{(k * 2654435761) & 0xFFFFFF:06x}")
+            for k in range(n_classes)
+        ]
         images = Image.objects.bulk_create(
-            [Image(dataset=dataset, file=f"bench/{i}.png", thumbnail=f"bench/{i}.webp", sha256=f"{i:064x}", width=28,
-                   height=28, format="PNG", mode="L", original_name=f"img-{i}.png") for i in range(n_points)],
+            [
+                Image(
+                    dataset=dataset,
+                    file=f"bench/{i}.png",
+                    thumbnail=f"bench/{i}.webp",
+                    sha256=f"{i:064x}",
+                    width=28,
+                    height=28,
+                    format="PNG",
+                    mode="L",
+                    original_name=f"img-{i}.png",
+                )
+                for i in range(n_points)
+            ],
             batch_size=5000,
         )
-        run = TrainingRun.objects.create(dataset=dataset, created_by=user, status="succeeded", stage="done", progress=1,
-                                         image_count=n_points, cluster_count=n_clusters)
-        centres = rng.normal(0, 30, size=(n_clusters, 2))
+        run = TrainingRun.objects.create(
+            dataset=dataset,
+            created_by=user,
+            status="succeeded",
+            stage="done",
+            progress=1,
+            image_count=n_points,
+            cluster_count=n_clusters,
+        )
+        centers = rng.normal(0, 30, size=(n_clusters, 2))
         cluster = rng.integers(0, n_clusters, n_points)
-        xy = centres[cluster] + rng.normal(0, 3, size=(n_points, 2))
+        xy = centers[cluster] + rng.normal(0, 3, size=(n_points, 2))
         code = np.zeros(8, np.float32).tobytes()
         ImageEmbedding.objects.bulk_create(
-            [ImageEmbedding(run=run, image=image, code=code, x=float(xy[i, 0]), y=float(xy[i, 1]), cluster=int(cluster[i]),
-                            suggested_class=classes[int(cluster[i]) % n_classes], suggestion_confidence=0.8)
-             for i, image in enumerate(images)],
+            [
+                ImageEmbedding(
+                    run=run,
+                    image=image,
+                    code=code,
+                    x=float(xy[i, 0]),
+                    y=float(xy[i, 1]),
+                    cluster=int(cluster[i]),
+                    suggested_class=classes[int(cluster[i]) % n_classes],
+                    suggestion_confidence=0.8,
+                )
+                for i, image in enumerate(images)
+            ],
             batch_size=5000,
         )
         Annotation.objects.bulk_create(
-            [Annotation(image=image, dataset=dataset, label_class=classes[int(cluster[i]) % n_classes], version=1)
-             for i, image in enumerate(images) if i % 3 == 0],
+            [
+                Annotation(image=image, dataset=dataset, label_class=classes[int(cluster[i]) % n_classes], version=1)
+                for i, image in enumerate(images)
+                if i % 3 == 0
+            ],
             batch_size=5000,
         )
     return user, dataset
@@ -132,7 +167,9 @@ def measure(browser, base_url, cookie, url, repeat, route_html=None, fetched=Non
         context.add_cookies([cookie])
         page = context.new_page()
         if route_html is not None:
-            page.route(f"{base_url}/bench-baseline/", lambda route: route.fulfill(body=route_html, content_type="text/html"))
+            page.route(
+                f"{base_url}/bench-baseline/", lambda route: route.fulfill(body=route_html, content_type="text/html")
+            )
         page.goto(base_url + url, wait_until="commit")
         # A selector wait, not wait_for_function: the page's CSP forbids eval.
         page.wait_for_selector("body[data-map-ready=true]", state="attached", timeout=180_000)
@@ -167,25 +204,40 @@ def main():
     response = client.get(f"/api/datasets/{dataset.pk}/map/", HTTP_ACCEPT_ENCODING="gzip")
     api_seconds = time.perf_counter() - t0
     body = response.content
-    print(f"map API: {api_seconds:.3f} s server time, {len(body) / 1e6:.2f} MB on the wire ({response.get('Content-Encoding', 'identity')})")
+    print(
+        f"map API: {api_seconds:.3f} s server time, {len(body) / 1e6:.2f} MB on the wire ({response.get('Content-Encoding', 'identity')})"
+    )
 
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=args.chromium, headless=True,
-                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        browser = playwright.chromium.launch(
+            executable_path=args.chromium, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         fetched = []
         ours = measure(browser, base_url, cookie, f"/datasets/{dataset.pk}/map/", args.repeat, fetched=fetched)
-        baseline = measure(browser, base_url, cookie, "/bench-baseline/", args.repeat,
-                           route_html=BASELINE_HTML % {"dataset": dataset.pk})
+        baseline = measure(
+            browser,
+            base_url,
+            cookie,
+            "/bench-baseline/",
+            args.repeat,
+            route_html=BASELINE_HTML % {"dataset": dataset.pk},
+        )
         browser.close()
     server.shutdown()
     print(f"map page interactive, {args.points} points (median of {args.repeat}):")
-    print(f"  simlabel map.js (typed arrays, scattergl): {statistics.median(ours):6.2f} s   runs {', '.join(f'{t:.2f}' for t in ours)}")
-    print(f"  baseline (objects per point, SVG scatter): {statistics.median(baseline):6.2f} s   runs {', '.join(f'{t:.2f}' for t in baseline)}")
+    print(
+        f"  simlabel map.js (typed arrays, scattergl): {statistics.median(ours):6.2f} s   runs {', '.join(f'{t:.2f}' for t in ours)}"
+    )
+    print(
+        f"  baseline (objects per point, SVG scatter): {statistics.median(baseline):6.2f} s   runs {', '.join(f'{t:.2f}' for t in baseline)}"
+    )
     if fetched:
-        print(f"  (of which waiting for the map JSON: {statistics.median(fetched):.2f} s; drawing after it: "
-              f"{statistics.median(ours) - statistics.median(fetched):.2f} s)")
+        print(
+            f"  (of which waiting for the map JSON: {statistics.median(fetched):.2f} s; drawing after it: "
+            f"{statistics.median(ours) - statistics.median(fetched):.2f} s)"
+        )
     print(f"  target <= 3 s: {'met' if statistics.median(ours) <= 3 else 'NOT met'}")
 
 

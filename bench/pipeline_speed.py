@@ -22,23 +22,22 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "simlabel-numba"))
 warnings.filterwarnings("ignore")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.datasets import load_scaled  # noqa: E402
-from bench.quality import Clock  # noqa: E402
-from embeddings.ml.clustering import cluster_codes  # noqa: E402
-from embeddings.ml.config import ClusterConfig, TrainConfig, recommended_configs  # noqa: E402
-from embeddings.ml.inference import embed_images  # noqa: E402
-from embeddings.ml.layout import compute_layout  # noqa: E402
-from embeddings.ml.metrics import clustering_scores  # noqa: E402
-from embeddings.ml.training import train_autoencoder  # noqa: E402
-
-STAGES = ("training", "embedding", "layout", "clustering")
+from bench.datasets import load_scaled
+from bench.quality import Clock
+from embeddings.ml.clustering import cluster_codes
+from embeddings.ml.config import ClusterConfig, TrainConfig, recommended_configs
+from embeddings.ml.inference import embed_images
+from embeddings.ml.metrics import clustering_scores
+from embeddings.ml.pipeline import STAGES, run_pipeline
+from embeddings.ml.training import train_autoencoder
 
 
 def warm_up() -> None:
@@ -52,36 +51,38 @@ def warm_up() -> None:
 
 
 def run_simlabel(x, y, seed):
+    """The worker's own assembly of the stages (embeddings.ml.pipeline), timed per stage."""
     train_config, layout_config, cluster_config = recommended_configs(len(x), x.shape[2], x.shape[1], seed=seed)
-    times = {}
-    with Clock() as c:
-        trained = train_autoencoder(x, train_config)
-    times["training"] = c
-    with Clock() as c:
-        codes, _ = embed_images(trained.model, x)
-    times["embedding"] = c
-    with Clock() as c:
-        xy = compute_layout(codes, layout_config)
-    times["layout"] = c
-    with Clock() as c:
-        labels = cluster_codes(codes, cluster_config, layout_xy=xy)
-    times["clustering"] = c
+    result = run_pipeline(x, train_config, layout_config, cluster_config)
+    times = {stage: SimpleNamespace(wall=result.timings[stage], cpu=result.cpu_timings[stage]) for stage in STAGES}
+    codes, labels = result.codes, result.clusters
     # quality against the classes, one cluster per class, on the same codes
-    with Clock() as c:
-        ten = cluster_codes(codes, ClusterConfig(method=cluster_config.method, n_clusters=10, seed=seed,
-                                                 max_points=cluster_config.max_points))
-    note = (f"{trained.epochs_run} epochs on {min(len(x), train_config.max_train_images or len(x))} images; "
-            f"{labels.max() + 1} clusters (majority acc {clustering_scores(y, labels)['majority_accuracy']:.3f}); "
-            f"10 clusters: acc {clustering_scores(y, ten)['accuracy']:.3f}")
-    return times, note, trained.model
+    with Clock():
+        ten = cluster_codes(
+            codes,
+            ClusterConfig(method=cluster_config.method, n_clusters=10, seed=seed, max_points=cluster_config.max_points),
+        )
+    note = (
+        f"{result.epochs_run} epochs on {min(len(x), train_config.max_train_images or len(x))} images; "
+        f"{labels.max() + 1} clusters (majority acc {clustering_scores(y, labels)['majority_accuracy']:.3f}); "
+        f"10 clusters: acc {clustering_scores(y, ten)['accuracy']:.3f}"
+    )
+    return times, note, result.model
 
 
 def run_baseline(x, y, seed):
     from sklearn.manifold import TSNE
 
     times = {}
-    config = TrainConfig(epochs=20, batch_size=128, base_channels=32, patience=None, seed=seed,
-                         input_size=x.shape[2], channels=x.shape[1])
+    config = TrainConfig(
+        epochs=20,
+        batch_size=128,
+        base_channels=32,
+        patience=None,
+        seed=seed,
+        input_size=x.shape[2],
+        channels=x.shape[1],
+    )
     with Clock() as c:
         trained = train_autoencoder(x, config)
     times["training"] = c
@@ -109,15 +110,21 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", default="2000,10000,70000")
     parser.add_argument("--dataset", default="mnist70k")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline-max", type=int, default=10000,
-                        help="skip the baseline above this many images (at 70k it takes most of an hour)")
+    parser.add_argument(
+        "--baseline-max",
+        type=int,
+        default=10000,
+        help="skip the baseline above this many images (at 70k it takes most of an hour)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
     import torch
 
-    print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f} at start"
+    )
     warm_up()
     header = " ".join(f"{s:>14}" for s in STAGES)
     print(f"\nseconds as wall/CPU\n{'images':>7} {'run':9} {header} {'total':>14}")
@@ -136,8 +143,10 @@ def main(argv=None) -> None:
         embed_images(model, x_new[:1024])
         with Clock() as c:
             embed_images(model, x_new)
-        print(f"\nembedding new images: {len(x_new) / c.wall:,.0f} images/s wall "
-              f"({len(x_new)} images, {c.wall:.2f} s; goal >= 5,000/s)")
+        print(
+            f"\nembedding new images: {len(x_new) / c.wall:,.0f} images/s wall "
+            f"({len(x_new)} images, {c.wall:.2f} s; goal >= 5,000/s)"
+        )
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 

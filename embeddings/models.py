@@ -1,4 +1,5 @@
 """Pipeline runs and their per-image results."""
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -94,7 +95,9 @@ class ImageEmbedding(models.Model):
     cluster = models.IntegerField()
     reconstruction_error = models.FloatField(default=0.0)
     placed_after_run = models.BooleanField(default=False)
-    suggested_class = models.ForeignKey("labeling.LabelClass", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    suggested_class = models.ForeignKey(
+        "labeling.LabelClass", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     suggestion_confidence = models.FloatField(null=True, blank=True)
 
     class Meta:

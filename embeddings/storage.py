@@ -5,14 +5,17 @@ local media folder and to S3-compatible storage.  Artifacts live under the
 run's id (``runs/<dataset>/<run>/``): a rerun of the same run overwrites its own
 files and never touches another run's.
 """
+
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+
 from project.storage import walk_storage
 
 MODEL = "model.pt"
@@ -58,7 +61,7 @@ def read_array(run, name: str) -> np.ndarray:
 
 
 def write_model(run, model) -> str:
-    from embeddings.ml.inference import save_model
+    from embeddings.ml.inference import save_model  # torch: only the worker writes and reads models
 
     buf = io.BytesIO()
     save_model(model, buf)
@@ -67,7 +70,7 @@ def write_model(run, model) -> str:
 
 def read_model(run, device=None):
     """The run's autoencoder, loaded with torch.load(weights_only=True)."""
-    from embeddings.ml.inference import load_model
+    from embeddings.ml.inference import load_model  # torch: deferred so web processes never import it
 
     return load_model(io.BytesIO(read_bytes(run, MODEL)), device=device)
 
@@ -96,8 +99,6 @@ def delete_tree(prefix: str) -> list[str]:
         root = default_storage.path(prefix)
     except NotImplementedError:  # remote storage: no directories to remove
         return removed
-    import os
-
     for current, _dirs, _files in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
         try:
             os.rmdir(current)  # only empty ones: a file written meanwhile stays

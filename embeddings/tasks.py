@@ -15,53 +15,73 @@ Delivery semantics, and why:
 - Results are ignored: the UI polls the TrainingRun row, never the result backend,
   and publishing does not need the result backend to be reachable.
 """
+
+import os
 import socket
 
 from celery import shared_task
+from django.db import OperationalError
 
+# The package, not its names: the services enqueue these tasks (`from embeddings import tasks`), so
+# each side of that cycle needs only the other's module object at import time.
+from embeddings import services
 from project.celery import app
 
 
 def _worker_name(task) -> str:
     hostname = getattr(task.request, "hostname", None) or socket.gethostname()
-    import os
-
     return f"{hostname} pid {os.getpid()}"
 
 
-@shared_task(bind=True, name="embeddings.tasks.run_pipeline", acks_late=True, reject_on_worker_lost=False,
-             ignore_result=True)
+@shared_task(
+    bind=True, name="embeddings.tasks.run_pipeline", acks_late=True, reject_on_worker_lost=False, ignore_result=True
+)
 def run_pipeline(self, run_id: int) -> str:
-    from embeddings.services import training_run_execute
-
-    return training_run_execute(run_id=run_id, worker_name=_worker_name(self))
+    return services.training_run_execute(run_id=run_id, worker_name=_worker_name(self))
 
 
-@shared_task(bind=True, name="embeddings.tasks.embed_chunk", acks_late=True, reject_on_worker_lost=False,
-             ignore_result=True)
+@shared_task(
+    bind=True, name="embeddings.tasks.embed_chunk", acks_late=True, reject_on_worker_lost=False, ignore_result=True
+)
 def embed_chunk(self, run_id: int, index: int) -> str:
-    from embeddings.services import embedding_chunk_execute
-
-    return embedding_chunk_execute(run_id=run_id, index=index)
+    return services.embedding_chunk_execute(run_id=run_id, index=index)
 
 
-@shared_task(bind=True, name="embeddings.tasks.place_images", acks_late=True, reject_on_worker_lost=False,
-             ignore_result=True, autoretry_for=(OSError,), retry_backoff=2, max_retries=3)
+@shared_task(
+    bind=True,
+    name="embeddings.tasks.place_images",
+    acks_late=True,
+    reject_on_worker_lost=False,
+    ignore_result=True,
+    autoretry_for=(OSError,),
+    retry_backoff=2,
+    max_retries=3,
+)
 def place_images(self, run_id: int, image_ids=None) -> int:
-    from embeddings.services import images_place_execute
-
-    return images_place_execute(run_id=run_id, image_ids=image_ids)
+    return services.images_place_execute(run_id=run_id, image_ids=image_ids)
 
 
 @shared_task(name="embeddings.tasks.fail_stale_runs", ignore_result=True)
 def fail_stale_runs() -> int:
-    from embeddings.services import runs_fail_stale
-
-    return runs_fail_stale()
+    return services.runs_fail_stale()
 
 
-# When celery beat runs, it reaps dead runs every minute; without beat the same
-# check happens on every run-status read and whenever a run starts.
+@shared_task(
+    name="embeddings.tasks.recompute_suggestions",
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=1,
+    max_retries=3,
+)
+def recompute_suggestions(dataset_id: int, requested_at: str | None = None) -> str:
+    """Debounced suggestion recompute; idempotent (a later request that is already
+    covered by a finished recompute is skipped).  Returns "computed", "skipped" or "missing"."""
+    return services.suggestions_recompute_if_stale(dataset_id=dataset_id, requested_at=requested_at)
+
+
+# When celery beat runs, it reaps dead runs every minute; without beat the views
+# that show runs (run status, run lists, the map and runs pages) and the run-start
+# service call runs_fail_stale themselves first: selectors only read.
 app.conf.beat_schedule = {
     **(app.conf.beat_schedule or {}),
     "embeddings-fail-stale-runs": {"task": "embeddings.tasks.fail_stale_runs", "schedule": 60.0},

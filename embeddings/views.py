@@ -4,40 +4,35 @@ The heavy data (the columnar map, clusters, run status) comes from the REST API
 in the browser; these views render the frame and the small facts the page needs
 first (classes, the current run, the past runs table).
 """
+
+import base64
+
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 
-from labeling.page_params import PageParameterError, bool_param, choice_param, class_param, int_param
-from labeling.views import dataset_classes, dataset_page, page_context
+from core.page_params import PageParameterError, bool_param, choice_param, class_param, int_param
+from core.pages import dataset_classes, dataset_page, page_context
 
+from .api.serializers import run_data
 from .models import ACTIVE_RUN_STATUSES, RunStatus, TrainingRun
+from .selectors import active_run, current_run
+from .selectors import dataset_runs as runs_of
+from .services import runs_fail_stale
+from .services.params import run_param_form_fields
+from .services.preview import run_reconstruction_preview
 
 PAST_RUNS_SHOWN = 25
 RECONSTRUCTIONS_MAX = 32
 
 
-def _run_summary(run: TrainingRun | None) -> dict | None:
-    if run is None:
-        return None
-    return {
-        "id": run.id,
-        "status": run.status,
-        "finished": run.finished_at.isoformat() if run.finished_at else None,
-        "image_count": run.image_count,
-        "cluster_count": run.cluster_count,
-        "placed_count": run.placed_count,
-    }
-
-
-def _current_run(dataset) -> TrainingRun | None:
-    from .selectors import current_run
-
-    return current_run(dataset)
+def _run_data(run: TrainingRun | None) -> dict | None:
+    """The run in the API's shape (GET /api/runs/<id>/), for the page's data."""
+    return None if run is None else run_data(run, with_detail=False)
 
 
 @dataset_page("view")
 def dataset_map(request, dataset):
-    run = _current_run(dataset)
+    run = current_run(dataset)
     classes = dataset_classes(dataset)
     initial = {
         "cluster": int_param(request.GET, "cluster"),
@@ -45,41 +40,46 @@ def dataset_map(request, dataset):
         "unlabeled": bool_param(request.GET, "unlabeled"),
         "color": choice_param(request.GET, "color", ("class", "cluster", "confidence")),
     }
-    from .selectors import active_run
-
+    runs_fail_stale(dataset_id=dataset.pk)  # a dead worker's run shows as failed, not active
     active = active_run(dataset)
     active = {"id": active.id, "status": active.status} if active else None
     context = page_context(
-        dataset, "map", classes=classes, run=run, active_run=active,
-        page_data={"run": _run_summary(run), "initial": initial, "active_run": active},
+        dataset,
+        "map",
+        classes=classes,
+        run=run,
+        active_run=active,
+        page_data={"run": _run_data(run), "initial": initial, "active_run": active},
     )
     return render(request, "embeddings/map.html", context)
 
 
 @dataset_page("view")
 def dataset_clusters(request, dataset):
-    run = _current_run(dataset)
+    run = current_run(dataset)
     order = choice_param(request.GET, "order", ("size", "uncertainty"), default="size")
-    context = page_context(dataset, "clusters", run=run, order=order,
-                           page_data={"run": _run_summary(run), "order": order})
+    context = page_context(dataset, "clusters", run=run, order=order, page_data={"run": _run_data(run), "order": order})
     return render(request, "embeddings/clusters.html", context)
 
 
 @dataset_page("view")
 def dataset_runs(request, dataset):
-    from .selectors import dataset_runs as runs_of
-
+    runs_fail_stale(dataset_id=dataset.pk)  # a dead worker's run shows as failed, not running
     runs = list(runs_of(dataset).select_related("created_by")[:PAST_RUNS_SHOWN])
     active = next((r for r in runs if r.status in ACTIVE_RUN_STATUSES), None)
     latest_succeeded = next((r for r in runs if r.status == RunStatus.SUCCEEDED), None)
     for run in runs:
         run.timings = sorted((run.stage_timings or {}).items(), key=lambda kv: _STAGE_ORDER.get(kv[0], 99))
-        run.duration = (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
-    from .services.params import run_param_form_fields
-
+        run.duration = (
+            (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
+        )
     fields = run_param_form_fields()
     context = page_context(
-        dataset, "runs", runs=runs, active_run=active, latest_succeeded=latest_succeeded,
+        dataset,
+        "runs",
+        runs=runs,
+        active_run=active,
+        latest_succeeded=latest_succeeded,
         basic_fields=[f for f in fields if f["basic"]],
         advanced_fields=[f for f in fields if not f["basic"]],
         page_data={
@@ -97,7 +97,7 @@ _STAGE_ORDER = {"preparing": 0, "training": 1, "embedding": 2, "layout": 3, "clu
 @dataset_page("view")
 def run_reconstructions(request, dataset, run_id):
     """Originals beside their reconstructions for a succeeded run, as data URLs."""
-    run = TrainingRun.objects.filter(dataset=dataset, pk=run_id).first()
+    run = runs_of(dataset).filter(pk=run_id).first()
     if run is None:
         raise Http404("No such run.")
     if run.status != RunStatus.SUCCEEDED:
@@ -106,15 +106,12 @@ def run_reconstructions(request, dataset, run_id):
         n = int_param(request.GET, "n", default=16, min_value=1, max_value=RECONSTRUCTIONS_MAX)
     except PageParameterError as exc:
         return JsonResponse({"detail": str(exc), "code": "invalid"}, status=400)
-    from .selectors import run_reconstruction_preview
-
-    items = run_reconstruction_preview(run, n)
+    items = run_reconstruction_preview(run=run, n=n)
     return JsonResponse({"run": run.id, "items": [_preview_item(item) for item in items]})
 
 
 def _preview_item(item) -> dict:
-    """Normalise one preview entry to {image_id, original, reconstruction} data URLs."""
-    import base64
+    """Normalize one preview entry to {image_id, original, reconstruction} data URLs."""
 
     def as_url(value):
         if isinstance(value, (bytes, bytearray, memoryview)):

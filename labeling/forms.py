@@ -1,4 +1,5 @@
 """Forms for the page posts; the services do the real validation and the writes."""
+
 from django import forms
 
 from .models import Dataset, LabelClass, Role
@@ -21,11 +22,15 @@ class MemberRoleForm(forms.Form):
 class LabelClassForm(forms.Form):
     name = forms.CharField(max_length=LabelClass._meta.get_field("name").max_length)
     color = forms.RegexField(
-        regex=r"^#[0-9a-fA-F]{6}$", required=False, widget=forms.TextInput(attrs={"type": "color"}),
-        error_messages={"invalid": "Pick a colour like #1f77b4."},
+        regex=r"^#[0-9a-fA-F]{6}$",
+        required=False,
+        widget=forms.TextInput(attrs={"type": "color"}),
+        error_messages={"invalid": "Pick a color like #1f77b4."},
     )
     shortcut = forms.CharField(
-        required=False, max_length=1, strip=False,
+        required=False,
+        max_length=1,
+        strip=False,
         help_text="One key that applies this class on the map, grid and image pages.",
     )
 

@@ -1,4 +1,5 @@
 """Media URLs, included at the site root: /images/<id>/file/ and /images/<id>/thumbnail/."""
+
 from django.urls import path
 
 from labeling import media_views

@@ -6,6 +6,7 @@ The content type comes from the format verified at upload, never from the
 file name, and `nosniff` stops browsers from second-guessing it, so an
 upload can never be rendered as HTML.
 """
+
 from django.contrib.auth.views import redirect_to_login
 from django.core.files.storage import FileSystemStorage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotModified, HttpResponseRedirect
@@ -14,9 +15,9 @@ from django.views.decorators.http import require_safe
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.authentication import get_authorization_header
 
-from labeling.api.authentication import ExpiringTokenAuthentication
+from core.api.authentication import ExpiringTokenAuthentication
+from core.permissions import membership_role, role_allows
 from labeling.models import Image
-from labeling.permissions import membership_role
 from labeling.uploads import CONTENT_TYPES, clean_text
 
 THUMBNAIL_TYPES = {".webp": "image/webp", ".png": "image/png"}
@@ -24,6 +25,10 @@ CACHE_SECONDS = 3600
 # Even if a browser were talked into rendering a response as a document, it
 # could run nothing and load nothing.
 MEDIA_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+
+
+# The action the image files need in the roles x actions table.
+MEDIA_ACTION = "view"
 
 
 def _request_user(request):
@@ -54,9 +59,13 @@ def _serve(request, image_id: int, which: str):
         if by_token:
             raise Http404("No such image.")
         return redirect_to_login(request.get_full_path())
-    image = Image.objects.filter(pk=image_id).only("id", "dataset_id", "file", "thumbnail", "format", "sha256",
-                                                   "original_name").first()
-    if image is None or membership_role(user, image.dataset_id) is None:
+    image = (
+        Image.objects.filter(pk=image_id)
+        .only("id", "dataset_id", "file", "thumbnail", "format", "sha256", "original_name")
+        .first()
+    )
+    # Not a member, or a role the table does not let see images: the image does not exist for them.
+    if image is None or not role_allows(membership_role(user, image.dataset_id), MEDIA_ACTION):
         raise Http404("No such image.")
 
     field = image.file if which == "file" else image.thumbnail
@@ -66,7 +75,7 @@ def _serve(request, image_id: int, which: str):
         content_type = CONTENT_TYPES.get(image.format)
         filename = _safe_filename(image.original_name, f"image-{image.pk}")
     else:
-        ext = field.name[field.name.rfind("."):].lower()
+        ext = field.name[field.name.rfind(".") :].lower()
         content_type = THUMBNAIL_TYPES.get(ext)
         filename = f"thumbnail-{image.pk}{ext}"
     if content_type is None:  # never guess: an unknown type is not served
@@ -95,7 +104,7 @@ def _serve(request, image_id: int, which: str):
         try:
             handle = storage.open(field.name, "rb")
         except FileNotFoundError:
-            raise Http404("No such file.")
+            raise Http404("No such file.") from None
         response = FileResponse(handle, content_type=content_type, as_attachment=False, filename=filename)
     response["ETag"] = etag
     response["X-Content-Type-Options"] = "nosniff"
@@ -114,3 +123,8 @@ def image_file(request, image_id: int):
 @require_safe
 def image_thumbnail(request, image_id: int):
     return _serve(request, image_id, "thumbnail")
+
+
+# Declared like the pages' (core.pages.dataset_page), so tests/core/test_routes.py checks these routes too;
+# _serve enforces it itself because it also answers token clients, which the page decorator does not.
+image_file.dataset_action = image_thumbnail.dataset_action = MEDIA_ACTION

@@ -2,6 +2,7 @@
 
 Business rules live in labeling.services; these are plain tables.
 """
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -130,7 +131,9 @@ class LabelAction(models.Model):
     label_class = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     image_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
-    undo_of = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="undone_by_action")
+    undo_of = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="undone_by_action"
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -144,13 +147,17 @@ class Annotation(models.Model):
     # No index of its own: the (dataset, label_class) index below serves dataset lookups,
     # and every index costs each bulk label change an extra entry (bench/api_speed.py).
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="annotations", db_index=False)
-    label_class = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations")
+    label_class = models.ForeignKey(
+        LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
+    )
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     source = models.CharField(max_length=16, choices=AnnotationSource.choices, default=AnnotationSource.MANUAL)
     updated_at = models.DateTimeField(auto_now=True)
     # Optimistic concurrency: a writer sends the version it saw; a mismatch is a 409.
     version = models.PositiveIntegerField(default=0)
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -185,7 +192,9 @@ class ReviewResolution(models.Model):
 
     class Outcome(models.TextChoices):
         ACCEPTED = "accepted", "Suggestion accepted"
-        RELABELLED = "relabelled", "Relabelled"
+        # British spelling kept on purpose: "relabelled" is the stored value and the REST API's outcome value,
+        # and the label is captured in migration 0001; renaming either would need a data migration.
+        RELABELED = "relabelled", "Relabelled"
         REVIEWED = "reviewed", "Marked reviewed"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="review_resolutions")

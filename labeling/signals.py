@@ -1,4 +1,5 @@
 """Receivers for events that happen outside simlabel's own services."""
+
 from django.contrib.auth import get_user_model
 from django.db.models.signals import post_save
 
@@ -16,5 +17,8 @@ def revoke_tokens_on_password_change(sender, instance, **kwargs):
 
 
 def connect() -> None:
-    post_save.connect(revoke_tokens_on_password_change, sender=get_user_model(),
-                      dispatch_uid="simlabel-revoke-tokens-on-password-change")
+    post_save.connect(
+        revoke_tokens_on_password_change,
+        sender=get_user_model(),
+        dispatch_uid="simlabel-revoke-tokens-on-password-change",
+    )

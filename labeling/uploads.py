@@ -9,6 +9,7 @@ count is checked from the header before anything is decoded, Pillow's own
 decompression-bomb warning is an error, and the image is then fully decoded so
 a truncated file is caught here instead of at training time.
 """
+
 from __future__ import annotations
 
 import io
@@ -180,7 +181,9 @@ def inspect_image(data: bytes, *, max_pixels: int, thumbnail_size: int) -> Image
                 thumbnail, thumbnail_format = make_thumbnail(img, thumbnail_size)
             except Exception as exc:
                 raise ImageRejected(f"could not be converted ({_short(exc)})") from None
-    return ImageFacts(format=fmt, width=width, height=height, mode=mode[:8], thumbnail=thumbnail, thumbnail_format=thumbnail_format)
+    return ImageFacts(
+        format=fmt, width=width, height=height, mode=mode[:8], thumbnail=thumbnail, thumbnail_format=thumbnail_format
+    )
 
 
 def _short(exc: Exception) -> str:

@@ -1,4 +1,5 @@
 """Sign-in views, each behind the one sign-in throttle (project.throttling)."""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 

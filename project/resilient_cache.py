@@ -8,6 +8,7 @@ the number of web processes more), and go back to Redis once it answers again.
 After a failure Redis is not asked again for RETRY_AFTER_S, so an outage
 costs each request nothing rather than a connection timeout.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,9 @@ class ResilientCache:
                     already_down = self._down_until > 0
                     self._down_until = time.monotonic() + RETRY_AFTER_S
                 if not already_down:
-                    log.warning("shared cache unreachable: counting in this process's memory until it is back",
-                                exc_info=True)
+                    log.warning(
+                        "shared cache unreachable: counting in this process's memory until it is back", exc_info=True
+                    )
             else:
                 if self._down_until:
                     with self._lock:

@@ -6,7 +6,9 @@ with no servers. DATABASE_URL selects PostgreSQL, CELERY_BROKER_URL selects
 Redis, AWS_STORAGE_BUCKET_NAME selects S3-compatible media storage.
 SIMLABEL_PRODUCTION=1 turns on the hardened deploy settings.
 """
+
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -31,6 +33,7 @@ def env_int(name: str, default: int) -> int:
 PRODUCTION = env_bool("SIMLABEL_PRODUCTION")
 DEBUG = env_bool("DJANGO_DEBUG", default=not PRODUCTION)
 
+
 def _development_secret_key(var_dir: Path) -> str:
     """A random key per checkout, kept in var/secret_key (created on first use).
 
@@ -44,8 +47,6 @@ def _development_secret_key(var_dir: Path) -> str:
         key = ""
     if len(key) >= 50:
         return key
-    import secrets
-
     var_dir.mkdir(parents=True, exist_ok=True)
     tmp = var_dir / f".secret_key.{os.getpid()}"
     tmp.write_text(secrets.token_urlsafe(64))
@@ -74,8 +75,9 @@ elif not SECRET_KEY:
 # Development answers only on this machine's own names (and the test client's);
 # production answers only on the names it is given.
 _DEV_HOSTS = "localhost,127.0.0.1,[::1],testserver"
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "" if PRODUCTION else _DEV_HOSTS).split(",")
-                 if h.strip()]
+ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("ALLOWED_HOSTS", "" if PRODUCTION else _DEV_HOSTS).split(",") if h.strip()
+]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
@@ -99,7 +101,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.gzip.GZipMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "labeling.api.middleware.ApiRequestBodyLimitMiddleware",  # before CSRF, which may read the body
+    "core.api.middleware.ApiRequestBodyLimitMiddleware",  # before CSRF, which may read the body
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -238,17 +240,17 @@ FILE_UPLOAD_TEMP_DIR = None
 # --- REST framework ----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "labeling.api.authentication.ExpiringTokenAuthentication",
+        "core.api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "NUM_PROXIES": SIMLABEL_NUM_PROXIES,  # DRF reads client addresses as the sign-in throttle does
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "labeling.api.pagination.StandardPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.StandardPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "labeling.api.errors.json_exception_handler",
+    "EXCEPTION_HANDLER": "core.api.errors.json_exception_handler",
     "DEFAULT_PARSER_CLASSES": [
-        "labeling.api.parsers.BoundedJSONParser",  # bounded size and nesting: no RecursionError 500
+        "core.api.parsers.BoundedJSONParser",  # bounded size and nesting: no RecursionError 500
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -264,7 +266,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",  # the default, kept
-        "labeling.api.contract.document_rules",  # query parameters, body limits, error shape
+        "core.api.contract.document_rules",  # query parameters, body limits, error shape
     ],
 }
 
@@ -293,7 +295,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
     }
-    CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}")
+    CELERY_RESULT_BACKEND = os.environ.get(
+        "CELERY_RESULT_BACKEND", f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
+    )
 else:
     # Redis redelivers an unacked task after the visibility timeout; runs can be
     # long, so it is far above any run, and run claiming is idempotent anyway.

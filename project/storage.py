@@ -1,4 +1,5 @@
 """Storage helpers both apps use, and the production static files storage."""
+
 from collections.abc import Iterator
 
 from whitenoise.storage import CompressedManifestStaticFilesStorage

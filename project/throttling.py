@@ -20,6 +20,7 @@ NUM_PROXIES: a client cannot choose it by sending the header.  IPv6 addresses co
 /64, the block one subscriber usually gets.  Usernames are keyed as NFKC + casefold, so
 look-alike spellings (`ｖｉｃｔｉｍ`, `VICTIM`) share the count of `victim`.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -2,10 +2,9 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from labeling.api.errors import api_not_found
+from core.api.errors import api_not_found
 
-from . import views
-from . import auth_views
+from . import auth_views, views
 
 urlpatterns = [
     path("admin/login/", auth_views.admin_login),  # the sign-in throttle in front of the admin's form
@@ -23,4 +22,4 @@ urlpatterns = [
     path("", include("embeddings.urls")),
 ]
 
-handler404 = "labeling.api.errors.not_found"  # JSON under /api/, Django's page elsewhere
+handler404 = "core.api.errors.not_found"  # JSON under /api/, Django's page elsewhere

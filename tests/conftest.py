@@ -3,9 +3,8 @@
 The suite runs on SQLite by default and on PostgreSQL + Redis when
 DATABASE_URL / CELERY_BROKER_URL are set (as .ci/run does for its second pass).
 """
-import io
+
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,57 +48,89 @@ def _session_media_root(tmp_path_factory) -> Path:
     return _MEDIA["root"]
 
 
-# --- factories ------------------------------------------------------------------------------
+# --- data: thin fixtures over tests/factories.py ------------------------------------------------
+# Factories import the models, so they are imported inside the fixtures: the pure-ML tests
+# also run without pytest-django (-p no:django), where no model can be imported.
 
 
 @pytest.fixture
 def make_user(db):
-    from django.contrib.auth import get_user_model
+    """make_user(username=None, password=..., **fields): user1, user2, ... unless named."""
+    from tests.factories import PASSWORD, UserFactory
 
-    counter = {"n": 0}
+    UserFactory.reset_sequence(1)
 
-    def make(username=None, password="pw-Secret-123", **extra):
-        counter["n"] += 1
-        username = username or f"user{counter['n']}"
-        return get_user_model().objects.create_user(username=username, password=password, **extra)
+    def make(username=None, password=PASSWORD, **extra):
+        if username is not None:
+            extra["username"] = username
+        return UserFactory(password=password, **extra)
 
     return make
 
 
 @pytest.fixture
 def make_dataset(db):
-    from labeling.models import Dataset, Membership
+    """make_dataset(name, admin=None, members={user: role}, **fields); the admin also creates it."""
+    from tests.factories import DatasetFactory
 
     def make(name="Digits", admin=None, members=None, **extra):
-        dataset = Dataset.objects.create(name=name, created_by=admin, **extra)
-        if admin is not None:
-            Membership.objects.create(dataset=dataset, user=admin, role="admin")
-        for user, role in (members or {}).items():
-            Membership.objects.create(dataset=dataset, user=user, role=role)
-        return dataset
+        return DatasetFactory(name=name, created_by=admin, members=members, **extra)
 
     return make
 
 
-def png_bytes(size=(28, 28), color=None, seed=0, mode="L", fmt="PNG") -> bytes:
-    """A real image file whose pixels depend on seed (so files hash differently)."""
-    import numpy as np
-    from PIL import Image as PILImage
+@pytest.fixture
+def make_png():
+    from tests.factories import png_bytes
 
-    rng = np.random.default_rng(seed)
-    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
-    arr = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
-    if color is not None:
-        arr[:] = color
-    img = PILImage.fromarray(arr[:, :, 0] if channels == 1 else arr, mode=mode)
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
+    return png_bytes
 
 
 @pytest.fixture
-def make_png():
-    return png_bytes
+def add_image(db):
+    """add_image(dataset, data=None, name=None, user=None, size=(8, 6)): an image stored as
+    ingest leaves it; without data, a PNG of `size` whose pixels differ per image."""
+    from tests.factories import ImageFactory, png_bytes
+
+    counter = {"n": 0}
+
+    def add(dataset, data=None, name=None, user=None, size=(8, 6)):
+        counter["n"] += 1
+        if data is None:
+            data = png_bytes(size=size, seed=dataset.pk * 100_000 + counter["n"])
+        return ImageFactory(
+            dataset=dataset, data=data, original_name=name or f"img{counter['n']}.png", uploaded_by=user
+        )
+
+    return add
+
+
+@pytest.fixture
+def client_for(db):
+    """client_for(user): a DRF APIClient authenticated with the user's token (anonymous for None)."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    def make(user=None):
+        client = APIClient()
+        if user is not None:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def map_of(db):
+    """The map builder, tests.factories.build_map: map_of(dataset, blob_sizes=..., ...) or
+    map_of(dataset, {image: (x, y, cluster)}, suggestions={image: (class, confidence)})."""
+    from tests.factories import build_map
+
+    def build(dataset, positions=None, **options):
+        return build_map(dataset, positions=positions, **options)
+
+    return build
 
 
 # --- a real Celery worker ---------------------------------------------------------------------
@@ -136,12 +167,24 @@ class WorkerProcess:
 
     def start(self, wait_ready=True):
         cmd = [
-            sys.executable, "-m", "celery", "-A", "project", "worker",
-            "-Q", self.queues, "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-            "--without-heartbeat", *self.extra_args,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "project",
+            "worker",
+            "-Q",
+            self.queues,
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            *self.extra_args,
         ]
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if wait_ready:
             self.wait_for("ready", timeout=60)
         return self

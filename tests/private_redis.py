@@ -1,5 +1,6 @@
 """A private redis-server on a free port, for tests that stop and restart Redis
 (an outage) without touching the shared one on 6379."""
+
 import shutil
 import socket
 import subprocess
@@ -20,8 +21,11 @@ def start_redis(port: int):
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -38,8 +42,15 @@ def run_through_an_outage(script: str, env: dict, cwd, port: int, redis) -> tupl
     stdin and prints "RESULT <phase> ..." for the phases up, down and back) while the
     private Redis on `port` (the process `redis`) is up, stopped, then started again
     on the same address. Returns the three RESULT lines split into words, and all output."""
-    app = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, cwd=str(cwd))
+    app = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(cwd),
+    )
     lines = []
 
     def next_line(prefix):

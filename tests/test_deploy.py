@@ -1,4 +1,5 @@
 """Production settings, secrets and docker-compose consistency."""
+
 import os
 import re
 import subprocess
@@ -14,17 +15,30 @@ STRONG_KEY = "k3Y-" + "x7Q9pL2mZ8vR4tW6yB1nC5dF0gH3jK" * 2
 def _manage(*args, env_extra=None):
     # A clean deployment environment: nothing the test session itself set (the
     # browser tests set DJANGO_ALLOW_ASYNC_UNSAFE for Playwright).
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DATABASE_URL", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"))
+    }
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_check_deploy_prints_nothing_with_production_settings(tmp_path):
-    result = _manage("check", "--deploy", "--fail-level", "DEBUG",
-                     env_extra={"SIMLABEL_PRODUCTION": "1", "SECRET_KEY": STRONG_KEY,
-                                "ALLOWED_HOSTS": "labels.example.org", "SIMLABEL_VAR_DIR": str(tmp_path)})
+    result = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "DEBUG",
+        env_extra={
+            "SIMLABEL_PRODUCTION": "1",
+            "SECRET_KEY": STRONG_KEY,
+            "ALLOWED_HOSTS": "labels.example.org",
+            "SIMLABEL_VAR_DIR": str(tmp_path),
+        },
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNINGS" not in result.stderr and "WARNINGS" not in result.stdout
     assert "System check identified no issues" in result.stdout
@@ -38,15 +52,20 @@ def test_check_deploy_warns_in_development_mode(tmp_path):
 
 def test_production_refuses_to_start_without_a_real_secret_key(tmp_path):
     for key in ("", "short", "django-insecure-" + "a" * 60, "a" * 60):
-        result = _manage("check", env_extra={"SIMLABEL_PRODUCTION": "1", "SECRET_KEY": key,
-                                             "SIMLABEL_VAR_DIR": str(tmp_path)})
+        result = _manage(
+            "check", env_extra={"SIMLABEL_PRODUCTION": "1", "SECRET_KEY": key, "SIMLABEL_VAR_DIR": str(tmp_path)}
+        )
         assert result.returncode != 0, key
         assert "SECRET_KEY" in result.stderr
 
 
 def test_no_secret_is_hard_coded_in_the_tracked_code():
-    files = subprocess.run(["git", "ls-files", "*.py", "*.yml", "*.yaml", "*.sh", "*.cfg", "*.ini", "*.toml"],
-                           cwd=REPO, capture_output=True, text=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "*.py", "*.yml", "*.yaml", "*.sh", "*.cfg", "*.ini", "*.toml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     pattern = re.compile(r"""(SECRET_KEY|PASSWORD|AWS_SECRET_ACCESS_KEY)\s*[:=]\s*["'][^"'$]{12,}["']""")
     offenders = []
     for name in files:
@@ -123,9 +142,21 @@ ADMIN_PASSWORD = "Prod-pages-pw-" + "9z" * 8
 def _clean_env(**extra):
     """The environment of a fresh deployment process: none of the test session's
     database, broker, cache or production switches, only what `extra` sets."""
-    drop = ("DATABASE_URL", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-            "CACHE_URL", "SIMLABEL_PRODUCTION", "STATIC_ROOT", "MEDIA_ROOT", "ALLOWED_HOSTS", "DJANGO_DEBUG",
-            "SIMLABEL_NUM_PROXIES", "DJANGO_SETTINGS_MODULE")
+    drop = (
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "DJANGO_ALLOW_ASYNC_UNSAFE",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "CACHE_URL",
+        "SIMLABEL_PRODUCTION",
+        "STATIC_ROOT",
+        "MEDIA_ROOT",
+        "ALLOWED_HOSTS",
+        "DJANGO_DEBUG",
+        "SIMLABEL_NUM_PROXIES",
+        "DJANGO_SETTINGS_MODULE",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -134,7 +165,7 @@ def _clean_env(**extra):
 def _dockerfile_run_lines():
     """The Dockerfile's RUN commands, continuation lines joined."""
     text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
-    return [line.strip()[len("RUN "):].strip() for line in text.splitlines() if line.strip().startswith("RUN ")]
+    return [line.strip()[len("RUN ") :].strip() for line in text.splitlines() if line.strip().startswith("RUN ")]
 
 
 def _dockerfile_env():
@@ -167,8 +198,14 @@ def production_static(tmp_path_factory):
     root = tmp_path_factory.mktemp("production-static")
     (command,) = [run for run in _dockerfile_run_lines() if "collectstatic" in run]
     var_dir = tmp_path_factory.mktemp("collectstatic-var")
-    result = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env=_clean_env(STATIC_ROOT=root, PYTHON=sys.executable, SIMLABEL_VAR_DIR=var_dir))
+    result = subprocess.run(
+        ["bash", "-c", command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_clean_env(STATIC_ROOT=root, PYTHON=sys.executable, SIMLABEL_VAR_DIR=var_dir),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (root / "staticfiles.json").exists()
     return root
@@ -181,9 +218,16 @@ def _free_port() -> int:
 
 
 def _production_env(var_dir, static_root, **extra):
-    return _clean_env(SIMLABEL_PRODUCTION="1", SECRET_KEY=STRONG_KEY, ALLOWED_HOSTS="127.0.0.1,localhost",
-                      SECURE_SSL_REDIRECT="0", SIMLABEL_VAR_DIR=var_dir, STATIC_ROOT=static_root,
-                      MEDIA_ROOT=Path(var_dir) / "media", **extra)
+    return _clean_env(
+        SIMLABEL_PRODUCTION="1",
+        SECRET_KEY=STRONG_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECURE_SSL_REDIRECT="0",
+        SIMLABEL_VAR_DIR=var_dir,
+        STATIC_ROOT=static_root,
+        MEDIA_ROOT=Path(var_dir) / "media",
+        **extra,
+    )
 
 
 def _wait_for(port, path="/healthz/", timeout=60, proc=None):
@@ -213,9 +257,26 @@ def _http(port, method, path, *, headers=None, body=None, timeout=10):
 
 def _gunicorn(port, env, workers=1):
     return subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "project.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--timeout", "60", "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "project.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--timeout",
+            "60",
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -235,15 +296,11 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
-sys.path.insert(0, "tests/labeling")
-from map_factory import build_map, store_image_files
 from django.contrib.auth import get_user_model
-from labeling.models import Dataset, Membership
+from tests.factories import DatasetFactory, build_map
 user = get_user_model().objects.create_superuser("boss", "boss@example.org", sys.argv[1])
-dataset = Dataset.objects.create(name="Digits", created_by=user)
-Membership.objects.create(dataset=dataset, user=user, role="admin")
-run, classes, blobs = build_map(dataset)
-store_image_files(dataset)
+dataset = DatasetFactory(name="Digits", created_by=user)
+run, classes, blobs = build_map(dataset, stored=True)
 print(json.dumps({"dataset": dataset.pk, "image": blobs[0][0]}))
 """
 
@@ -272,8 +329,14 @@ class _Browser:
 def test_every_page_renders_under_production_settings_with_the_images_static_files(production_static, tmp_path):
     var_dir = tmp_path / "var"
     env = _production_env(var_dir, production_static, DJANGO_SETTINGS_MODULE="project.settings")
-    seeded = subprocess.run([sys.executable, "-c", SEED_SCRIPT, ADMIN_PASSWORD], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    seeded = subprocess.run(
+        [sys.executable, "-c", SEED_SCRIPT, ADMIN_PASSWORD],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert seeded.returncode == 0, seeded.stderr
     ids = json.loads(seeded.stdout.strip().splitlines()[-1])
     port = _free_port()
@@ -286,21 +349,29 @@ def test_every_page_renders_under_production_settings_with_the_images_static_fil
         login_html = anonymous["login"][2].decode()
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_html).group(1)
         status, headers, _ = browser.request(
-            "POST", "/accounts/login/",
+            "POST",
+            "/accounts/login/",
             body=urlencode({"username": "boss", "password": ADMIN_PASSWORD, "csrfmiddlewaretoken": token}),
-            headers={"Content-Type": "application/x-www-form-urlencoded"})
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert status == 302 and headers["Location"].endswith("/datasets/"), status
         d, i = ids["dataset"], ids["image"]
         member_pages = {
-            "dataset list": "/datasets/", "dataset detail": f"/datasets/{d}/", "upload": f"/datasets/{d}/upload/",
-            "runs": f"/datasets/{d}/runs/", "map": f"/datasets/{d}/map/", "clusters": f"/datasets/{d}/clusters/",
-            "label grid": f"/datasets/{d}/label/", "review": f"/datasets/{d}/review/", "image": f"/images/{i}/",
+            "dataset list": "/datasets/",
+            "dataset detail": f"/datasets/{d}/",
+            "upload": f"/datasets/{d}/upload/",
+            "runs": f"/datasets/{d}/runs/",
+            "map": f"/datasets/{d}/map/",
+            "clusters": f"/datasets/{d}/clusters/",
+            "label grid": f"/datasets/{d}/label/",
+            "review": f"/datasets/{d}/review/",
+            "image": f"/images/{i}/",
             "API docs": "/api/docs/",
         }
         responses = dict(anonymous)
         responses.update({name: browser.request("GET", path) for name, path in member_pages.items()})
         static_urls = set()
-        for name, (status, headers, content) in responses.items():
+        for name, (status, _headers, content) in responses.items():
             assert status == 200, f"{name}: {status}\n{content[:2000]!r}"
             refs = STATIC_REF.findall(content.decode())
             assert refs, f"{name} links no static file"
@@ -326,9 +397,14 @@ def test_health_check_fails_when_the_static_build_is_missing(tmp_path):
     # What the image did before: static files built without production settings
     # (no manifest). Every page answered 500 while /healthz/ said ok.
     static_root = tmp_path / "static"
-    built = subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=REPO,
-                           env=_clean_env(STATIC_ROOT=static_root, SIMLABEL_VAR_DIR=tmp_path / "build-var"),
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"],
+        cwd=REPO,
+        env=_clean_env(STATIC_ROOT=static_root, SIMLABEL_VAR_DIR=tmp_path / "build-var"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
     assert not (static_root / "staticfiles.json").exists()
     port = _free_port()
@@ -350,8 +426,10 @@ def test_health_check_fails_when_the_static_build_is_missing(tmp_path):
 
 # --- development defaults ----------------------------------------------------------------------
 
-PRINT_SETTINGS = ("import json; from django.conf import settings as s; "
-                  "print(json.dumps({'hosts': s.ALLOWED_HOSTS, 'key': s.SECRET_KEY, 'debug': s.DEBUG}))")
+PRINT_SETTINGS = (
+    "import json; from django.conf import settings as s; "
+    "print(json.dumps({'hosts': s.ALLOWED_HOSTS, 'key': s.SECRET_KEY, 'debug': s.DEBUG}))"
+)
 
 
 def _dev_settings(var_dir):
@@ -378,9 +456,14 @@ def test_development_defaults_answer_only_this_machine_and_use_a_key_of_their_ow
 
 def test_development_server_refuses_requests_for_other_host_names(tmp_path):
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-                              cwd=REPO, env=_clean_env(SIMLABEL_VAR_DIR=tmp_path), start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=REPO,
+        env=_clean_env(SIMLABEL_VAR_DIR=tmp_path),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(port, proc=server)
         assert _http(port, "GET", "/healthz/", headers={"Host": "localhost"})[0] == 200
@@ -398,7 +481,7 @@ def _proc_stat(pid):
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the name may contain spaces
+    fields = text[text.rindex(")") + 2 :].split()  # the name may contain spaces
     return int(fields[1]), fields[0], fields[19]
 
 
@@ -440,8 +523,9 @@ def test_run_sh_leaves_no_process_behind_on_sigterm_to_its_process_group(tmp_pat
     env = _clean_env(SIMLABEL_VAR_DIR=var_dir, PORT=port, SEED_DEMO_ARGS="--limit 20 --no-progress")
     log = open(tmp_path / "run.log", "w")
     started = {}
-    proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "scripts/run.sh"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         _wait_for(port, timeout=300, proc=proc)
         worker_log = var_dir / "log" / "worker.log"
@@ -498,14 +582,19 @@ def _nginx_binary():
 
 
 def _nginx_config(tmp_path, upstream_port, port, max_body):
-    server = _render_template(NGINX_TEMPLATE.read_text(), {
-        "SIMLABEL_UPSTREAM": f"127.0.0.1:{upstream_port}", "NGINX_PORT": f"127.0.0.1:{port}",
-        "SIMLABEL_MAX_UPLOAD_BYTES": max_body,
-    })
+    server = _render_template(
+        NGINX_TEMPLATE.read_text(),
+        {
+            "SIMLABEL_UPSTREAM": f"127.0.0.1:{upstream_port}",
+            "NGINX_PORT": f"127.0.0.1:{port}",
+            "SIMLABEL_MAX_UPLOAD_BYTES": max_body,
+        },
+    )
     (tmp_path / "server.conf").write_text(server)
     # The http {} around it, as the image's /etc/nginx/nginx.conf has, with every path in tmp_path.
-    temp_paths = "\n".join(f"    {kind}_temp_path {tmp_path / kind};" for kind in
-                           ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {tmp_path / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     main = f"""
 {"user root;" if os.geteuid() == 0 else ""}
 worker_processes 1;
@@ -526,8 +615,10 @@ def _slow_client(port, body=False):
     """A client that starts a request and never finishes it."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     if body:
-        sock.sendall(b"POST /api/datasets/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100000\r\n\r\n{\"na")
+        sock.sendall(
+            b"POST /api/datasets/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100000\r\n\r\n{"na'
+        )
     else:
         sock.sendall(b"GET /healthz/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
     return sock
@@ -541,11 +632,16 @@ def test_nginx_keeps_the_site_answering_while_slow_clients_hold_connections(prod
     # gunicorn as docker-compose.yml runs it: 3 synchronous workers.
     app = _gunicorn(app_port, env, workers=3)
     config = _nginx_config(tmp_path, app_port, port, max_body=1024 * 1024)
-    checked = subprocess.run([nginx, "-t", "-c", str(config), "-e", str(tmp_path / "error.log")],
-                             capture_output=True, text=True, timeout=30)
+    checked = subprocess.run(
+        [nginx, "-t", "-c", str(config), "-e", str(tmp_path / "error.log")], capture_output=True, text=True, timeout=30
+    )
     assert checked.returncode == 0, checked.stderr
-    proxy = subprocess.Popen([nginx, "-c", str(config), "-e", str(tmp_path / "error.log"), "-g", "daemon off;"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proxy = subprocess.Popen(
+        [nginx, "-c", str(config), "-e", str(tmp_path / "error.log"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     slow = []
     try:
         _wait_for(app_port, proc=app)
@@ -567,8 +663,9 @@ def test_nginx_keeps_the_site_answering_while_slow_clients_hold_connections(prod
             assert status == 200 and json.loads(content)["ok"] is True
             assert time.monotonic() - start < 2
         # Bodies over the upload limit are refused by nginx before anything is buffered.
-        status, _, _ = _http(port, "POST", "/api/datasets/", body=b"x" * (1024 * 1024 + 1),
-                             headers={"Content-Type": "application/json"})
+        status, _, _ = _http(
+            port, "POST", "/api/datasets/", body=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"}
+        )
         assert status == 413
     finally:
         for sock in slow:
@@ -593,9 +690,13 @@ def test_compose_publishes_only_nginx_which_forwards_the_client_address():
     for worker in ("worker", "worker-ml"):
         assert "SIMLABEL_NUM_PROXIES" not in services[worker]["environment"]
     template = NGINX_TEMPLATE.read_text()
-    for directive in ("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-                      "proxy_set_header X-Forwarded-Proto $scheme;", "proxy_set_header Host $http_host;",
-                      "proxy_request_buffering on;", "client_max_body_size ${SIMLABEL_MAX_UPLOAD_BYTES};"):
+    for directive in (
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header Host $http_host;",
+        "proxy_request_buffering on;",
+        "client_max_body_size ${SIMLABEL_MAX_UPLOAD_BYTES};",
+    ):
         assert directive in template, directive
 
 
@@ -610,25 +711,27 @@ def test_missing_chromium_fails_the_browser_tests_unless_skipping_is_asked_for(t
     assert failed.returncode != 0
     assert "headless Chromium not found" in failed.stdout + failed.stderr
     assert "SIMLABEL_SKIP_BROWSER=1" in failed.stdout + failed.stderr
-    skipped = subprocess.run(command, cwd=REPO, env={**env, "SIMLABEL_SKIP_BROWSER": "1"},
-                             capture_output=True, text=True, timeout=300)
+    skipped = subprocess.run(
+        command, cwd=REPO, env={**env, "SIMLABEL_SKIP_BROWSER": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert "skipped" in skipped.stdout and "passed" not in skipped.stdout
     # Deselecting the browser tests is not an error either.
-    deselected = subprocess.run(command + ["-m", "not browser"], cwd=REPO, env=env, capture_output=True,
-                                text=True, timeout=300)
+    deselected = subprocess.run(
+        command + ["-m", "not browser"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert deselected.returncode in (0, 5), deselected.stdout + deselected.stderr
 
 
 def test_ci_fails_when_chromium_is_missing_even_if_skipping_is_asked_for(tmp_path):
-    env = _clean_env(SIMLABEL_VAR_DIR=tmp_path, SIMLABEL_CHROMIUM=str(tmp_path / "no-chromium"),
-                     SIMLABEL_SKIP_BROWSER="1")
+    env = _clean_env(
+        SIMLABEL_VAR_DIR=tmp_path, SIMLABEL_CHROMIUM=str(tmp_path / "no-chromium"), SIMLABEL_SKIP_BROWSER="1"
+    )
     for script in (".ci/run", "scripts/test.sh"):
         run_env = dict(env)
         if script == "scripts/test.sh":
             run_env.pop("SIMLABEL_SKIP_BROWSER")
-        result = subprocess.run(["bash", script], cwd=REPO, env=run_env, capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run(["bash", script], cwd=REPO, env=run_env, capture_output=True, text=True, timeout=120)
         assert result.returncode != 0, script
         assert "headless Chromium is missing" in result.stderr, script
         # It stopped before running any test.

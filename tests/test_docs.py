@@ -5,6 +5,7 @@ files; a renamed or never-written test would leave a promise that nothing
 checks. Every `tests/...` path and every `test_...` name they mention must be
 in tests/.
 """
+
 import re
 from pathlib import Path
 
@@ -33,8 +34,10 @@ def references(text):
 
 
 def test_references_are_found_in_both_forms():
-    paths, names = references("held by `tests/test_deploy.py::test_x` and `tests/labeling/api/`, "
-                              "see test_concurrent_undo and tests/e2e/test_map_xss.py.")
+    paths, names = references(
+        "held by `tests/test_deploy.py::test_x` and `tests/labeling/api/`, "
+        "see test_concurrent_undo and tests/e2e/test_map_xss.py."
+    )
     assert paths == {"tests/test_deploy.py::test_x", "tests/labeling/api/", "tests/e2e/test_map_xss.py"}
     assert names == {"test_concurrent_undo"}
 
@@ -51,8 +54,11 @@ def test_every_test_a_document_names_exists(document):
             missing.append(ref)
         elif function:
             base = function.split("[")[0]
-            if not re.search(rf"^\s*(?:async\s+)?def {re.escape(base)}\b|^class {re.escape(base)}\b",
-                             target.read_text(), re.MULTILINE):
+            if not re.search(
+                rf"^\s*(?:async\s+)?def {re.escape(base)}\b|^class {re.escape(base)}\b",
+                target.read_text(),
+                re.MULTILINE,
+            ):
                 missing.append(ref)
     for name in sorted(names):
         if name not in functions and not list((REPO / "tests").rglob(f"{name}.py")):

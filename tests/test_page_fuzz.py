@@ -1,18 +1,42 @@
 """The HTML pages fuzzed as schemathesis fuzzes the API: every page, every query
 parameter a page reads (and some it does not), hostile values. No answer is a
 5xx; a value that cannot mean anything is a 400 page that names the parameter."""
+
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from tests.labeling.map_factory import build_map
+from tests.factories import build_map
 
 # Every query parameter a page or the reconstructions JSON reads, plus ones none reads.
 PARAMETERS = ("show", "page", "order", "class", "cluster", "unlabeled", "color", "n", "next", "format", "page_size")
 HOSTILE = (
-    "²", "١٢", "99999999999999999999999", "9223372036854775808", "2147483648", "-1", "0", "", " ", "%00", "\x00",
-    "abc", "1e3", "1.5", "0x10", "+1", "--1", "１", "unlabeled", "size", "cluster", "true", "<script>", "'", "x" * 5000,
+    "²",
+    "١٢",
+    "99999999999999999999999",
+    "9223372036854775808",
+    "2147483648",
+    "-1",
+    "0",
+    "",
+    " ",
+    "%00",
+    "\x00",
+    "abc",
+    "1e3",
+    "1.5",
+    "0x10",
+    "+1",
+    "--1",
+    "１",
+    "unlabeled",
+    "size",
+    "cluster",
+    "true",
+    "<script>",
+    "'",
+    "x" * 5000,
     "1" * 5000,
 )
 values = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=30), st.integers().map(str))
@@ -31,9 +55,17 @@ def fuzz_site(db, client, make_user, make_dataset):
     client.force_login(user)
     d = dataset.pk
     urls = [
-        "/datasets/", f"/datasets/{d}/", f"/datasets/{d}/upload/", f"/datasets/{d}/label/", f"/datasets/{d}/review/",
-        f"/datasets/{d}/map/", f"/datasets/{d}/clusters/", f"/datasets/{d}/runs/", f"/images/{blobs[0][0]}/",
-        f"/datasets/{d}/runs/{run.pk}/reconstructions.json", f"/datasets/{d}/runs/{failed.pk}/reconstructions.json",
+        "/datasets/",
+        f"/datasets/{d}/",
+        f"/datasets/{d}/upload/",
+        f"/datasets/{d}/label/",
+        f"/datasets/{d}/review/",
+        f"/datasets/{d}/map/",
+        f"/datasets/{d}/clusters/",
+        f"/datasets/{d}/runs/",
+        f"/images/{blobs[0][0]}/",
+        f"/datasets/{d}/runs/{run.pk}/reconstructions.json",
+        f"/datasets/{d}/runs/{failed.pk}/reconstructions.json",
     ]
     return client, urls, classes
 
@@ -50,20 +82,23 @@ def test_no_page_answers_5xx(fuzz_site, data):
         assert "is not valid" in response.content.decode()
 
 
-@pytest.mark.parametrize("path, query, name", [
-    ("", {"show": "²"}, "show"),
-    ("", {"show": "99999999999999999999999"}, "show"),
-    ("", {"show": "123456"}, "show"),  # no such class in this dataset
-    ("", {"page": "abc"}, "page"),
-    ("", {"page": "0"}, "page"),
-    ("map/", {"class": "²"}, "class"),
-    ("map/", {"cluster": "²"}, "cluster"),
-    ("map/", {"cluster": "-1"}, "cluster"),
-    ("map/", {"color": "purple"}, "color"),
-    ("map/", {"unlabeled": "maybe"}, "unlabeled"),
-    ("label/", {"order": "random"}, "order"),
-    ("clusters/", {"order": "¹"}, "order"),
-])
+@pytest.mark.parametrize(
+    "path, query, name",
+    [
+        ("", {"show": "²"}, "show"),
+        ("", {"show": "99999999999999999999999"}, "show"),
+        ("", {"show": "123456"}, "show"),  # no such class in this dataset
+        ("", {"page": "abc"}, "page"),
+        ("", {"page": "0"}, "page"),
+        ("map/", {"class": "²"}, "class"),
+        ("map/", {"cluster": "²"}, "cluster"),
+        ("map/", {"cluster": "-1"}, "cluster"),
+        ("map/", {"color": "purple"}, "color"),
+        ("map/", {"unlabeled": "maybe"}, "unlabeled"),
+        ("label/", {"order": "random"}, "order"),
+        ("clusters/", {"order": "¹"}, "order"),
+    ],
+)
 def test_a_bad_page_parameter_is_a_readable_400(fuzz_site, path, query, name):
     client, urls, _classes = fuzz_site
     url = urls[1] + path
@@ -84,11 +119,16 @@ def test_good_page_parameters_still_work(fuzz_site):
     assert len(response.context["page"].object_list) == 3
     assert client.get(overview, {"show": "unlabeled"}).context["page"].paginator.count == 9
     assert client.get(overview, {"show": "", "page": ""}).context["page"].paginator.count == 12
-    answer = client.get(overview + "map/", {"class": str(classes[1].pk), "cluster": "1", "unlabeled": "1",
-                                            "color": "cluster", "utm_source": "mail"})
+    answer = client.get(
+        overview + "map/",
+        {"class": str(classes[1].pk), "cluster": "1", "unlabeled": "1", "color": "cluster", "utm_source": "mail"},
+    )
     assert answer.status_code == 200
     assert answer.context["page_data"]["initial"] == {
-        "cluster": 1, "class": classes[1].pk, "unlabeled": True, "color": "cluster",
+        "cluster": 1,
+        "class": classes[1].pk,
+        "unlabeled": True,
+        "color": "cluster",
     }
     assert client.get(overview + "label/", {"order": "upload"}).context["order"] == "upload"
     assert client.get(overview + "clusters/", {"order": "uncertainty"}).context["order"] == "uncertainty"

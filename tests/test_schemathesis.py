@@ -1,4 +1,5 @@
 """Schemathesis fuzzes every operation of /api/schema/ with a token: no 5xx, responses match the schema."""
+
 import pytest
 import schemathesis
 from django.core import signals
@@ -17,8 +18,9 @@ def api_schema(db, make_user, make_dataset, settings):
     from django.core.cache import cache
     from rest_framework.authtoken.models import Token
 
-    from labeling.models import Image, LabelClass
+    from labeling.models import LabelClass
     from project.wsgi import application
+    from tests.factories import ImageFactory
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     cache.clear()
@@ -27,8 +29,7 @@ def api_schema(db, make_user, make_dataset, settings):
     dataset = make_dataset("Fuzz", admin=user)
     for i in range(3):
         LabelClass.objects.create(dataset=dataset, name=f"class {i}")
-        Image.objects.create(dataset=dataset, file=f"f{i}.png", thumbnail=f"t{i}.webp", sha256=f"{i:064d}", width=4,
-                             height=4, format="PNG", original_name=f"{i}.png")
+        ImageFactory(dataset=dataset, width=4, height=4, original_name=f"{i}.png")
     token = Token.objects.create(user=user).key
     AUTH["Authorization"] = f"Token {token}"
     # Like Django's test client: a request must not close the test's
@@ -46,8 +47,9 @@ schema = schemathesis.from_pytest_fixture("api_schema")
 
 
 @schema.parametrize()
-@hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
-                     suppress_health_check=list(HealthCheck))
+@hypothesis_settings(
+    max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 def test_api_operation(case):
     response = case.call_wsgi(headers=dict(AUTH))
     case.validate_response(response, checks=(not_a_server_error, response_schema_conformance))

@@ -1,8 +1,11 @@
 """Request and response shapes of the runs, map, clusters and similar-images API."""
+
 from rest_framework import serializers
 
+from core.api.serializers import KeywordFieldsMixin
 from embeddings.ml.run_params import RUN_PARAMS, RunParam
 from embeddings.models import RunStage, RunStatus
+from embeddings.selectors import run_status
 
 
 def run_param_field(spec: RunParam) -> serializers.Field:
@@ -52,14 +55,22 @@ class RunSerializer(serializers.Serializer):
     metrics = serializers.DictField()
     error = serializers.CharField(allow_blank=True, help_text="why the run failed or was cancelled, in one line")
     error_detail = serializers.CharField(
-        required=False, allow_blank=True,
+        required=False,
+        allow_blank=True,
         help_text="dataset admins only: the failure's traceback and the worker it ran on",
     )
-    worker = serializers.CharField(required=False, allow_blank=True,
-                                   help_text="dataset admins only: the worker's host and pid")
-    created = serializers.DateTimeField()
-    started = serializers.DateTimeField(allow_null=True)
-    finished = serializers.DateTimeField(allow_null=True)
+    worker = serializers.CharField(
+        required=False, allow_blank=True, help_text="dataset admins only: the worker's host and pid"
+    )
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    # The short names came first and scripts read them: kept, filled from the same values here.
+    created = serializers.DateTimeField(source="created_at", help_text="Alias of created_at.")
+    started = serializers.DateTimeField(source="started_at", allow_null=True, help_text="Alias of started_at.")
+    finished = serializers.DateTimeField(source="finished_at", allow_null=True, help_text="Alias of finished_at.")
+    attempts = serializers.IntegerField(help_text="how many times a worker has taken the run up")
+    heartbeat_at = serializers.DateTimeField(allow_null=True, help_text="the worker's last sign of life")
     params = serializers.DictField()
     loss_curve = serializers.ListField(child=serializers.JSONField())
     stage_timings = serializers.DictField()
@@ -72,7 +83,16 @@ class RunSerializer(serializers.Serializer):
     is_current = serializers.BooleanField()
 
 
-class MapSerializer(serializers.Serializer):
+def run_data(run, *, with_detail: bool) -> dict:
+    """A run as RunSerializer describes it: what the run endpoints answer and the run pages' data hold.
+
+    with_detail (the dataset's admins) adds the failure's traceback and the worker.
+    The caller checks the run's liveness first where the run may be active.
+    """
+    return RunSerializer(run_status(run, with_detail=with_detail)).data
+
+
+class MapSerializer(KeywordFieldsMixin, serializers.Serializer):
     run = serializers.IntegerField(allow_null=True)
     placed_count = serializers.IntegerField()
     count = serializers.IntegerField()
@@ -80,7 +100,7 @@ class MapSerializer(serializers.Serializer):
     x = serializers.ListField(child=serializers.FloatField())
     y = serializers.ListField(child=serializers.FloatField())
     cluster = serializers.ListField(child=serializers.IntegerField())
-    locals()["class"] = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    class_ = serializers.ListField(child=serializers.IntegerField(allow_null=True))
     version = serializers.ListField(
         child=serializers.IntegerField(min_value=0),
         help_text="each image's annotation version: send it back with a write (409 if someone changed it since)",
@@ -96,8 +116,8 @@ class ClusterQuerySerializer(serializers.Serializer):
 class ClusterSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     size = serializers.IntegerField()
-    labelled = serializers.IntegerField()
-    class_counts = serializers.DictField(child=serializers.IntegerField(), help_text="class id -> labelled images")
+    labelled = serializers.IntegerField()  # the API field name (British, kept for scripts): labeled images
+    class_counts = serializers.DictField(child=serializers.IntegerField(), help_text="class id -> labeled images")
     suggested_class = serializers.IntegerField(allow_null=True)
     uncertainty = serializers.FloatField()
     image_ids = serializers.ListField(child=serializers.IntegerField())
@@ -107,7 +127,7 @@ class SimilarQuerySerializer(serializers.Serializer):
     k = serializers.IntegerField(required=False, default=20, min_value=1, max_value=200)
 
 
-class SimilarImageSerializer(serializers.Serializer):
+class SimilarImageSerializer(KeywordFieldsMixin, serializers.Serializer):
     id = serializers.IntegerField()
     distance = serializers.FloatField()
-    locals()["class"] = serializers.IntegerField(allow_null=True)
+    class_ = serializers.IntegerField(allow_null=True)

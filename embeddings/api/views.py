@@ -1,115 +1,117 @@
 """HTTP endpoints for runs, the map, clusters and similar images.
 
-Thin: validate, resolve the dataset or run through labeling.permissions
-(404 for non-members), call one embeddings service or selector.
+Thin: each view declares the action each method needs (`actions`), ApiView
+resolves the dataset, image or run of the URL with it (404 for non-members,
+403 for too low a role); the handler validates, calls one embeddings service
+or selector and answers in the resource's one shape (embeddings.api.serializers).
 """
+
 from __future__ import annotations
 
+from django.http import HttpResponse, HttpResponseNotModified
+from django.utils.cache import patch_vary_headers
+from django.utils.http import parse_etags
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
-from labeling import selectors as labeling_selectors
-from labeling.api.contract import ApiView
-from labeling.api.pagination import PAGE_PARAMETERS, StandardPagination
-from labeling.api.serializers import ErrorSerializer
-from labeling.api.views import _query, _validated, errors
-from labeling.permissions import dataset_for_user
+from core.api.contract import ApiView, validated, validated_query
+from core.api.pagination import PAGE_PARAMETERS, StandardPagination, paginate
+from core.api.serializers import ErrorSerializer, error_responses
+from core.permissions import dataset_object_for_user, role_allows
+from embeddings.models import TrainingRun
+from embeddings.selectors import dataset_clusters, dataset_map_encoded, dataset_runs, image_similar
+from embeddings.services import runs_fail_stale, training_run_cancel, training_run_check_liveness, training_run_start
 
 from . import serializers as s
 
 
-def sees_run_detail(user, dataset_id: int) -> bool:
+def run_for_user(user, run_id, action: str = "view") -> TrainingRun:
+    """The run if the user may do `action` in its dataset; 404 for non-members and unknown ids."""
+    return dataset_object_for_user(user, TrainingRun.objects, run_id, action, noun="run")
+
+
+def sees_run_detail(dataset) -> bool:
     """A failure's traceback and worker (host, pid) are for the dataset's admins, who start runs."""
-    from labeling.permissions import membership_role, role_allows
-
-    return role_allows(membership_role(user, dataset_id), "start_run")
+    return role_allows(dataset.user_role, "start_run")
 
 
-def run_payload(run, *, with_detail: bool, with_curve: bool = True) -> dict:
-    from embeddings.selectors import run_status
-
-    state = run_status(run, with_detail=with_detail)
-    payload = {
-        **state,
-        "created": state["created_at"],
-        "started": state["started_at"],
-        "finished": state["finished_at"],
-    }
-    if not with_curve:
-        payload.pop("loss_curve", None)
-    return payload
+def run_payload(run, *, with_detail: bool) -> dict:
+    """The run as it is now: a run whose worker died is marked failed before it is shown."""
+    return s.run_data(training_run_check_liveness(run=run), with_detail=with_detail)
 
 
 class RunListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema the list is paginated
+    actions = {"get": "view", "post": "start_run"}
+
     @extend_schema(
         parameters=PAGE_PARAMETERS,
-        responses={200: s.RunSerializer(many=True), **errors(401, 404)},
+        responses={200: s.RunSerializer(many=True), **error_responses(401, 404)},
         tags=["runs"],
     )
-    def get(self, request, dataset_id):
-        from embeddings.selectors import dataset_runs
-
-        dataset = dataset_for_user(request.user, dataset_id, "view")
-        paginator = StandardPagination()
-        page = paginator.paginate_queryset(dataset_runs(dataset), request, view=self)
-        with_detail = sees_run_detail(request.user, dataset.pk)
-        return paginator.get_paginated_response([run_payload(run, with_detail=with_detail) for run in page])
+    def get(self, request, dataset):
+        runs_fail_stale(dataset_id=dataset.pk)
+        with_detail = sees_run_detail(dataset)
+        return paginate(
+            self,
+            request,
+            dataset_runs(dataset),
+            lambda page: [run_payload(run, with_detail=with_detail) for run in page],
+        )
 
     @extend_schema(
         request=s.RunStartSerializer,
         responses={
             202: s.RunCreatedSerializer,
-            **errors(400, 401, 403, 404),
+            **error_responses(400, 401, 403, 404),
             409: OpenApiResponse(ErrorSerializer, description="A run is already queued or running (run_id)"),
             503: OpenApiResponse(ErrorSerializer, description="The task queue is unreachable"),
         },
         tags=["runs"],
     )
-    def post(self, request, dataset_id):
-        from embeddings.services import training_run_start
-
-        dataset = dataset_for_user(request.user, dataset_id, "start_run")
-        params = dict(_validated(s.RunStartSerializer, request.data))
+    def post(self, request, dataset):
+        params = dict(validated(s.RunStartSerializer, request.data))
         run = training_run_start(dataset=dataset, user=request.user, params=params)
         return Response({"id": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
 
-class RunDetailView(ApiView):
-    @extend_schema(responses={200: s.RunSerializer, **errors(401, 404)}, tags=["runs"])
-    def get(self, request, run_id):
-        run = labeling_selectors.run_for_user(request.user, run_id, "view")
-        return Response(run_payload(run, with_detail=sees_run_detail(request.user, run.dataset_id)))
+class RunApiView(ApiView):
+    """An endpoint under /api/runs/<run_id>/: the run is resolved like a dataset, through its dataset."""
+
+    url_objects = {**ApiView.url_objects, "run_id": ("run", run_for_user)}
 
 
-class RunCancelView(ApiView):
-    @extend_schema(request=None, responses={200: s.RunSerializer, **errors(401, 403, 404)}, tags=["runs"])
-    def post(self, request, run_id):
-        from embeddings.services import training_run_cancel
+class RunDetailView(RunApiView):
+    actions = {"get": "view"}
 
-        run = labeling_selectors.run_for_user(request.user, run_id, "cancel_run")
+    @extend_schema(responses={200: s.RunSerializer, **error_responses(401, 404)}, tags=["runs"])
+    def get(self, request, run):
+        return Response(run_payload(run, with_detail=sees_run_detail(run.dataset)))
+
+
+class RunCancelView(RunApiView):
+    actions = {"post": "cancel_run"}
+
+    @extend_schema(request=None, responses={200: s.RunSerializer, **error_responses(401, 403, 404)}, tags=["runs"])
+    def post(self, request, run):
+        with_detail = sees_run_detail(run.dataset)  # the resolved dataset carries the caller's role
         run = training_run_cancel(run=run, user=request.user)
-        return Response(run_payload(run, with_detail=sees_run_detail(request.user, run.dataset_id)))
+        return Response(run_payload(run, with_detail=with_detail))
 
 
 class MapView(ApiView):
+    actions = {"get": "view"}
+
     @extend_schema(
-        responses={200: s.MapSerializer, **errors(401, 404)},
+        responses={200: s.MapSerializer, **error_responses(401, 404)},
         tags=["map"],
         description="The current map's points as columns; run is null and the columns empty before the first run.",
     )
-    def get(self, request, dataset_id):
+    def get(self, request, dataset):
         # Sent as pre-encoded JSON (and pre-gzipped, which GZipMiddleware then
         # leaves alone): at 100,000 points re-encoding and compressing the
         # unchanging columns on every request would cost most of a second.
-        from django.http import HttpResponse, HttpResponseNotModified
-        from django.utils.cache import patch_vary_headers
-        from django.utils.http import parse_etags
-
-        from embeddings.selectors import dataset_map_encoded
-
-        dataset = dataset_for_user(request.user, dataset_id, "view")
         wants_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
         encoded = dataset_map_encoded(dataset, gzip=wants_gzip)
         seen = [tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))]
@@ -126,13 +128,15 @@ class MapView(ApiView):
 
 
 class ClusterListView(ApiView):
-    @extend_schema(parameters=[s.ClusterQuerySerializer],
-                   responses={200: s.ClusterSerializer(many=True), **errors(400, 401, 404)}, tags=["map"])
-    def get(self, request, dataset_id):
-        from embeddings.selectors import dataset_clusters
+    actions = {"get": "view"}
 
-        dataset = dataset_for_user(request.user, dataset_id, "view")
-        query = _query(s.ClusterQuerySerializer, request)
+    @extend_schema(
+        parameters=[s.ClusterQuerySerializer],
+        responses={200: s.ClusterSerializer(many=True), **error_responses(400, 401, 404)},
+        tags=["map"],
+    )
+    def get(self, request, dataset):
+        query = validated_query(s.ClusterQuerySerializer, request)
         clusters = dataset_clusters(dataset, order=query["order"])
         for cluster in clusters:
             cluster["class_counts"] = {str(k): v for k, v in cluster["class_counts"].items()}
@@ -140,11 +144,13 @@ class ClusterListView(ApiView):
 
 
 class SimilarImagesView(ApiView):
-    @extend_schema(parameters=[s.SimilarQuerySerializer],
-                   responses={200: s.SimilarImageSerializer(many=True), **errors(400, 401, 404)}, tags=["map"])
-    def get(self, request, image_id):
-        from embeddings.selectors import image_similar
+    actions = {"get": "view"}
 
-        image = labeling_selectors.image_for_user(request.user, image_id, "view")
-        query = _query(s.SimilarQuerySerializer, request)
+    @extend_schema(
+        parameters=[s.SimilarQuerySerializer],
+        responses={200: s.SimilarImageSerializer(many=True), **error_responses(400, 401, 404)},
+        tags=["map"],
+    )
+    def get(self, request, image):
+        query = validated_query(s.SimilarQuerySerializer, request)
         return Response(image_similar(image, k=query["k"]))

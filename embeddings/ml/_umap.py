@@ -44,25 +44,26 @@ def _cache_umap_kernels() -> None:
     with it the first UMAP of a process with a warm cache is as fast as a
     later one.
     """
-    from numba.core.caching import NullCache
-    from numba.core.dispatcher import Dispatcher
     import umap.layouts
     import umap.umap_
     import umap.utils
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
 
     for module in (umap.umap_, umap.layouts, umap.utils):
         for value in vars(module).values():
-            if (isinstance(value, Dispatcher) and value.__module__ == module.__name__
-                    and (value._cache is None or isinstance(value._cache, NullCache))):
+            if (
+                isinstance(value, Dispatcher)
+                and value.__module__ == module.__name__
+                and (value._cache is None or isinstance(value._cache, NullCache))
+            ):
                 value.enable_caching()
 
 
-def umap_embed(
-    codes, n_components: int, n_neighbors: int, min_dist: float, seed, n_jobs: int = 2, n_epochs=None
-):
+def umap_embed(codes, n_components: int, n_neighbors: int, min_dist: float, seed, n_jobs: int = 2, n_epochs=None):
     """UMAP of the codes.  A seed makes it reproducible but single-threaded.
 
-    The neighbour graph is computed exactly with scikit-learn and handed to
+    The neighbor graph is computed exactly with scikit-learn and handed to
     UMAP: for ~32-d codes that takes 0.5 s at 10,000 points, where UMAP's own
     NN-descent cost ~40 s in a fresh process (numba compiling it) and the
     whole UMAP call went from 45 s to 5-10 s, with the same cluster accuracy.
@@ -74,7 +75,7 @@ def umap_embed(
     umap = import_umap()
     n = len(codes)
     n_neighbors = min(n_neighbors, max(2, n - 1))
-    # UMAP expects each point to be its own first neighbour.
+    # UMAP expects each point to be its own first neighbor.
     dists, idx = NearestNeighbors(n_neighbors=n_neighbors, n_jobs=n_jobs).fit(codes).kneighbors(codes)
     reducer = umap.UMAP(
         n_components=n_components,

@@ -52,8 +52,15 @@ class ConvAutoencoder(nn.Module):
             output_padding = 1 if sides[i - 1] % 2 == 0 else 0
             last = i == 1
             decoder.append(
-                nn.ConvTranspose2d(widths[i], widths[i - 1], 3, stride=2, padding=1,
-                                   output_padding=output_padding, bias=last or not batch_norm)
+                nn.ConvTranspose2d(
+                    widths[i],
+                    widths[i - 1],
+                    3,
+                    stride=2,
+                    padding=1,
+                    output_padding=output_padding,
+                    bias=last or not batch_norm,
+                )
             )
             if batch_norm and not last:
                 decoder.append(nn.BatchNorm2d(widths[i - 1]))

@@ -1,7 +1,7 @@
 """Grouping images into clusters to label from, and assigning new images.
 
 The codes themselves cluster poorly (k-means on them scored 0.63-0.76 on
-digits); a neighbour-graph embedding of the codes separates the kinds of image
+digits); a neighbor-graph embedding of the codes separates the kinds of image
 (UMAP with min_dist 0: 0.80 with k-means, 0.93 with a Gaussian mixture, which
 fits the elongated islands UMAP makes).  So 'auto' clusters on a UMAP of the
 codes: with a GMM for up to 20 clusters, with k-means for more.  The count defaults to fine clusters, several per class: one kind
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Optional
 
 import numpy as np
 
@@ -22,7 +21,7 @@ SMALL_DATASET = 200  # below this UMAP is not worth it: k-means on the codes
 GMM_MAX_CLUSTERS = 20
 
 
-def auto_cluster_count(n: int, config: Optional[ClusterConfig] = None) -> int:
+def auto_cluster_count(n: int, config: ClusterConfig | None = None) -> int:
     """About sqrt(N / 2): 22 clusters for 1,000 images, 71 for 10,000, 187 for
     70,000; clamped to [min_clusters, max_clusters] and never more than N."""
     config = config or ClusterConfig()
@@ -48,7 +47,7 @@ def _gmm(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def cluster_codes(
-    codes: np.ndarray, config: Optional[ClusterConfig] = None, layout_xy: Optional[np.ndarray] = None
+    codes: np.ndarray, config: ClusterConfig | None = None, layout_xy: np.ndarray | None = None
 ) -> np.ndarray:
     """Cluster label per image, int64 (N,), numbered 0..k-1 by decreasing size."""
     config = config or ClusterConfig()
@@ -68,7 +67,7 @@ def cluster_codes(
         else:
             method = "umap_gmm" if k <= GMM_MAX_CLUSTERS else "umap_kmeans"
     if config.max_points is not None and n > config.max_points and method != "layout_kmeans":
-        # Cluster a seeded subset, then give every other image its neighbours' cluster.
+        # Cluster a seeded subset, then give every other image its neighbors' cluster.
         rng = np.random.default_rng(config.seed)
         subset = np.sort(rng.choice(n, config.max_points, replace=False))
         sub_config = replace(config, method=method, n_clusters=k, max_points=None)
@@ -86,8 +85,15 @@ def cluster_codes(
         from ._umap import umap_embed
         from .layout import resolve_n_jobs
 
-        space = umap_embed(codes, config.umap_components, config.umap_neighbors, 0.0, config.seed,
-                           resolve_n_jobs(config.n_jobs), n_epochs=config.umap_epochs)
+        space = umap_embed(
+            codes,
+            config.umap_components,
+            config.umap_neighbors,
+            0.0,
+            config.seed,
+            resolve_n_jobs(config.n_jobs),
+            n_epochs=config.umap_epochs,
+        )
         labels = _kmeans(space, k, config.seed) if method == "umap_kmeans" else _gmm(space, k, config.seed)
     elif method == "layout_kmeans":
         if layout_xy is None:
@@ -106,19 +112,17 @@ def _renumber_by_size(labels: np.ndarray) -> np.ndarray:
     return rank[inverse].astype(np.int64)
 
 
-def assign_clusters(
-    ref_codes: np.ndarray, ref_labels: np.ndarray, new_codes: np.ndarray, k: int = 10
-) -> np.ndarray:
+def assign_clusters(ref_codes: np.ndarray, ref_labels: np.ndarray, new_codes: np.ndarray, k: int = 10) -> np.ndarray:
     """Cluster for each new image: the distance-weighted vote of its k nearest
     reference images in code space."""
-    from .neighbours import NeighbourIndex
+    from .neighbors import NeighborIndex
 
     new_codes = np.asarray(new_codes, dtype=np.float32)
     ref_labels = np.asarray(ref_labels)
     if len(new_codes) == 0:
         return np.zeros(0, dtype=ref_labels.dtype)
     k = max(1, min(k, len(ref_codes)))
-    idx, dist = NeighbourIndex(ref_codes).query_many(new_codes, k)
+    idx, dist = NeighborIndex(ref_codes).query_many(new_codes, k)
     weights = 1.0 / (dist.astype(np.float64) + 1e-6 * (dist.max() + 1e-12))
     values, inverse = np.unique(ref_labels, return_inverse=True)
     votes = np.zeros((len(new_codes), len(values)))
@@ -127,8 +131,8 @@ def assign_clusters(
 
 
 def cluster_purity_stats(cluster_labels: np.ndarray, class_labels: np.ndarray, unknown=-1) -> list[dict]:
-    """Per cluster: size, labelled count, majority class and its share of the
-    labelled images (purity).  Images whose class is ``unknown`` are counted in
+    """Per cluster: size, labeled count, majority class and its share of the
+    labeled images (purity).  Images whose class is ``unknown`` are counted in
     size only.  Sorted by cluster id."""
     cluster_labels = np.asarray(cluster_labels)
     class_labels = np.asarray(class_labels)
@@ -136,8 +140,13 @@ def cluster_purity_stats(cluster_labels: np.ndarray, class_labels: np.ndarray, u
     for c in np.unique(cluster_labels):
         members = class_labels[cluster_labels == c]
         known = members[members != unknown]
-        entry = {"cluster": int(c), "size": int(len(members)), "labelled": int(len(known)),
-                 "majority_class": None, "purity": None}
+        entry = {
+            "cluster": int(c),
+            "size": int(len(members)),
+            "labeled": int(len(known)),
+            "majority_class": None,
+            "purity": None,
+        }
         if len(known):
             values, counts = np.unique(known, return_counts=True)
             best = int(np.argmax(counts))

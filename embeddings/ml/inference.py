@@ -14,7 +14,10 @@ _HYPERPARAMETERS = ("in_channels", "input_size", "code_size", "depth", "base_cha
 
 
 def embed_images(
-    model: ConvAutoencoder, images: np.ndarray, batch_size: int = 1024, device=None,
+    model: ConvAutoencoder,
+    images: np.ndarray,
+    batch_size: int = 1024,
+    device=None,
     num_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes float32 (N, code_size) and reconstruction error float32 (N,)

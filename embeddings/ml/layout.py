@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -13,15 +13,15 @@ ProgressFn = Callable[[int, int, dict], None]
 FFT_MIN_POINTS = 5000
 
 
-def resolve_n_jobs(n_jobs: Optional[int]) -> int:
+def resolve_n_jobs(n_jobs: int | None) -> int:
     """None: all cores (at most 8)."""
     if n_jobs is None or n_jobs < 1:
         return max(1, min(8, os.cpu_count() or 1))
     return n_jobs
 
 
-def normalise_xy(xy: np.ndarray, extent: float = 50.0) -> np.ndarray:
-    """Centre the map and scale it so the largest |coordinate| is ``extent``."""
+def normalize_xy(xy: np.ndarray, extent: float = 50.0) -> np.ndarray:
+    """Center the map and scale it so the largest |coordinate| is ``extent``."""
     xy = np.asarray(xy, dtype=np.float64)
     if len(xy) == 0:
         return xy.astype(np.float32).reshape(0, 2)
@@ -32,7 +32,7 @@ def normalise_xy(xy: np.ndarray, extent: float = 50.0) -> np.ndarray:
     return xy.astype(np.float32)
 
 
-def _tsne(codes: np.ndarray, config: LayoutConfig, on_progress: Optional[ProgressFn]) -> np.ndarray:
+def _tsne(codes: np.ndarray, config: LayoutConfig, on_progress: ProgressFn | None) -> np.ndarray:
     import openTSNE
 
     n = len(codes)
@@ -56,7 +56,7 @@ def _tsne(codes: np.ndarray, config: LayoutConfig, on_progress: Optional[Progres
         early_exaggeration_iter=config.early_exaggeration_iter,
         n_iter=config.n_iter,
         exaggeration=config.exaggeration,
-        # Exact neighbours: codes are ~10-d, where a tree search beats Annoy's build.
+        # Exact neighbors: codes are ~10-d, where a tree search beats Annoy's build.
         neighbors="exact",
         # FFT-interpolated repulsion has a fixed grid cost that dominates below a
         # few thousand points, where Barnes-Hut is cheaper (2.7 s vs 0.1 s CPU at 150).
@@ -84,11 +84,11 @@ def _tiny_layout(codes: np.ndarray) -> np.ndarray:
 
 
 def compute_layout(
-    codes: np.ndarray, config: Optional[LayoutConfig] = None, on_progress: Optional[ProgressFn] = None
+    codes: np.ndarray, config: LayoutConfig | None = None, on_progress: ProgressFn | None = None
 ) -> np.ndarray:
-    """Map coordinates float32 (N, 2), centred, within [-extent, extent].
+    """Map coordinates float32 (N, 2), centered, within [-extent, extent].
 
-    on_progress(step, total, metrics) is called as the optimisation goes.  With
+    on_progress(step, total, metrics) is called as the optimization goes.  With
     config.max_points set and more points than that, the map is computed on a
     seeded random subset and the other points are placed by place_new_points.
     """
@@ -105,10 +105,10 @@ def compute_layout(
         xy[rest] = place_new_points(codes[ref], ref_xy, codes[rest])
     else:
         xy = _layout_all(codes, config, on_progress)
-    return normalise_xy(xy, config.extent)
+    return normalize_xy(xy, config.extent)
 
 
-def _layout_all(codes: np.ndarray, config: LayoutConfig, on_progress: Optional[ProgressFn]) -> np.ndarray:
+def _layout_all(codes: np.ndarray, config: LayoutConfig, on_progress: ProgressFn | None) -> np.ndarray:
     if config.method == "tsne":
         return _tsne(codes, config, on_progress)
     if config.method == "umap":
@@ -118,35 +118,34 @@ def _layout_all(codes: np.ndarray, config: LayoutConfig, on_progress: Optional[P
 
         if on_progress is not None:
             on_progress(0, 1, {})
-        xy = umap_embed(codes, 2, config.n_neighbors, config.min_dist, config.seed,
-                        resolve_n_jobs(config.n_jobs), n_epochs=200)
+        xy = umap_embed(
+            codes, 2, config.n_neighbors, config.min_dist, config.seed, resolve_n_jobs(config.n_jobs), n_epochs=200
+        )
         if on_progress is not None:
             on_progress(1, 1, {})
         return xy
     raise ValueError(f"unknown layout method {config.method!r}")
 
 
-def place_new_points(
-    ref_codes: np.ndarray, ref_xy: np.ndarray, new_codes: np.ndarray, k: int = 10
-) -> np.ndarray:
+def place_new_points(ref_codes: np.ndarray, ref_xy: np.ndarray, new_codes: np.ndarray, k: int = 10) -> np.ndarray:
     """Map positions (M, 2) for new images, without recomputing the map.
 
     Each new point goes to a weighted mean of its k nearest reference points'
     positions (nearest in code space).  Weights fall off like a Gaussian scaled
-    by the distance to the nearest neighbour, so a point between two clusters
+    by the distance to the nearest neighbor, so a point between two clusters
     lands in the one it is closer to instead of in the gap.
     """
-    from .neighbours import NeighbourIndex
+    from .neighbors import NeighborIndex
 
     new_codes = np.asarray(new_codes, dtype=np.float32)
     ref_xy = np.asarray(ref_xy, dtype=np.float64)
     if len(new_codes) == 0:
         return np.zeros((0, 2), dtype=np.float32)
     k = max(1, min(k, len(ref_codes)))
-    index = NeighbourIndex(ref_codes)
+    index = NeighborIndex(ref_codes)
     idx, dist = index.query_many(new_codes, k)
     d0 = dist[:, :1]
     scale = np.maximum(d0, 1e-6 + 1e-3 * dist[:, -1:])
-    weights = np.exp(-((dist - d0) / scale) ** 2)
+    weights = np.exp(-(((dist - d0) / scale) ** 2))
     weights /= weights.sum(axis=1, keepdims=True)
     return (weights[:, :, None] * ref_xy[idx]).sum(axis=1).astype(np.float32)

@@ -30,7 +30,7 @@ def hungarian_accuracy(y_true, y_pred) -> float:
 
 
 def majority_accuracy(y_true, y_pred) -> float:
-    """Accuracy when each cluster is labelled with its most common class (what
+    """Accuracy when each cluster is labeled with its most common class (what
     labelling a whole cluster at once achieves).  Never below hungarian_accuracy."""
     if len(y_true) == 0:
         return 0.0

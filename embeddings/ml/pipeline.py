@@ -1,11 +1,18 @@
-"""All stages in one call, for benchmarks and scripts.  The web side runs the
-stages separately (each with its own progress) but in this same order."""
+"""The pipeline over arrays, assembled once: train, embed, lay out, cluster.
+
+Pure (no Django).  The worker (embeddings.services.pipeline) wraps it with
+progress on the run row, cancellation, storing the model where helper workers
+find it, chunked embedding, and the database writes; the benches and tests
+call it as it is.  Each stage is one function of its own module: training.
+train_autoencoder, inference.embed_images, layout.compute_layout,
+clustering.cluster_codes.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -14,78 +21,118 @@ from .clustering import cluster_codes
 from .config import ClusterConfig, LayoutConfig, TrainConfig
 from .inference import embed_images
 from .layout import compute_layout
-from .training import train_autoencoder
+from .training import TrainResult, train_autoencoder
 
-StageProgressFn = Callable[[str, float, dict], None]
 STAGES = ("training", "embedding", "layout", "clustering")
+
+StageFn = Callable[[str], None]  # (stage) as it starts
+StageProgressFn = Callable[[str, int, int, dict], None]  # (stage, step, total, metrics) within it
+EmbedFn = Callable[[ConvAutoencoder, np.ndarray], tuple]  # (model, images) -> (codes, errors)
 
 
 @dataclass
 class PipelineResult:
-    model: Optional[ConvAutoencoder]
-    codes: Optional[np.ndarray]
-    recon_error: Optional[np.ndarray]
-    xy: Optional[np.ndarray]
-    clusters: Optional[np.ndarray]
+    model: ConvAutoencoder | None
+    codes: np.ndarray | None  # float32 (N, code_size)
+    recon_error: np.ndarray | None  # float32 (N,)
+    xy: np.ndarray | None  # float32 (N, 2)
+    clusters: np.ndarray | None  # int32 (N,)
     loss_curve: list[float]
-    timings: dict[str, float] = field(default_factory=dict)
+    epochs_run: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # this process's CPU seconds per stage
     cancelled: bool = False
     stopped_early: bool = False
 
 
 def run_pipeline(
     images: np.ndarray,
-    train_config: Optional[TrainConfig] = None,
-    layout_config: Optional[LayoutConfig] = None,
-    cluster_config: Optional[ClusterConfig] = None,
-    on_progress: Optional[StageProgressFn] = None,
-    should_stop: Optional[Callable[[], bool]] = None,
+    train_config: TrainConfig | None = None,
+    layout_config: LayoutConfig | None = None,
+    cluster_config: ClusterConfig | None = None,
+    *,
+    on_stage: StageFn | None = None,
+    on_progress: StageProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    after_training: Callable[[TrainResult], None] | None = None,
+    embed: EmbedFn | None = None,
     device=None,
 ) -> PipelineResult:
-    """Train, embed, lay out and cluster.  on_progress(stage, fraction, metrics)
-    with stage in STAGES; should_stop() is polled during training and between
-    stages, and a cancelled result has the later fields None."""
+    """Train, embed, lay out and cluster the images (N, C, H, W) float32 in [0, 1].
+
+    on_stage(stage) is called as each stage in STAGES starts and may raise to
+    stop the run; on_progress(stage, step, total, metrics) reports within the
+    training, embedding and layout stages.  should_stop() is polled during
+    training and between stages: a cancelled result has the later fields None.
+    after_training(trained) runs once the model is trained, before embedding;
+    embed(model, images) -> (codes, errors) replaces single-process embedding.
+
+    images is dropped after embedding, so a caller that hands over its only
+    reference frees the largest array before the layout.
+    """
     images = np.asarray(images, dtype=np.float32)
     train_config = train_config or TrainConfig(input_size=images.shape[2], channels=images.shape[1])
     layout_config = layout_config or LayoutConfig()
     cluster_config = cluster_config or ClusterConfig()
+    result = PipelineResult(None, None, None, None, None, [])
+    clock: dict[str, tuple[float, float]] = {}
 
-    def report(stage):
+    def start(stage: str) -> None:
+        if on_stage is not None:
+            on_stage(stage)
+        clock[stage] = (time.perf_counter(), time.process_time())
+
+    def finish(stage: str) -> None:
+        wall, cpu = clock[stage]
+        result.timings[stage] = time.perf_counter() - wall
+        result.cpu_timings[stage] = time.process_time() - cpu
+
+    def report(stage: str):
         if on_progress is None:
             return None
-        return lambda step, total, metrics: on_progress(stage, step / max(1, total), metrics)
-
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    trained = train_autoencoder(images, train_config, report("training"), should_stop, device=device)
-    timings["training"] = time.perf_counter() - t
-    result = PipelineResult(trained.model, None, None, None, None, trained.loss_curve, timings,
-                            trained.cancelled, trained.stopped_early)
-    if trained.cancelled:
-        return result
+        return lambda step, total, metrics=None, *_: on_progress(stage, step, total, metrics or {})
 
     def cancelled() -> bool:
         result.cancelled = bool(should_stop is not None and should_stop())
         return result.cancelled
 
-    t = time.perf_counter()
-    result.codes, result.recon_error = embed_images(trained.model, images, device=device)
-    timings["embedding"] = time.perf_counter() - t
-    if on_progress is not None:
-        on_progress("embedding", 1.0, {"images": len(images)})
+    start("training")
+    trained = train_autoencoder(images, train_config, report("training"), should_stop, device=device)
+    finish("training")
+    result.model, result.loss_curve = trained.model, trained.loss_curve
+    result.epochs_run, result.stopped_early, result.cancelled = (
+        trained.epochs_run,
+        trained.stopped_early,
+        trained.cancelled,
+    )
+    if trained.cancelled:
+        return result
+    if after_training is not None:
+        after_training(trained)
     if cancelled():
         return result
 
-    t = time.perf_counter()
-    result.xy = compute_layout(result.codes, layout_config, report("layout"))
-    timings["layout"] = time.perf_counter() - t
+    start("embedding")
+    if embed is not None:
+        codes, errors = embed(trained.model, images)
+    else:
+        codes, errors = embed_images(trained.model, images, device=device)
+        if on_progress is not None:
+            on_progress("embedding", len(images), len(images), {"images": len(images)})
+    result.codes, result.recon_error = codes, errors
+    finish("embedding")
+    del images
     if cancelled():
         return result
 
-    t = time.perf_counter()
-    result.clusters = cluster_codes(result.codes, cluster_config, layout_xy=result.xy)
-    timings["clustering"] = time.perf_counter() - t
-    if on_progress is not None:
-        on_progress("clustering", 1.0, {"n_clusters": int(result.clusters.max(initial=-1) + 1)})
-    timings["total"] = sum(timings.values())
+    start("layout")
+    result.xy = np.asarray(compute_layout(result.codes, layout_config, report("layout")), dtype=np.float32)
+    finish("layout")
+    if cancelled():
+        return result
+
+    start("clustering")
+    result.clusters = np.asarray(cluster_codes(result.codes, cluster_config, layout_xy=result.xy), dtype=np.int32)
+    finish("clustering")
+    result.timings["total"] = sum(result.timings.values())
     return result

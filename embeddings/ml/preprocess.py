@@ -1,8 +1,8 @@
 """Turning image files into fixed-size float arrays for the autoencoder.
 
 Every image is letterboxed: scaled so its longer side equals ``input_size``
-(aspect ratio kept, never stretched), then centred on a square canvas filled
-with the mean colour of the image's own border, so the padding looks like the
+(aspect ratio kept, never stretched), then centered on a square canvas filled
+with the mean color of the image's own border, so the padding looks like the
 image's background rather than adding a black or white frame that the
 autoencoder would spend its capacity on.
 """
@@ -10,30 +10,28 @@ autoencoder would spend its capacity on.
 from __future__ import annotations
 
 import statistics
-from typing import Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
-# Modes whose pixels carry no colour.  'P' (palette) images may or may not be
-# grey: use effective_mode() to look at the pixels.
+# Modes whose pixels carry no color.  'P' (palette) images may or may not be
+# gray: use effective_mode() to look at the pixels.
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "La"}
 
 
 def effective_mode(image: Image.Image, sample_size: int = 64) -> str:
-    """The image's mode, but 'L' for colour-mode images whose pixels are grey.
+    """The image's mode, but 'L' for color-mode images whose pixels are gray.
 
     Checks a thumbnail: an RGB (or palette) image whose channels are equal
-    everywhere is a greyscale image saved as colour.
+    everywhere is a grayscale image saved as color.
     """
     if image.mode in GRAY_MODES:
         return image.mode
     thumb = image.copy()
     thumb.thumbnail((sample_size, sample_size))
     rgb = np.asarray(thumb.convert("RGB"), dtype=np.int16)
-    if np.abs(rgb[..., 0] - rgb[..., 1]).max(initial=0) <= 2 and np.abs(
-        rgb[..., 1] - rgb[..., 2]
-    ).max(initial=0) <= 2:
+    if np.abs(rgb[..., 0] - rgb[..., 1]).max(initial=0) <= 2 and np.abs(rgb[..., 1] - rgb[..., 2]).max(initial=0) <= 2:
         return "L"
     return image.mode
 
@@ -47,8 +45,8 @@ def choose_input_spec(
 ) -> tuple[int, int]:
     """(input_size, channels) for a dataset from its images' sizes and modes.
 
-    channels is 1 when every image is grey (pass modes from effective_mode() so
-    grey images stored as RGB count as grey), else 3.  input_size is the
+    channels is 1 when every image is gray (pass modes from effective_mode() so
+    gray images stored as RGB count as gray), else 3.  input_size is the
     multiple of ``multiple`` nearest the median longer side, clamped to
     [min_size, max_size]; the autoencoder accepts any size, a multiple of 4 just
     keeps the first two stride-2 layers exact.
@@ -72,9 +70,7 @@ def _open(fp_or_path) -> Image.Image:
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
     """Composite transparent images onto white, the usual page background."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if not has_alpha:
         return image
     rgba = image.convert("RGBA")
@@ -92,8 +88,12 @@ def _letterbox(image: Image.Image, input_size: int) -> Image.Image:
         return image
     arr = np.asarray(image)
     border = np.concatenate(
-        [arr[0].reshape(-1, *arr.shape[2:]), arr[-1].reshape(-1, *arr.shape[2:]),
-         arr[:, 0].reshape(-1, *arr.shape[2:]), arr[:, -1].reshape(-1, *arr.shape[2:])]
+        [
+            arr[0].reshape(-1, *arr.shape[2:]),
+            arr[-1].reshape(-1, *arr.shape[2:]),
+            arr[:, 0].reshape(-1, *arr.shape[2:]),
+            arr[:, -1].reshape(-1, *arr.shape[2:]),
+        ]
     )
     fill = border.mean(axis=0)
     fill = int(round(float(fill))) if np.ndim(fill) == 0 else tuple(int(round(v)) for v in fill)
@@ -136,7 +136,7 @@ def load_images(
     sources: Iterable,
     input_size: int,
     channels: int,
-    on_progress: Optional[Callable[[int, int, dict], None]] = None,
+    on_progress: Callable[[int, int, dict], None] | None = None,
     progress_every: int = 200,
 ) -> np.ndarray:
     """Many images as float32 (N, channels, input_size, input_size).

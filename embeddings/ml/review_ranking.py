@@ -5,9 +5,9 @@ reviewer can fix by dealing with it:
 
 - each image gets a *doubt* d in 0..1, the estimated chance that the class it
   has (or would get by accepting its suggestion) is wrong:
-    labelled, neighbours agree        d = 1 - confidence
-    labelled, neighbours disagree     d = confidence of the other class
-    unlabelled with a suggestion      d = 1 - confidence
+    labeled, neighbors agree        d = 1 - confidence
+    labeled, neighbors disagree     d = confidence of the other class
+    unlabeled with a suggestion      d = 1 - confidence
     reviewed by a reviewer            d = 0 (a person checked it)
 - an image item scores its doubt (likely mistakes, low-confidence suggestions);
 - a cluster item scores the sum of its images' doubts, counting only doubts of
@@ -15,10 +15,10 @@ reviewer can fix by dealing with it:
   one look at a mixed cluster fixes several labels, so it ranks above one
   doubtful image exactly when it holds more expected mistakes.  A cluster
   whose classes are mixed scores at least MIXED_MINORITY_DOUBT (0.25) per
-  image outside its top class, even when each image's neighbours agree with it;
+  image outside its top class, even when each image's neighbors agree with it;
 - a cluster with nothing else wrong but not yet reviewed scores the sum of
   its images' doubts below 0.5 (no floor; higher ones are image items), listed when that reaches SWEEP_MIN_DOUBT:
-  wrong labels that agree with each other hide from every neighbour test,
+  wrong labels that agree with each other hide from every neighbor test,
   and only a look at the cluster finds them;
 - a near-duplicate pair with different classes scores 1 (one of the two
   labels is wrong unless the pair is genuinely ambiguous);
@@ -29,17 +29,17 @@ reviewer can fix by dealing with it:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
-UNLABELLED = -1
+UNLABELED = -1
 DOUBT_FLOOR = 0.2
-MISTAKE_MIN_CONFIDENCE = 0.5  # "most of its neighbours" disagree
+MISTAKE_MIN_CONFIDENCE = 0.5  # "most of its neighbors" disagree
 LOW_CONFIDENCE = 0.6
 MIXED_MIN_MINORITY = 0.1  # a cluster is mixed when classes other than its top one hold >= 10 %
-# Chance that an image outside its cluster's top class is wrong even when its neighbours do not say so.
+# Chance that an image outside its cluster's top class is wrong even when its neighbors do not say so.
 MIXED_MINORITY_DOUBT = 0.25
 # A cluster nobody reviewed, with no other reason to look, is listed when its
 # images' doubts add up to this (its score is that sum, so it ranks last).
@@ -55,7 +55,7 @@ class RankedItem:
     score: float
     reasons: list[str]
     members: np.ndarray  # image indices the item covers
-    suggested_class: int  # class index, or UNLABELLED
+    suggested_class: int  # class index, or UNLABELED
     codes: list[str] = field(default_factory=list)  # machine-readable reason codes
 
     @property
@@ -63,18 +63,19 @@ class RankedItem:
         return "; ".join(self.reasons)
 
 
-def image_doubt(labels: np.ndarray, suggestions: np.ndarray, confidence: np.ndarray,
-                reviewed: np.ndarray) -> np.ndarray:
-    """Per image, the estimated chance its class (or its suggestion, if unlabelled) is wrong."""
+def image_doubt(
+    labels: np.ndarray, suggestions: np.ndarray, confidence: np.ndarray, reviewed: np.ndarray
+) -> np.ndarray:
+    """Per image, the estimated chance its class (or its suggestion, if unlabeled) is wrong."""
     labels = np.asarray(labels)
     suggestions = np.asarray(suggestions)
     confidence = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
-    labelled = labels != UNLABELLED
-    suggested = suggestions != UNLABELLED
+    labeled = labels != UNLABELED
+    suggested = suggestions != UNLABELED
     doubt = np.zeros(len(labels))
-    agree = labelled & suggested & (suggestions == labels)
-    disagree = labelled & suggested & (suggestions != labels)
-    open_ = ~labelled & suggested
+    agree = labeled & suggested & (suggestions == labels)
+    disagree = labeled & suggested & (suggestions != labels)
+    open_ = ~labeled & suggested
     doubt[agree] = 1.0 - confidence[agree]
     doubt[disagree] = confidence[disagree]
     doubt[open_] = 1.0 - confidence[open_]
@@ -113,7 +114,7 @@ def rank_review_items(
     confidence: np.ndarray,
     reviewed: np.ndarray,
     class_names: Sequence[str],
-    reconstruction_error: Optional[np.ndarray] = None,
+    reconstruction_error: np.ndarray | None = None,
     duplicate_pairs: Sequence[tuple[int, int, float]] = (),
 ) -> list[RankedItem]:
     """All review items, most useful first (see the module docstring for the score)."""
@@ -125,15 +126,16 @@ def rank_review_items(
     n = len(labels)
     n_classes = max(len(class_names), int(labels.max(initial=-1)) + 1, int(suggestions.max(initial=-1)) + 1)
     doubt = image_doubt(labels, suggestions, confidence, reviewed)
-    labelled = labels != UNLABELLED
-    effective = np.where(labelled, labels, suggestions)  # the class an image has or would get
+    labeled = labels != UNLABELED
+    effective = np.where(labeled, labels, suggestions)  # the class an image has or would get
     items: dict[tuple[str, int], RankedItem] = {}
 
     def add(kind, key, score, reason, code, members, suggested):
         item = items.get((kind, key))
         if item is None:
-            items[(kind, key)] = RankedItem(kind, key, float(score), [reason], np.asarray(members, dtype=np.int64),
-                                            int(suggested), [code])
+            items[(kind, key)] = RankedItem(
+                kind, key, float(score), [reason], np.asarray(members, dtype=np.int64), int(suggested), [code]
+            )
         else:
             item.score = max(item.score, float(score))
             item.reasons.append(reason)
@@ -141,20 +143,39 @@ def rank_review_items(
             if len(members) > len(item.members):
                 item.members = np.asarray(members, dtype=np.int64)
 
-    # Images whose class disagrees with most of their neighbours: likely mistakes.
-    mistake = labelled & ~reviewed & (suggestions != UNLABELLED) & (suggestions != labels) & (
-        confidence >= MISTAKE_MIN_CONFIDENCE)
+    # Images whose class disagrees with most of their neighbors: likely mistakes.
+    mistake = (
+        labeled
+        & ~reviewed
+        & (suggestions != UNLABELED)
+        & (suggestions != labels)
+        & (confidence >= MISTAKE_MIN_CONFIDENCE)
+    )
     for i in np.flatnonzero(mistake):
-        add("image", int(i), doubt[i],
-            f"labelled {_name(class_names, labels[i])} but {round(100 * confidence[i])} % of its neighbours "
-            f"say {_name(class_names, suggestions[i])}", "disagrees_with_neighbours", [i], suggestions[i])
+        # The code keeps its British spelling: reason codes reach clients as the review API's `codes` values.
+        add(
+            "image",
+            int(i),
+            doubt[i],
+            f"labeled {_name(class_names, labels[i])} but {round(100 * confidence[i])} % of its neighbors "
+            f"say {_name(class_names, suggestions[i])}",
+            "disagrees_with_neighbours",
+            [i],
+            suggestions[i],
+        )
 
-    # Unlabelled images whose suggestion is unsure.
-    unsure = ~labelled & (suggestions != UNLABELLED) & (confidence < LOW_CONFIDENCE)
+    # Unlabeled images whose suggestion is unsure.
+    unsure = ~labeled & (suggestions != UNLABELED) & (confidence < LOW_CONFIDENCE)
     for i in np.flatnonzero(unsure):
-        add("image", int(i), doubt[i],
+        add(
+            "image",
+            int(i),
+            doubt[i],
             f"suggestion {_name(class_names, suggestions[i])} has low confidence ({round(100 * confidence[i])} %)",
-            "low_confidence", [i], suggestions[i])
+            "low_confidence",
+            [i],
+            suggestions[i],
+        )
 
     # Clusters: mixed classes, disagreeing suggestions, or low confidence overall.
     if n:
@@ -162,7 +183,7 @@ def rank_review_items(
         bounds = np.flatnonzero(np.diff(clusters[order])) + 1
         for members in np.split(order, bounds):
             cluster = int(clusters[members[0]])
-            considered = members[effective[members] != UNLABELLED]
+            considered = members[effective[members] != UNLABELED]
             if len(considered) == 0:
                 continue
             counts = np.bincount(effective[considered], minlength=n_classes)
@@ -171,7 +192,7 @@ def rank_review_items(
             d = doubt[members]
             expected_wrong = float(d[d >= DOUBT_FLOOR].sum())
             doubtful = int((d >= 0.5).sum())
-            open_members = members[~labelled[members] & (suggestions[members] != UNLABELLED)]
+            open_members = members[~labeled[members] & (suggestions[members] != UNLABELED)]
             mean_conf = float(confidence[open_members].mean()) if len(open_members) else 1.0
             # One doubtful image is its own image item; a cluster item needs more.
             if minority < MIXED_MIN_MINORITY and doubtful < 2 and mean_conf >= LOW_CONFIDENCE:
@@ -179,21 +200,28 @@ def rank_review_items(
                 total_doubt = float(d[d < 0.5].sum())  # the doubtful one has its own image item
                 if unchecked and total_doubt >= SWEEP_MIN_DOUBT:
                     # Nothing stands out, but wrong labels that agree with each other hide
-                    # from every neighbour test: a look at the whole cluster finds them.
-                    add("cluster", cluster, total_doubt,
-                        f"{unchecked} labels not reviewed yet (about {total_doubt:.1f} in doubt)", "unreviewed",
-                        members, top)
+                    # from every neighbor test: a look at the whole cluster finds them.
+                    add(
+                        "cluster",
+                        cluster,
+                        total_doubt,
+                        f"{unchecked} labels not reviewed yet (about {total_doubt:.1f} in doubt)",
+                        "unreviewed",
+                        members,
+                        top,
+                    )
                 continue
             reasons, code = [], "mixed_classes"
             if minority >= MIXED_MIN_MINORITY:
                 shown = np.argsort(-counts)[:3]
                 parts = ", ".join(f"{int(counts[c])} {_name(class_names, int(c))}" for c in shown if counts[c])
                 reasons.append(f"mixed classes ({parts}; entropy {_entropy_bits(counts):.2f} bits)")
-            lab = members[labelled[members] & ~reviewed[members]]
+            lab = members[labeled[members] & ~reviewed[members]]
             disagreeing = int((suggestions[lab] != labels[lab]).sum()) if len(lab) else 0
             if disagreeing:
-                reasons.append(f"{disagreeing} labelled image{'s' if disagreeing != 1 else ''} disagree with "
-                               "their neighbours")
+                reasons.append(
+                    f"{disagreeing} labeled image{'s' if disagreeing != 1 else ''} disagree with their neighbors"
+                )
                 code = code if minority >= MIXED_MIN_MINORITY else "disagreeing_suggestions"
             if len(open_members):
                 if mean_conf < LOW_CONFIDENCE:
@@ -209,13 +237,20 @@ def rank_review_items(
     # Near-duplicates that carry different classes.
     for a, b, _dist in duplicate_pairs:
         a, b = int(a), int(b)
-        if not (labelled[a] and labelled[b]) or labels[a] == labels[b] or (reviewed[a] and reviewed[b]):
+        if not (labeled[a] and labeled[b]) or labels[a] == labels[b] or (reviewed[a] and reviewed[b]):
             continue
         key, other = (a, b) if doubt[a] >= doubt[b] else (b, a)
-        suggested = suggestions[key] if suggestions[key] != UNLABELLED else labels[other]
-        add("image", key, 1.0,
-            f"near-duplicate of another image labelled {_name(class_names, labels[other])}, but this one is "
-            f"{_name(class_names, labels[key])}", "near_duplicate_conflict", [key, other], suggested)
+        suggested = suggestions[key] if suggestions[key] != UNLABELED else labels[other]
+        add(
+            "image",
+            key,
+            1.0,
+            f"near-duplicate of another image labeled {_name(class_names, labels[other])}, but this one is "
+            f"{_name(class_names, labels[key])}",
+            "near_duplicate_conflict",
+            [key, other],
+            suggested,
+        )
 
     # Images the autoencoder reconstructs badly: unusual, possibly broken or out of place.
     if reconstruction_error is not None and n >= 10:
@@ -224,9 +259,15 @@ def rank_review_items(
         limit = max(1, int(math.ceil(MAX_OUTLIER_FRACTION * n)))
         for i in candidates[np.argsort(-z[candidates])][:limit]:
             score = max(doubt[i], 0.25 + 0.25 * min(1.0, (z[i] - OUTLIER_Z) / 6.5))
-            add("image", int(i), score,
+            add(
+                "image",
+                int(i),
+                score,
                 f"unusual image: reconstruction error {z[i]:.1f} robust standard deviations above typical",
-                "outlier", [i], suggestions[i])
+                "outlier",
+                [i],
+                suggestions[i],
+            )
 
     ranked = sorted(items.values(), key=lambda it: (-it.score, 0 if it.kind == "cluster" else 1, it.key))
     return ranked
@@ -234,14 +275,14 @@ def rank_review_items(
 
 # --- near-duplicates, computed once per run -------------------------------------------------------------
 
-NEAR_DUPLICATE_RELATIVE = 0.1  # of the median distance from an image to its nearest neighbour
+NEAR_DUPLICATE_RELATIVE = 0.1  # of the median distance from an image to its nearest neighbor
 PAIR_DTYPE = np.dtype([("a", "<i8"), ("b", "<i8"), ("distance", "<f4")])
 
 
 def near_duplicate_threshold(codes: np.ndarray, relative: float = NEAR_DUPLICATE_RELATIVE) -> float:
     """The distance under which two codes count as near-duplicates: `relative` times
-    the median nearest-neighbour distance, so it scales with the code space."""
-    from embeddings.ml.neighbours import knn_graph
+    the median nearest-neighbor distance, so it scales with the code space."""
+    from embeddings.ml.neighbors import knn_graph
 
     codes = np.asarray(codes, dtype=np.float32)
     if len(codes) < 2:
@@ -250,10 +291,10 @@ def near_duplicate_threshold(codes: np.ndarray, relative: float = NEAR_DUPLICATE
     return float(relative * np.median(dist[:, 0]))
 
 
-def near_duplicates(codes: np.ndarray, threshold: Optional[float] = None) -> tuple[np.ndarray, float]:
+def near_duplicates(codes: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, float]:
     """(pairs, threshold): every pair of rows (a < b) whose codes lie within the
     threshold, closest first, as a PAIR_DTYPE array of row indices."""
-    from embeddings.ml.neighbours import near_duplicate_pairs
+    from embeddings.ml.neighbors import near_duplicate_pairs
 
     codes = np.asarray(codes, dtype=np.float32)
     if len(codes) < 2:
@@ -274,9 +315,10 @@ def near_duplicates_of(codes: np.ndarray, rows: np.ndarray, threshold: float) ->
     if len(codes) < 2 or len(rows) == 0 or threshold <= 0:
         return np.zeros(0, dtype=PAIR_DTYPE)
     index = NearestNeighbors().fit(codes)
-    distances, neighbours = index.radius_neighbors(codes[rows], radius=threshold)
-    found = [(int(r), int(j), float(d)) for r, js, ds in zip(rows, neighbours, distances)
-             for j, d in zip(js, ds) if j != r]
+    distances, neighbors = index.radius_neighbors(codes[rows], radius=threshold)
+    found = [
+        (int(r), int(j), float(d)) for r, js, ds in zip(rows, neighbors, distances) for j, d in zip(js, ds) if j != r
+    ]
     if not found:
         return np.zeros(0, dtype=PAIR_DTYPE)
     pairs = np.array([(min(a, b), max(a, b), d) for a, b, d in found], dtype=PAIR_DTYPE)

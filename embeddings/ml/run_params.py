@@ -3,7 +3,7 @@ default, range or choices, help text and the stage it applies to.
 
 Everything that shows or checks a run parameter reads this list: the training
 page's form (embeddings/templates, rendered from it), the API serializer, the
-`start_run` command's arguments, the service that validates and normalises a
+`start_run` command's arguments, the service that validates and normalizes a
 run's parameters (embeddings/services/params.py), and the README's table
 (tests/embeddings/test_run_params.py compares it).  Defaults that the ML
 configs also have are read from those dataclasses (embeddings/ml/config.py),
@@ -13,10 +13,12 @@ form shows `empty` in the field, not a made-up number.
 
 Pure Python: no Django, no torch.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .config import TRAIN_MAX_IMAGES, ClusterConfig, LayoutConfig, TrainConfig
 
@@ -39,11 +41,11 @@ class RunParam:
     label: str
     help: str
     stage: str
-    low: Optional[float] = None
-    high: Optional[float] = None
-    choices: Optional[tuple] = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
     # Labels shown for the choices, same order (the values themselves when None).
-    choice_labels: Optional[tuple] = None
+    choice_labels: tuple | None = None
     # None is accepted, and means what `empty` says ("auto": chosen from the data).
     nullable: bool = False
     empty: str = ""
@@ -51,7 +53,7 @@ class RunParam:
     basic: bool = False
     # The ML config field this parameter sets, as "train.epochs"; its default
     # must equal that dataclass's (tested).
-    config: Optional[str] = None
+    config: str | None = None
 
     @property
     def type_name(self) -> str:
@@ -73,64 +75,260 @@ class RunParam:
 
 RUN_PARAMS: tuple[RunParam, ...] = (
     # --- preparing ------------------------------------------------------------------------------
-    RunParam("input_size", int, None, "Input size", stage="preparing", low=8, high=256, nullable=True, empty="auto",
-             help="Images are letterboxed to this many pixels square. Auto: the multiple of 4 nearest the "
-                  "median side, at most 64."),
-    RunParam("channels", int, None, "Channels", stage="preparing", choices=(1, 3), choice_labels=("1 (grey)", "3 (colour)"),
-             nullable=True, empty="auto", help="1 grey, 3 colour. Auto: colour only when the images have it."),
+    RunParam(
+        "input_size",
+        int,
+        None,
+        "Input size",
+        stage="preparing",
+        low=8,
+        high=256,
+        nullable=True,
+        empty="auto",
+        help="Images are letterboxed to this many pixels square. Auto: the multiple of 4 nearest the "
+        "median side, at most 64.",
+    ),
+    RunParam(
+        "channels",
+        int,
+        None,
+        "Channels",
+        stage="preparing",
+        choices=(1, 3),
+        choice_labels=("1 (gray)", "3 (color)"),
+        nullable=True,
+        empty="auto",
+        help="1 gray, 3 color. Auto: color only when the images have it.",
+    ),
     # --- training -------------------------------------------------------------------------------
-    RunParam("epochs", int, _TRAIN.epochs, "Epochs", stage="training", low=1, high=1000, basic=True, config="train.epochs",
-             help="Passes over the training images; training stops early when the loss stops improving."),
-    RunParam("code_size", int, _TRAIN.code_size, "Code size", stage="training", low=2, high=512, basic=True,
-             config="train.code_size", help="Numbers in each image's code (the autoencoder's bottleneck)."),
-    RunParam("batch_size", int, _TRAIN.batch_size, "Batch size", stage="training", low=1, high=8192,
-             config="train.batch_size", help="Images per training step."),
-    RunParam("learning_rate", float, _TRAIN.learning_rate, "Learning rate", stage="training", low=1e-6, high=1.0,
-             config="train.learning_rate", help="Adam's initial step size (decayed to zero on a cosine schedule)."),
-    RunParam("depth", int, _TRAIN.depth, "Depth", stage="training", low=1, high=6, config="train.depth",
-             help="Stride-2 convolution layers in the encoder."),
-    RunParam("base_channels", int, _TRAIN.base_channels, "Base channels", stage="training", low=4, high=256,
-             config="train.base_channels", help="Channels of the first convolution; each layer doubles them."),
-    RunParam("patience", int, _TRAIN.patience, "Patience", stage="training", low=1, high=1000, nullable=True,
-             empty="off", config="train.patience",
-             help="Stop after this many epochs without improvement; empty: never stop early."),
-    RunParam("min_delta", float, _TRAIN.min_delta, "Minimum improvement", stage="training", low=0.0, high=1.0,
-             config="train.min_delta", help="Relative loss improvement that counts for early stopping (0.01 = 1 %)."),
-    RunParam("noise_std", float, _TRAIN.noise_std, "Input noise", stage="training", low=0.0, high=1.0,
-             config="train.noise_std", help="Denoising: Gaussian noise added to the inputs while training."),
-    RunParam("max_shift", int, _TRAIN.max_shift, "Maximum shift", stage="training", low=0, high=16,
-             config="train.max_shift", help="Augmentation: random shift in pixels while training."),
-    RunParam("max_train_images", int, TRAIN_MAX_IMAGES, "Training sample", stage="training", low=10,
-             high=10_000_000, nullable=True, empty="all",
-             help="Train on a random sample of this many images; every image is embedded. Empty: train on all."),
-    RunParam("max_train_seconds", float, _TRAIN.max_seconds, "Training time limit", stage="training", low=1,
-             high=7 * 24 * 3600, nullable=True, empty="none", config="train.max_seconds",
-             help="Seconds after which training ends (a normal finish). Empty: no limit."),
+    RunParam(
+        "epochs",
+        int,
+        _TRAIN.epochs,
+        "Epochs",
+        stage="training",
+        low=1,
+        high=1000,
+        basic=True,
+        config="train.epochs",
+        help="Passes over the training images; training stops early when the loss stops improving.",
+    ),
+    RunParam(
+        "code_size",
+        int,
+        _TRAIN.code_size,
+        "Code size",
+        stage="training",
+        low=2,
+        high=512,
+        basic=True,
+        config="train.code_size",
+        help="Numbers in each image's code (the autoencoder's bottleneck).",
+    ),
+    RunParam(
+        "batch_size",
+        int,
+        _TRAIN.batch_size,
+        "Batch size",
+        stage="training",
+        low=1,
+        high=8192,
+        config="train.batch_size",
+        help="Images per training step.",
+    ),
+    RunParam(
+        "learning_rate",
+        float,
+        _TRAIN.learning_rate,
+        "Learning rate",
+        stage="training",
+        low=1e-6,
+        high=1.0,
+        config="train.learning_rate",
+        help="Adam's initial step size (decayed to zero on a cosine schedule).",
+    ),
+    RunParam(
+        "depth",
+        int,
+        _TRAIN.depth,
+        "Depth",
+        stage="training",
+        low=1,
+        high=6,
+        config="train.depth",
+        help="Stride-2 convolution layers in the encoder.",
+    ),
+    RunParam(
+        "base_channels",
+        int,
+        _TRAIN.base_channels,
+        "Base channels",
+        stage="training",
+        low=4,
+        high=256,
+        config="train.base_channels",
+        help="Channels of the first convolution; each layer doubles them.",
+    ),
+    RunParam(
+        "patience",
+        int,
+        _TRAIN.patience,
+        "Patience",
+        stage="training",
+        low=1,
+        high=1000,
+        nullable=True,
+        empty="off",
+        config="train.patience",
+        help="Stop after this many epochs without improvement; empty: never stop early.",
+    ),
+    RunParam(
+        "min_delta",
+        float,
+        _TRAIN.min_delta,
+        "Minimum improvement",
+        stage="training",
+        low=0.0,
+        high=1.0,
+        config="train.min_delta",
+        help="Relative loss improvement that counts for early stopping (0.01 = 1 %).",
+    ),
+    RunParam(
+        "noise_std",
+        float,
+        _TRAIN.noise_std,
+        "Input noise",
+        stage="training",
+        low=0.0,
+        high=1.0,
+        config="train.noise_std",
+        help="Denoising: Gaussian noise added to the inputs while training.",
+    ),
+    RunParam(
+        "max_shift",
+        int,
+        _TRAIN.max_shift,
+        "Maximum shift",
+        stage="training",
+        low=0,
+        high=16,
+        config="train.max_shift",
+        help="Augmentation: random shift in pixels while training.",
+    ),
+    RunParam(
+        "max_train_images",
+        int,
+        TRAIN_MAX_IMAGES,
+        "Training sample",
+        stage="training",
+        low=10,
+        high=10_000_000,
+        nullable=True,
+        empty="all",
+        help="Train on a random sample of this many images; every image is embedded. Empty: train on all.",
+    ),
+    RunParam(
+        "max_train_seconds",
+        float,
+        _TRAIN.max_seconds,
+        "Training time limit",
+        stage="training",
+        low=1,
+        high=7 * 24 * 3600,
+        nullable=True,
+        empty="none",
+        config="train.max_seconds",
+        help="Seconds after which training ends (a normal finish). Empty: no limit.",
+    ),
     # --- layout ---------------------------------------------------------------------------------
-    RunParam("layout_method", str, _LAYOUT.method, "Map layout", stage="layout", choices=LAYOUT_METHODS,
-             choice_labels=("t-SNE", "UMAP"), basic=True, config="layout.method",
-             help="t-SNE separates groups well; UMAP is faster on very large datasets."),
-    RunParam("perplexity", float, _LAYOUT.perplexity, "Perplexity", stage="layout", low=2.0, high=200.0,
-             config="layout.perplexity",
-             help="t-SNE's neighbourhood size (lowered for datasets of fewer than 3 × this many images)."),
-    RunParam("tsne_iterations", int, None, "t-SNE iterations", stage="layout", low=50, high=5000, nullable=True,
-             empty="auto", help=f"t-SNE optimisation steps, after a third as many of early exaggeration. Auto: "
-                                f"{_LAYOUT.n_iter} after {_LAYOUT.early_exaggeration_iter}."),
-    RunParam("layout_max_points", int, None, "Map sample", stage="layout", low=100, high=10_000_000, nullable=True,
-             empty="auto", help="Compute the map on a sample of this many images and place the rest by their "
-                                "neighbours. Auto: a 30,000 sample above 30,000 images."),
+    RunParam(
+        "layout_method",
+        str,
+        _LAYOUT.method,
+        "Map layout",
+        stage="layout",
+        choices=LAYOUT_METHODS,
+        choice_labels=("t-SNE", "UMAP"),
+        basic=True,
+        config="layout.method",
+        help="t-SNE separates groups well; UMAP is faster on very large datasets.",
+    ),
+    RunParam(
+        "perplexity",
+        float,
+        _LAYOUT.perplexity,
+        "Perplexity",
+        stage="layout",
+        low=2.0,
+        high=200.0,
+        config="layout.perplexity",
+        help="t-SNE's neighborhood size (lowered for datasets of fewer than 3 × this many images).",
+    ),
+    RunParam(
+        "tsne_iterations",
+        int,
+        None,
+        "t-SNE iterations",
+        stage="layout",
+        low=50,
+        high=5000,
+        nullable=True,
+        empty="auto",
+        help=f"t-SNE optimization steps, after a third as many of early exaggeration. Auto: "
+        f"{_LAYOUT.n_iter} after {_LAYOUT.early_exaggeration_iter}.",
+    ),
+    RunParam(
+        "layout_max_points",
+        int,
+        None,
+        "Map sample",
+        stage="layout",
+        low=100,
+        high=10_000_000,
+        nullable=True,
+        empty="auto",
+        help="Compute the map on a sample of this many images and place the rest by their "
+        "neighbors. Auto: a 30,000 sample above 30,000 images.",
+    ),
     # --- clustering -----------------------------------------------------------------------------
-    RunParam("n_clusters", int, _CLUSTER.n_clusters, "Clusters", stage="clustering", low=2, high=5000, nullable=True,
-             empty="auto", basic=True, config="cluster.n_clusters",
-             help="Clusters to group the images into. Auto: chosen from the dataset size (about √(N/2): fine "
-                  "clusters, several per class, save labeling clicks)."),
-    RunParam("cluster_method", str, _CLUSTER.method, "Cluster method", stage="clustering", choices=CLUSTER_METHODS,
-             config="cluster.method",
-             help="auto: UMAP of the codes, then a Gaussian mixture (≤ 20 clusters) or k-means; or one of these "
-                  "on the codes (kmeans, gmm), on their UMAP (umap_*) or on the map (layout_kmeans)."),
+    RunParam(
+        "n_clusters",
+        int,
+        _CLUSTER.n_clusters,
+        "Clusters",
+        stage="clustering",
+        low=2,
+        high=5000,
+        nullable=True,
+        empty="auto",
+        basic=True,
+        config="cluster.n_clusters",
+        help="Clusters to group the images into. Auto: chosen from the dataset size (about √(N/2): fine "
+        "clusters, several per class, save labeling clicks).",
+    ),
+    RunParam(
+        "cluster_method",
+        str,
+        _CLUSTER.method,
+        "Cluster method",
+        stage="clustering",
+        choices=CLUSTER_METHODS,
+        config="cluster.method",
+        help="auto: UMAP of the codes, then a Gaussian mixture (≤ 20 clusters) or k-means; or one of these "
+        "on the codes (kmeans, gmm), on their UMAP (umap_*) or on the map (layout_kmeans).",
+    ),
     # --- every stage ----------------------------------------------------------------------------
-    RunParam("seed", int, _TRAIN.seed, "Seed", stage="all", low=0, high=2**31 - 1, config="train.seed",
-             help="Same seed, same images: same model, map and clusters."),
+    RunParam(
+        "seed",
+        int,
+        _TRAIN.seed,
+        "Seed",
+        stage="all",
+        low=0,
+        high=2**31 - 1,
+        config="train.seed",
+        help="Same seed, same images: same model, map and clusters.",
+    ),
 )
 
 BY_NAME: dict[str, RunParam] = {spec.name: spec for spec in RUN_PARAMS}

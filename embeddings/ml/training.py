@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -68,8 +68,8 @@ def _augment(batch: torch.Tensor, config: TrainConfig, generator: torch.Generato
 def train_autoencoder(
     images: np.ndarray,
     config: TrainConfig,
-    on_progress: Optional[ProgressFn] = None,
-    should_stop: Optional[Callable[[], bool]] = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
     device=None,
 ) -> TrainResult:
     """Train a ConvAutoencoder on float32 images (N, C, H, W) in [0, 1].
@@ -109,7 +109,7 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
     n = len(data)
 
     model = build_model(config).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if config.loss not in ("mse", "bce"):
         raise ValueError(f"unknown loss {config.loss!r}")
     loss_fn = nn.MSELoss() if config.loss == "mse" else nn.BCELoss()
@@ -118,7 +118,7 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
     steps_per_epoch = max(1, -(-n // config.batch_size))
     total_steps = steps_per_epoch * config.epochs
     if config.lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total_steps)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     elif config.lr_schedule == "constant":
         scheduler = None
     else:
@@ -145,9 +145,9 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
                 continue  # batch norm cannot train on a single image
             inputs = _augment(target, config, generator) if (config.noise_std or config.max_shift) else target
             loss = loss_fn(model(inputs), target)
-            optimiser.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimiser.step()
+            optimizer.step()
             if scheduler is not None:
                 scheduler.step()
 

@@ -7,6 +7,7 @@ dataset row is gone (e.g. written by a worker that finished a step after the
 dataset was deleted, or left when the storage was unreachable at delete time).
 Everything goes through the storage API, so it works on S3 as on local disk.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,9 @@ def run_artifacts_cleanup_orphans(*, dataset_id: int | None = None) -> list[str]
             continue
         run_ids = [int(name) for name in run_dirs if name.isdigit()]
         # One query per dataset folder: the runs of this dataset that still exist.
-        alive = set(TrainingRun.objects.filter(dataset_id=int(dataset_dir), pk__in=run_ids)
-                    .values_list("pk", flat=True))
+        alive = set(
+            TrainingRun.objects.filter(dataset_id=int(dataset_dir), pk__in=run_ids).values_list("pk", flat=True)
+        )
         for run_id in run_ids:
             if run_id not in alive:
                 removed += storage.delete_tree(f"{prefix}/{run_id}")

@@ -7,6 +7,7 @@ closest first (embeddings.ml.review_ranking.PAIR_DTYPE).  The threshold it was
 computed with goes into the run's metrics, so images placed later are compared
 on the same scale.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,14 +15,14 @@ import logging
 import numpy as np
 
 from embeddings import storage
+from embeddings.ml.review_ranking import PAIR_DTYPE, near_duplicate_threshold, near_duplicates, near_duplicates_of
 from embeddings.models import TrainingRun
+from embeddings.selectors import NEAR_DUPLICATES
 
 logger = logging.getLogger(__name__)
 
 
 def _as_image_pairs(found: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
-    from embeddings.ml.review_ranking import PAIR_DTYPE
-
     pairs = np.zeros(len(found), dtype=PAIR_DTYPE)
     a, b = image_ids[found["a"]], image_ids[found["b"]]
     pairs["a"], pairs["b"] = np.minimum(a, b), np.maximum(a, b)
@@ -31,26 +32,19 @@ def _as_image_pairs(found: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
 
 def run_near_duplicates_store(*, run: TrainingRun, codes: np.ndarray, image_ids: np.ndarray) -> dict:
     """Computes and stores the pairs of a run's images; returns what goes into its metrics."""
-    from embeddings.ml.review_ranking import near_duplicates
-    from embeddings.selectors import NEAR_DUPLICATES
-
     found, threshold = near_duplicates(codes)
     pairs = _as_image_pairs(found, np.asarray(image_ids, dtype=np.int64))
     storage.write_array(run, NEAR_DUPLICATES, pairs)
     return {"near_duplicate_pairs": int(len(pairs)), "near_duplicate_threshold": threshold}
 
 
-def run_near_duplicates_add(*, run: TrainingRun, codes: np.ndarray, image_ids: np.ndarray,
-                            new_image_ids) -> int:
+def run_near_duplicates_add(*, run: TrainingRun, codes: np.ndarray, image_ids: np.ndarray, new_image_ids) -> int:
     """Adds the pairs that newly placed images make with the map (and each other).
 
     codes/image_ids: every image on the run's map, the new ones included.  Runs
     without the artifact are left alone: their first read computes everything.
     Returns the number of pairs added.
     """
-    from embeddings.ml.review_ranking import PAIR_DTYPE, near_duplicate_threshold, near_duplicates_of
-    from embeddings.selectors import NEAR_DUPLICATES
-
     if not storage.exists(run, NEAR_DUPLICATES):
         return 0
     image_ids = np.asarray(image_ids, dtype=np.int64)

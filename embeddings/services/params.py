@@ -1,14 +1,16 @@
 """Run parameters: what a user may set, checked before a run is queued.
 
-A run stores the normalised parameters (defaults filled in) so the training
+A run stores the normalized parameters (defaults filled in) so the training
 page shows exactly what ran, and the worker builds the ML configs from them.
 """
+
 from __future__ import annotations
 
+from core.errors import ValidationFailed
+
 # Both modules are pure Python; importing them does not import torch.
-from embeddings.ml.config import CLUSTER_MAX_POINTS, LAYOUT_MAX_POINTS, TrainConfig
+from embeddings.ml.config import CLUSTER_MAX_POINTS, LAYOUT_MAX_POINTS, ClusterConfig, LayoutConfig, TrainConfig
 from embeddings.ml.run_params import BY_NAME, CLUSTER_METHODS, LAYOUT_METHODS, RunParam  # noqa: F401
-from labeling.errors import ValidationFailed
 
 _TRAIN_DEFAULTS = TrainConfig()
 
@@ -24,24 +26,28 @@ def run_param_form_fields() -> list[dict]:
         choices = None
         if spec.choices is not None:
             labels = spec.choice_labels or tuple(str(c) for c in spec.choices)
-            choices = [{"value": str(value), "label": label, "selected": value == spec.default}
-                       for value, label in zip(spec.choices, labels)]
-        fields.append({
-            "name": spec.name,
-            "id": f"p-{spec.name.replace('_', '-')}",
-            "label": spec.label,
-            "help": spec.help,
-            "kind": spec.kind.__name__,
-            "stage": spec.stage,
-            "basic": spec.basic,
-            "nullable": spec.nullable,
-            "empty": spec.empty,
-            "value": _html_number(spec, spec.default),
-            "min": _html_number(spec, spec.low),
-            "max": _html_number(spec, spec.high),
-            "step": "1" if spec.kind is int else "any",
-            "choices": choices,
-        })
+            choices = [
+                {"value": str(value), "label": label, "selected": value == spec.default}
+                for value, label in zip(spec.choices, labels)
+            ]
+        fields.append(
+            {
+                "name": spec.name,
+                "id": f"p-{spec.name.replace('_', '-')}",
+                "label": spec.label,
+                "help": spec.help,
+                "kind": spec.kind.__name__,
+                "stage": spec.stage,
+                "basic": spec.basic,
+                "nullable": spec.nullable,
+                "empty": spec.empty,
+                "value": _html_number(spec, spec.default),
+                "min": _html_number(spec, spec.low),
+                "max": _html_number(spec, spec.high),
+                "step": "1" if spec.kind is int else "any",
+                "choices": choices,
+            }
+        )
     return fields
 
 
@@ -76,7 +82,9 @@ def _coerce(name: str, spec: RunParam, value):
         else:
             coerced = str(value).strip().lower()
     except (TypeError, ValueError, OverflowError):
-        raise ValidationFailed(f"{name} must be {'a whole number' if spec.kind is int else 'a number'}.", field=name)
+        raise ValidationFailed(
+            f"{name} must be {'a whole number' if spec.kind is int else 'a number'}.", field=name
+        ) from None
     if spec.choices is not None and coerced not in spec.choices:
         raise ValidationFailed(f"{name} must be one of {', '.join(map(str, spec.choices))}.", field=name)
     if spec.low is not None and coerced < spec.low:
@@ -87,7 +95,7 @@ def _coerce(name: str, spec: RunParam, value):
 
 
 def run_params_validate(params: dict | None, *, image_count: int | None = None) -> dict:
-    """Normalised parameters (every key, defaults filled) or ValidationFailed."""
+    """Normalized parameters (every key, defaults filled) or ValidationFailed."""
     params = dict(params or {})
     if not isinstance(params, dict):
         raise ValidationFailed("params must be an object.")
@@ -105,8 +113,6 @@ def run_params_validate(params: dict | None, *, image_count: int | None = None) 
 
 
 def train_config(params: dict, *, input_size: int, channels: int):
-    from embeddings.ml.config import TrainConfig
-
     return TrainConfig(
         batch_norm=_TRAIN_DEFAULTS.batch_norm,
         epochs=params["epochs"],
@@ -128,13 +134,14 @@ def train_config(params: dict, *, input_size: int, channels: int):
 
 
 def layout_config(params: dict, *, image_count: int):
-    from embeddings.ml.config import LayoutConfig
-
     # t-SNE needs perplexity < N / 3; small datasets get the largest that works.
     perplexity = min(params["perplexity"], max(2.0, (image_count - 1) / 3.0))
     extra = {}
     if params.get("tsne_iterations"):
-        extra = {"n_iter": params["tsne_iterations"], "early_exaggeration_iter": max(25, params["tsne_iterations"] // 3)}
+        extra = {
+            "n_iter": params["tsne_iterations"],
+            "early_exaggeration_iter": max(25, params["tsne_iterations"] // 3),
+        }
     return LayoutConfig(
         **extra,
         method=params["layout_method"],
@@ -147,8 +154,10 @@ def layout_config(params: dict, *, image_count: int):
 
 
 def cluster_config(params: dict, *, image_count: int | None = None):
-    from embeddings.ml.config import ClusterConfig
-
     large = image_count is not None and image_count > CLUSTER_MAX_POINTS
-    return ClusterConfig(method=params["cluster_method"], n_clusters=params["n_clusters"], seed=params["seed"],
-                         max_points=CLUSTER_MAX_POINTS if large else None)
+    return ClusterConfig(
+        method=params["cluster_method"],
+        n_clusters=params["n_clusters"],
+        seed=params["seed"],
+        max_points=CLUSTER_MAX_POINTS if large else None,
+    )

@@ -4,23 +4,32 @@ Read, compute, write: images and arrays are loaded and computed outside any
 transaction; the per-image results are written in one atomic block at the end,
 and only if the run is still ours (not cancelled, not reaped as stale).
 """
+
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
+from celery import group
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from embeddings import storage
+# The module, not its names: embeddings.tasks imports these services in turn.
+from embeddings import storage, tasks
+from embeddings.ml.preprocess import choose_input_spec, load_image_array
 from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
+from embeddings.selectors import map_cache_warm
+from labeling.models import Image
 
 from . import params as run_params
+from . import placement
 from .near_duplicates import run_near_duplicates_store
 from .runs import (
     RunCancelled,
@@ -33,6 +42,7 @@ from .runs import (
     run_claim,
     run_mark_finished,
 )
+from .suggestions import suggestions_schedule_recompute
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +88,11 @@ def training_run_execute(*, run_id: int, worker_name: str) -> str:
             metrics = _execute(run, reporter)
         except RunCancelled:
             run_mark_finished(
-                run_id=run_id, status=RunStatus.CANCELLED, error="cancelled by a user",
-                stage_timings=reporter.timings(), loss_curve=reporter.loss_curve,
+                run_id=run_id,
+                status=RunStatus.CANCELLED,
+                error="cancelled by a user",
+                stage_timings=reporter.timings(),
+                loss_curve=reporter.loss_curve,
             )
             logger.info("run %s cancelled", run_id)
             return "cancelled"
@@ -90,9 +103,12 @@ def training_run_execute(*, run_id: int, worker_name: str) -> str:
         except Exception as exc:
             logger.exception("run %s failed on %s", run_id, worker_name)
             run_mark_finished(
-                run_id=run_id, status=RunStatus.FAILED, error=failure_reason(exc),
+                run_id=run_id,
+                status=RunStatus.FAILED,
+                error=failure_reason(exc),
                 error_detail=failure_detail(exc, worker=worker_name),
-                stage_timings=reporter.timings(), loss_curve=reporter.loss_curve,
+                stage_timings=reporter.timings(),
+                loss_curve=reporter.loss_curve,
             )
             return "failed"
     if metrics is None:
@@ -115,8 +131,6 @@ def _delete_artifacts_if_deleted(run: TrainingRun) -> None:
 
 def run_map_cache_warm(*, run_id: int) -> None:
     """Reads a run's arrays into the shared cache so its first visitor finds a warm map."""
-    from embeddings.selectors import map_cache_warm
-
     run = TrainingRun.objects.filter(pk=run_id, status=RunStatus.SUCCEEDED).first()
     if run is None:
         return
@@ -128,20 +142,13 @@ def run_map_cache_warm(*, run_id: int) -> None:
 
 def _after_success(run: TrainingRun) -> None:
     try:
-        from labeling.services.suggestions import suggestions_schedule_recompute
-    except ImportError:
-        suggestions_schedule_recompute = None
-    if suggestions_schedule_recompute is not None:
-        try:
-            suggestions_schedule_recompute(dataset_id=run.dataset_id)
-        except Exception:
-            logger.exception("could not schedule suggestions for dataset %s", run.dataset_id)
+        suggestions_schedule_recompute(dataset_id=run.dataset_id)
+    except Exception:
+        logger.exception("could not schedule suggestions for dataset %s", run.dataset_id)
     # Images uploaded while the run was training are not in it: place them now.
-    from .placement import images_missing_from_run, images_place_execute
-
-    if images_missing_from_run(run).exists():
+    if placement.images_missing_from_run(run).exists():
         try:
-            images_place_execute(run_id=run.pk)
+            placement.images_place_execute(run_id=run.pk)
         except Exception:
             logger.exception("placing late images into run %s failed", run.pk)
     # Last, so it caches the map's final version (placement above warms it too: a cheap second call).
@@ -151,17 +158,36 @@ def _after_success(run: TrainingRun) -> None:
 # --- the stages ------------------------------------------------------------------------------------------
 
 
+@dataclass
+class PreparedImages:
+    """The run's images as the model reads them, and what could not be read."""
+
+    images: np.ndarray | None  # (N, C, H, W) float32; None once handed to the pipeline
+    image_ids: np.ndarray  # int64 (N,)
+    unreadable: list  # [{id, name, error}]
+    input_size: int
+    channels: int
+
+    def hand_over(self) -> np.ndarray:
+        """The images, dropping this reference: the pipeline frees them after embedding."""
+        images, self.images = self.images, None
+        return images
+
+
 def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
-    from embeddings.ml.clustering import cluster_codes
-    from embeddings.ml.layout import compute_layout
-    from embeddings.ml.preprocess import choose_input_spec
-    from embeddings.ml.training import train_autoencoder
-
-    params = run.params or {}
-    params = run_params.run_params_validate(params)  # defaults for keys added since the run was queued
+    params = run_params.run_params_validate(run.params or {})  # defaults for keys added since the run was queued
     started = time.perf_counter()
+    prepared = _prepare(run, params, reporter)
+    result, chunk_info = _compute(run, params, prepared, reporter)
+    reporter.check()
+    duplicate_info = _store_artifacts(run, prepared, result)
+    reporter.check()
+    metrics = _run_metrics(params, prepared, result, chunk_info, duplicate_info, started)
+    return _store_rows(run, prepared, result, metrics, reporter, started)
 
-    # preparing --------------------------------------------------------------------------------
+
+def _prepare(run: TrainingRun, params: dict, reporter: RunReporter) -> PreparedImages:
+    """The preparing stage: choose the input size and channels, load every image, skip a few unreadable ones."""
     reporter.enter_stage(RunStage.PREPARING)
     rows = _dataset_images(run.dataset_id)
     if len(rows) < min_run_images():
@@ -174,7 +200,10 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
     TrainingRun.objects.filter(pk=run.pk).update(input_size=input_size, channels=channels, image_count=len(rows))
     run.input_size, run.channels = input_size, channels
     images, image_ids, unreadable = load_run_images(
-        rows, input_size, channels, on_progress=lambda done, total: reporter.progress(done / total),
+        rows,
+        input_size,
+        channels,
+        on_progress=lambda done, total: reporter.progress(done / total),
         should_stop=reporter.check,
     )
     if unreadable:
@@ -186,72 +215,96 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
                 f"first: image {first['id']} ({first['name']}): {first['error']}"
             )
     storage.write_array(run, storage.IMAGE_IDS, image_ids)
+    return PreparedImages(images, image_ids, unreadable, input_size, channels)
 
-    # training ----------------------------------------------------------------------------------
-    reporter.enter_stage(RunStage.TRAINING)
-    config = run_params.train_config(params, input_size=input_size, channels=channels)
 
-    def on_train_progress(step, total, metrics):
-        reporter.progress(step / max(1, total), loss_point=loss_point(step, metrics))
+def _compute(run: TrainingRun, params: dict, prepared: PreparedImages, reporter: RunReporter):
+    """Training, embedding, layout and clustering: the one pipeline assembly, reporting to the run row.
 
-    result = train_autoencoder(images, config, on_progress=on_train_progress, should_stop=reporter.should_stop)
+    Returns (PipelineResult, embedding chunk info).  Raises RunCancelled or RunLost to stop.
+    """
+    # Deferred on purpose: this module is imported by web processes (through embeddings.services),
+    # and the pipeline imports torch; only the worker runs it.
+    from embeddings.ml.pipeline import run_pipeline
+
+    n = len(prepared.image_ids)
+    chunk_info: dict = {}
+
+    def on_progress(stage, step, total, metrics):
+        point = loss_point(step, metrics) if stage == RunStage.TRAINING else None
+        reporter.progress(step / max(1, total), loss_point=point)
+
+    def after_training(trained):
+        reporter.progress(1.0, force=True)
+        storage.write_model(run, trained.model)  # before embedding: helper workers load it from there
+
+    def embed(model, images):
+        codes, errors, info = embed_run_images(run, model, images, prepared.image_ids, reporter)
+        chunk_info.update(info)
+        return codes, errors
+
+    result = run_pipeline(
+        prepared.hand_over(),
+        run_params.train_config(params, input_size=prepared.input_size, channels=prepared.channels),
+        run_params.layout_config(params, image_count=n),
+        run_params.cluster_config(params, image_count=n),
+        on_stage=reporter.enter_stage,
+        on_progress=on_progress,
+        should_stop=reporter.should_stop,
+        after_training=after_training,
+        embed=embed,
+    )
     if result.cancelled:
         reporter.check()  # raises RunCancelled or RunLost
         raise RunCancelled()
-    reporter.progress(1.0, force=True)
-    storage.write_model(run, result.model)
+    return result, chunk_info
 
-    # embedding ---------------------------------------------------------------------------------
-    reporter.enter_stage(RunStage.EMBEDDING)
-    embed_started = time.perf_counter()
-    codes, errors, chunk_info = embed_run_images(run, result.model, images, image_ids, reporter)
-    embed_seconds = time.perf_counter() - embed_started
-    del images
 
-    # layout ------------------------------------------------------------------------------------
-    reporter.enter_stage(RunStage.LAYOUT)
-    layout_cfg = run_params.layout_config(params, image_count=len(codes))
-    xy = np.asarray(
-        compute_layout(codes, layout_cfg, on_progress=lambda step, total, *_: reporter.progress(step / max(1, total))),
-        dtype=np.float32,
-    )
+def _store_artifacts(run: TrainingRun, prepared: PreparedImages, result) -> dict:
+    """The run's arrays and near-duplicate pairs under its id; returns the pairs' metrics.
 
-    # clustering --------------------------------------------------------------------------------
-    reporter.enter_stage(RunStage.CLUSTERING)
-    reporter.check()
-    labels = np.asarray(cluster_codes(codes, run_params.cluster_config(params, image_count=len(codes)), layout_xy=xy), dtype=np.int32)
-    reporter.check()
-
-    # storing -----------------------------------------------------------------------------------
-    storage.write_array(run, storage.CODES, codes)
-    storage.write_array(run, storage.LAYOUT, xy)
-    storage.write_array(run, storage.CLUSTERS, labels)
-    storage.write_array(run, storage.RECONSTRUCTION_ERRORS, errors)
+    Stored before the run turns succeeded, so no reader ever finds one missing.
+    """
+    storage.write_array(run, storage.CODES, result.codes)
+    storage.write_array(run, storage.LAYOUT, result.xy)
+    storage.write_array(run, storage.CLUSTERS, result.clusters)
+    storage.write_array(run, storage.RECONSTRUCTION_ERRORS, result.recon_error)
     # Near-duplicate pairs for the review queue: once here, not in every request.
-    # Stored before the run turns succeeded, so no reader ever finds it missing.
-    duplicate_info = run_near_duplicates_store(run=run, codes=codes, image_ids=image_ids)
-    reporter.check()
-    timings = reporter.timings()
-    n_clusters = int(len(np.unique(labels)))
-    metrics = {
-        "n_images": int(len(image_ids)),
-        "n_unreadable": len(unreadable),
-        "unreadable": unreadable[:50],
-        "n_clusters": n_clusters,
+    return run_near_duplicates_store(run=run, codes=result.codes, image_ids=prepared.image_ids)
+
+
+def _run_metrics(
+    params: dict, prepared: PreparedImages, result, chunk_info: dict, duplicate_info: dict, started: float
+) -> dict:
+    codes, errors = result.codes, result.recon_error
+    return {
+        "n_images": len(prepared.image_ids),
+        "n_unreadable": len(prepared.unreadable),
+        "unreadable": prepared.unreadable[:50],
+        "n_clusters": len(np.unique(result.clusters)),
         "code_size": int(codes.shape[1]),
-        "input_size": int(input_size),
-        "channels": int(channels),
+        "input_size": int(prepared.input_size),
+        "channels": int(prepared.channels),
         "final_loss": float(result.loss_curve[-1]) if result.loss_curve else None,
         "epoch_losses": [float(v) for v in result.loss_curve],
         "epochs_run": int(result.epochs_run),
         "stopped_early": bool(result.stopped_early),
         "mean_reconstruction_error": float(errors.mean()),
-        "layout_method": layout_cfg.method,
-        "embedding_images_per_second": round(len(codes) / max(embed_seconds, 1e-9), 1),
+        "layout_method": run_params.layout_config(params, image_count=len(codes)).method,
+        "embedding_images_per_second": round(len(codes) / max(result.timings["embedding"], 1e-9), 1),
         "embedding_chunks": chunk_info,
         **duplicate_info,
         "total_seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _store_rows(
+    run: TrainingRun, prepared: PreparedImages, result, metrics: dict, reporter: RunReporter, started: float
+) -> dict | None:
+    """One atomic write of every image's row and the run's end state, if the run is still ours."""
+    codes, xy, labels, errors = result.codes, result.xy, result.clusters, result.recon_error
+    image_ids = prepared.image_ids
+    timings = reporter.timings()
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().filter(pk=run.pk, status=RunStatus.RUNNING).first()
         if locked is None:
@@ -262,8 +315,13 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
         ImageEmbedding.objects.bulk_create(
             (
                 ImageEmbedding(
-                    run_id=run.pk, image_id=int(image_id), code=codes[i].tobytes(), x=float(xy[i, 0]),
-                    y=float(xy[i, 1]), cluster=int(labels[i]), reconstruction_error=float(errors[i]),
+                    run_id=run.pk,
+                    image_id=int(image_id),
+                    code=codes[i].tobytes(),
+                    x=float(xy[i, 0]),
+                    y=float(xy[i, 1]),
+                    cluster=int(labels[i]),
+                    reconstruction_error=float(errors[i]),
                 )
                 for i, image_id in enumerate(image_ids)
             ),
@@ -272,18 +330,28 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
         timings["storing"] = round(time.perf_counter() - started - sum(timings.values()), 3)
         metrics["total_seconds"] = round(time.perf_counter() - started, 3)
         TrainingRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.SUCCEEDED, stage=RunStage.DONE, progress=1.0, metrics=metrics,
-            stage_timings=timings, loss_curve=reporter.loss_curve, image_count=len(image_ids),
-            cluster_count=n_clusters, finished_at=timezone.now(), heartbeat_at=timezone.now(),
+            status=RunStatus.SUCCEEDED,
+            stage=RunStage.DONE,
+            progress=1.0,
+            metrics=metrics,
+            stage_timings=timings,
+            loss_curve=reporter.loss_curve,
+            image_count=len(image_ids),
+            cluster_count=metrics["n_clusters"],
+            finished_at=timezone.now(),
+            heartbeat_at=timezone.now(),
         )
-    logger.info("run %s succeeded: %s images, %s clusters in %.1f s", run.pk, len(image_ids), n_clusters,
-                metrics["total_seconds"])
+    logger.info(
+        "run %s succeeded: %s images, %s clusters in %.1f s",
+        run.pk,
+        len(image_ids),
+        metrics["n_clusters"],
+        metrics["total_seconds"],
+    )
     return metrics
 
 
 def _dataset_images(dataset_id: int) -> list[tuple]:
-    from labeling.models import Image
-
     return list(
         Image.objects.filter(dataset_id=dataset_id)
         .order_by("id")
@@ -294,8 +362,6 @@ def _dataset_images(dataset_id: int) -> list[tuple]:
 def load_run_images(rows, input_size: int, channels: int, *, on_progress=None, should_stop=None):
     """(images (N,C,H,W) float32, image ids int64, unreadable [{id,name,error}]) for
     rows of (id, file name, width, height, mode, original name)."""
-    from embeddings.ml.preprocess import load_image_array
-
     total = len(rows)
     out = np.empty((total, channels, input_size, input_size), dtype=np.float32)
     ok = np.zeros(total, dtype=bool)
@@ -308,7 +374,9 @@ def load_run_images(rows, input_size: int, channels: int, *, on_progress=None, s
                 out[i] = load_image_array(fh, input_size, channels)
             ok[i] = True
         except Exception as exc:  # a missing, truncated or non-image file
-            unreadable.append({"id": int(image_id), "name": str(row[5] if len(row) > 5 else name), "error": str(exc)[:300]})
+            unreadable.append(
+                {"id": int(image_id), "name": str(row[5] if len(row) > 5 else name), "error": str(exc)[:300]}
+            )
         if time.monotonic() - last >= 1.0:
             last = time.monotonic()
             if should_stop is not None:
@@ -335,8 +403,9 @@ def embedding_batch_size() -> int:
     return min(EMBED_BATCH_SIZE, embed_chunk_size())
 
 
-def embed_in_chunks(model, images: np.ndarray, *, chunk_size: int, batch_size: int, done_elsewhere=None,
-                    on_chunk=None) -> tuple[np.ndarray, np.ndarray, int]:
+def embed_in_chunks(
+    model, images: np.ndarray, *, chunk_size: int, batch_size: int, done_elsewhere=None, on_chunk=None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes and errors for all images, chunk by chunk.
 
     done_elsewhere(index) may return (codes, errors) a helper worker already
@@ -344,6 +413,7 @@ def embed_in_chunks(model, images: np.ndarray, *, chunk_size: int, batch_size: i
     coordinator and helpers (which start at the first) meet in the middle.
     Returns (codes, errors, chunks taken from helpers).
     """
+    # Deferred on purpose: inference imports torch, which web processes (importing the services) never load.
     from embeddings.ml.inference import embed_images
 
     bounds = chunk_bounds(len(images), chunk_size, batch_size)
@@ -390,18 +460,18 @@ def embed_run_images(run: TrainingRun, model, images: np.ndarray, image_ids: np.
     )
     if helpers_asked:
         _delete_helper_chunks(run)
-    info = {"count": len(bounds), "chunk_size": bounds[0][1] - bounds[0][0] if bounds else 0,
-            "helpers_asked": helpers_asked, "from_helpers": from_helpers}
+    info = {
+        "count": len(bounds),
+        "chunk_size": bounds[0][1] - bounds[0][0] if bounds else 0,
+        "helpers_asked": helpers_asked,
+        "from_helpers": from_helpers,
+    }
     return codes, errors, info
 
 
 def _ask_helpers(run: TrainingRun, chunk_count: int) -> bool:
-    from celery import group
-
-    from embeddings.tasks import embed_chunk
-
     try:
-        group(embed_chunk.s(run.pk, index) for index in range(chunk_count)).apply_async()
+        group(tasks.embed_chunk.s(run.pk, index) for index in range(chunk_count)).apply_async()
         return True
     except Exception:
         logger.exception("run %s: could not hand embedding chunks to other workers; embedding alone", run.pk)
@@ -421,8 +491,6 @@ def read_helper_chunk(run: TrainingRun, index: int):
         data_name = storage.read_bytes(run, _chunk_marker(index)).decode().strip()
         if not data_name.startswith("chunks/"):
             return None
-        import io
-
         with np.load(io.BytesIO(storage.read_bytes(run, data_name)), allow_pickle=False) as data:
             return data["codes"], data["errors"]
     except Exception:
@@ -463,8 +531,6 @@ def embedding_chunk_execute(*, run_id: int, index: int) -> str:
     if index >= len(bounds):
         return "skipped"
     start, stop = bounds[index]
-    from labeling.models import Image
-
     chunk_ids = [int(v) for v in image_ids[start:stop]]
     files = dict(Image.objects.filter(pk__in=chunk_ids).values_list("id", "file"))
     rows = [(image_id, files[image_id]) for image_id in chunk_ids if image_id in files]
@@ -478,6 +544,7 @@ def embedding_chunk_execute(*, run_id: int, index: int) -> str:
     if model is None:
         _helper_models.clear()
         model = _helper_models[key] = storage.read_model(run)
+    # Deferred on purpose: inference imports torch (see embed_in_chunks).
     from embeddings.ml.inference import embed_images
 
     codes, errors = embed_images(model, images, batch_size=embedding_batch_size())
@@ -485,8 +552,6 @@ def embedding_chunk_execute(*, run_id: int, index: int) -> str:
     if fresh is None or fresh[0] != RunStatus.RUNNING or fresh[1] != RunStage.EMBEDDING:
         return "skipped"
     data_name = f"chunks/embedding-{index:05d}-{uuid.uuid4().hex[:12]}.npz"
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, codes=codes, errors=errors)
     storage.write_bytes(run, data_name, buf.getvalue())

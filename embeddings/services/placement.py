@@ -1,10 +1,11 @@
 """Placing images uploaded after a run onto that run's map, without retraining.
 
 The run's own model embeds the new images; each is put on the map near its
-code-space neighbours (ml.layout.place_new_points) and into their cluster
+code-space neighbors (ml.layout.place_new_points) and into their cluster
 (ml.clustering.assign_clusters).  Rows are marked placed_after_run and the run's
 placed_count says how many, so the map page can offer a full re-run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,17 @@ import numpy as np
 from django.db import transaction
 from django.db.models import F
 
-from embeddings import storage
+from embeddings import storage, tasks
+from embeddings.ml.clustering import assign_clusters
+from embeddings.ml.layout import place_new_points
 from embeddings.models import ImageEmbedding, RunStatus, TrainingRun
+from embeddings.selectors import current_run, run_arrays
+from labeling.models import Image
+
+# The module, not its names: pipeline places late images through this module in turn.
+from . import pipeline
+from .near_duplicates import run_near_duplicates_add
+from .suggestions import suggestions_schedule_recompute
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +50,6 @@ def _run_model(run: TrainingRun):
 
 
 def images_missing_from_run(run: TrainingRun):
-    from labeling.models import Image
-
     return Image.objects.filter(dataset_id=run.dataset_id).exclude(
         pk__in=ImageEmbedding.objects.filter(run_id=run.pk).values("image_id")
     )
@@ -55,8 +63,6 @@ def images_place_on_current_map(*, dataset, image_ids=None) -> TrainingRun | Non
     must not fail for it, and the next placement or run picks the images up
     (placement with image_ids=None places every image missing from the map).
     """
-    from embeddings.selectors import current_run
-
     run = current_run(dataset)
     if run is None:
         return None
@@ -65,10 +71,8 @@ def images_place_on_current_map(*, dataset, image_ids=None) -> TrainingRun | Non
         return run
 
     def publish():
-        from embeddings.tasks import place_images
-
         try:
-            place_images.delay(run.pk, ids)
+            tasks.place_images.delay(run.pk, ids)
         except Exception:
             logger.exception("could not queue placement of %s image(s) into run %s", len(ids or ()), run.pk)
 
@@ -78,22 +82,20 @@ def images_place_on_current_map(*, dataset, image_ids=None) -> TrainingRun | Non
 
 def _map_codes(run: TrainingRun, ids: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(image ids, codes) of everything on the run's map (committed rows) plus the new images."""
-    from embeddings.selectors import run_arrays
-
     arrays = run_arrays(run)
     known = arrays.codes()
     ids = np.asarray(ids, dtype=np.int64)
     if not known.size:
         return ids, np.asarray(codes, dtype=np.float32)
     keep = np.isfinite(known).all(axis=1) & ~np.isin(arrays.image_ids, ids)
-    return (np.concatenate([arrays.image_ids[keep], ids]),
-            np.concatenate([known[keep], np.asarray(codes, dtype=np.float32)]))
+    return (
+        np.concatenate([arrays.image_ids[keep], ids]),
+        np.concatenate([known[keep], np.asarray(codes, dtype=np.float32)]),
+    )
 
 
 def _add_near_duplicates(run: TrainingRun, map_ids: np.ndarray, map_codes: np.ndarray, new_ids: set) -> None:
     """Extends the run's stored near-duplicate pairs with the new images' pairs."""
-    from .near_duplicates import run_near_duplicates_add
-
     try:
         added = run_near_duplicates_add(run=run, codes=map_codes, image_ids=map_ids, new_image_ids=new_ids)
         if added:
@@ -105,28 +107,21 @@ def _add_near_duplicates(run: TrainingRun, map_ids: np.ndarray, map_codes: np.nd
 def _after_placement(run: TrainingRun) -> None:
     """The new images get suggestions without waiting for a label change, and the
     map's new version is cached before anyone asks for it."""
-    from .pipeline import run_map_cache_warm
-
     try:
-        from labeling.services.suggestions import suggestions_schedule_recompute
-
         suggestions_schedule_recompute(dataset_id=run.dataset_id)
     except Exception:
         logger.exception("could not schedule suggestions for dataset %s", run.dataset_id)
-    run_map_cache_warm(run_id=run.pk)
+    pipeline.run_map_cache_warm(run_id=run.pk)
 
 
 def images_place_execute(*, run_id: int, image_ids=None) -> int:
     """Embed and place images into a succeeded run; returns how many were placed.
 
     Idempotent: images already on the run's map are skipped, and placements for
-    the same run are serialised on the run row, so a redelivered task adds nothing.
+    the same run are serialized on the run row, so a redelivered task adds nothing.
     """
-    from embeddings.ml.clustering import assign_clusters
+    # torch: loaded by the worker that places images, never by a web process.
     from embeddings.ml.inference import embed_images
-    from embeddings.ml.layout import place_new_points
-
-    from .pipeline import embedding_batch_size, load_run_images
 
     run = TrainingRun.objects.filter(pk=run_id, status=RunStatus.SUCCEEDED).first()
     if run is None:
@@ -137,13 +132,13 @@ def images_place_execute(*, run_id: int, image_ids=None) -> int:
     rows = list(candidates.order_by("id").values_list("id", "file", "width", "height", "mode", "original_name"))
     if not rows:
         return 0
-    images, ids, unreadable = load_run_images(rows, run.input_size, run.channels)
+    images, ids, unreadable = pipeline.load_run_images(rows, run.input_size, run.channels)
     for bad in unreadable:
         logger.warning("run %s: image %s (%s) could not be placed: %s", run.pk, bad["id"], bad["name"], bad["error"])
     if len(ids) == 0:
         return 0
     model = _run_model(run)
-    codes, errors = embed_images(model, images, batch_size=embedding_batch_size())
+    codes, errors = embed_images(model, images, batch_size=pipeline.embedding_batch_size())
     ref_codes = storage.read_array(run, storage.CODES)
     ref_xy = storage.read_array(run, storage.LAYOUT)
     ref_labels = storage.read_array(run, storage.CLUSTERS)
@@ -168,8 +163,14 @@ def images_place_execute(*, run_id: int, image_ids=None) -> int:
         )
         new_rows = [
             ImageEmbedding(
-                run_id=run.pk, image_id=int(image_id), code=codes[i].tobytes(), x=float(xy[i, 0]), y=float(xy[i, 1]),
-                cluster=int(labels[i]), reconstruction_error=float(errors[i]), placed_after_run=True,
+                run_id=run.pk,
+                image_id=int(image_id),
+                code=codes[i].tobytes(),
+                x=float(xy[i, 0]),
+                y=float(xy[i, 1]),
+                cluster=int(labels[i]),
+                reconstruction_error=float(errors[i]),
+                placed_after_run=True,
             )
             for i, image_id in enumerate(ids)
             if int(image_id) not in already

@@ -4,20 +4,26 @@ Run state lives on the TrainingRun row; every write here is a conditional
 UPDATE on the status it expects, so a web request, the worker and the stale-run
 reaper can race without one undoing another.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 import traceback
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
+from core.errors import RunAlreadyActive, ServiceUnavailable, ValidationFailed
+from embeddings import tasks
 from embeddings.models import ACTIVE_RUN_STATUSES, ERROR_REASON_MAX, RunStage, RunStatus, TrainingRun
-from labeling.errors import RunAlreadyActive, ServiceUnavailable, ValidationFailed
+from labeling.models import Image
 
 from .params import run_params_validate
 
@@ -53,8 +59,6 @@ def training_run_start(*, dataset, user, params: dict | None = None) -> Training
     connection timeout and retry policy), the run is marked failed with the reason,
     and ServiceUnavailable (503) is raised: labeling keeps working meanwhile.
     """
-    from labeling.models import Image
-
     # A dead worker's run must not block new runs until something reads it.
     runs_fail_stale(dataset_id=dataset.pk)
     image_count = Image.objects.filter(dataset=dataset).count()
@@ -64,8 +68,6 @@ def training_run_start(*, dataset, user, params: dict | None = None) -> Training
             f"A run needs at least {min_run_images()} images; this dataset has {image_count}.",
             image_count=image_count,
         )
-    import uuid
-
     task_id = str(uuid.uuid4())
     try:
         with transaction.atomic():
@@ -82,20 +84,20 @@ def training_run_start(*, dataset, user, params: dict | None = None) -> Training
         raise RunAlreadyActive(
             f"Run {active.pk if active else '?'} is already {active.status if active else 'active'} for this dataset.",
             run_id=active.pk if active else None,
-        )
+        ) from None
     run.refresh_from_db()
     return run
 
 
 def _publish_run(run: TrainingRun, task_id: str) -> None:
-    from embeddings.tasks import run_pipeline
-
     try:
-        run_pipeline.apply_async(args=[run.pk], task_id=task_id)
+        tasks.run_pipeline.apply_async(args=[run.pk], task_id=task_id)
     except Exception as exc:  # kombu raises OperationalError and friends; all mean "not queued"
         # The broker's own message can name its host and port: admins only.
         TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.FAILED, error=QUEUE_UNREACHABLE, error_detail=f"{QUEUE_UNREACHABLE}: {exc}",
+            status=RunStatus.FAILED,
+            error=QUEUE_UNREACHABLE,
+            error_detail=f"{QUEUE_UNREACHABLE}: {exc}",
             finished_at=timezone.now(),
         )
         logger.warning("run %s not queued: %s: %s", run.pk, QUEUE_UNREACHABLE, exc)
@@ -124,8 +126,10 @@ def training_run_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
 def runs_fail_stale(*, dataset_id: int | None = None, run_id: int | None = None) -> int:
     """Mark running runs whose worker stopped writing heartbeats as failed.
 
-    Called cheaply (one UPDATE) when a run's status is read, when a run starts,
-    and periodically when celery beat runs.  Returns the number of runs failed.
+    The one place runs are reaped: called cheaply (one UPDATE) by the views
+    before they show runs (training_run_check_liveness for one run), by
+    training_run_start, and every minute by the periodic task when celery beat
+    runs.  Selectors never call it.  Returns the number of runs failed.
     """
     cutoff = timezone.now() - timedelta(seconds=heartbeat_timeout())
     stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff)
@@ -133,9 +137,6 @@ def runs_fail_stale(*, dataset_id: int | None = None, run_id: int | None = None)
         stale = stale.filter(dataset_id=dataset_id)
     if run_id is not None:
         stale = stale.filter(pk=run_id)
-    from django.db.models import F, Value
-    from django.db.models.functions import Concat
-
     count = stale.update(
         status=RunStatus.FAILED,
         error=f"{STALE_REASON}: no heartbeat for more than {heartbeat_timeout():g} s",
@@ -174,8 +175,6 @@ def run_claim(*, run_id: int, worker_name: str, max_attempts: int = 2) -> Traini
     one conditional UPDATE, so a redelivered message running beside the first
     one finds nothing to claim.
     """
-    from django.db.models import F, Q
-
     now = timezone.now()
     cutoff = now - timedelta(seconds=heartbeat_timeout())
     claimable = Q(status=RunStatus.QUEUED, cancel_requested=False) | Q(
@@ -337,8 +336,11 @@ def run_mark_finished(*, run_id: int, status: str, error: str = "", error_detail
     """Move a running run to its end state; False if it was not running any more."""
     return bool(
         TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
-            status=status, error=error[:ERROR_REASON_MAX], error_detail=error_detail[:20000],
-            finished_at=timezone.now(), **fields
+            status=status,
+            error=error[:ERROR_REASON_MAX],
+            error_detail=error_detail[:20000],
+            finished_at=timezone.now(),
+            **fields,
         )
     )
 

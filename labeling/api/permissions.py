@@ -1,50 +1,28 @@
-"""Which role each endpoint needs, in one place.
+"""Which role each endpoint needs, read from the views that declare it.
 
-The roles x actions table itself is labeling.permissions.ACTION_MIN_ROLE;
-views name an action from it and resolve the dataset with
-`dataset_for_user`, which answers 404 to non-members and 403 to members
-whose role is too low. DRF's IsAuthenticated (the default permission class)
-answers 401 to anonymous requests before any of that.
+The roles x actions table itself is core.permissions.ACTION_MIN_ROLE. Each API
+view declares the action each of its HTTP methods needs (`actions` on
+core.api.contract.ApiView), and ApiView resolves the dataset, image or run of
+the URL with it: 404 for non-members, 403 for members whose role is too low.
+DRF's IsAuthenticated (the default permission class) answers 401 to anonymous
+requests before any of that. This module only lists those declarations for
+the tests that try every role against every endpoint.
 """
-from labeling.permissions import ACTION_MIN_ROLE, dataset_for_user  # noqa: F401
 
-# (HTTP method, route name) -> action in ACTION_MIN_ROLE. Tests iterate over it.
-ENDPOINT_ACTIONS = {
-    ("GET", "dataset-list"): None,  # lists only the user's own datasets
-    ("POST", "dataset-list"): None,  # any signed-in user may create a dataset
-    ("GET", "dataset-detail"): "view",
-    ("PATCH", "dataset-detail"): "edit_dataset",
-    ("DELETE", "dataset-detail"): "delete_dataset",
-    ("GET", "member-list"): "view",
-    ("POST", "member-list"): "manage_members",
-    ("PATCH", "member-detail"): "manage_members",
-    ("DELETE", "member-detail"): "manage_members",
-    ("GET", "class-list"): "view",
-    ("POST", "class-list"): "manage_classes",
-    ("GET", "class-detail"): "view",
-    ("PATCH", "class-detail"): "manage_classes",
-    ("DELETE", "class-detail"): "manage_classes",
-    ("GET", "image-list"): "view",
-    ("POST", "image-list"): "upload",
-    ("GET", "image-detail"): "view",
-    ("GET", "image-history"): "view",
-    ("PUT", "image-annotation"): "label",
-    ("DELETE", "image-annotation"): "label",
-    ("POST", "annotation-bulk"): "label",
-    ("GET", "action-list"): "view",
-    ("POST", "action-undo"): "label",  # and only the action's author or an admin
-    ("GET", "review-queue"): "view",
-    ("POST", "review-resolve"): "review",
-    ("POST", "suggestions-accept"): "label",
-    ("GET", "export"): "export",
-    ("GET", "run-list"): "view",
-    ("POST", "run-list"): "start_run",
-    ("GET", "run-detail"): "view",
-    ("POST", "run-cancel"): "cancel_run",
-    ("GET", "dataset-map"): "view",
-    ("GET", "dataset-clusters"): "view",
-    ("GET", "image-similar"): "view",
-}
+from core.api.contract import ApiView
+from core.permissions import OPEN_ACTIONS
+from core.routes import routes
 
-for _action in ENDPOINT_ACTIONS.values():
-    assert _action is None or _action in ACTION_MIN_ROLE, _action
+
+def endpoint_actions() -> dict[tuple[str, str], str | None]:
+    """{(HTTP method, route name): action} for every named API endpoint; None where no dataset is involved."""
+    table = {}
+    for route in routes():
+        view = route.view_class
+        if route.name and view is not None and issubclass(view, ApiView):
+            for method, action in view.actions.items():
+                table[(method.upper(), route.name)] = None if action in OPEN_ACTIONS else action
+    return table
+
+
+ENDPOINT_ACTIONS = endpoint_actions()

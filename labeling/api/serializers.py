@@ -5,12 +5,16 @@ Input serializers only check types and bounds; the services check the rules
 serializers describe exactly what the views return, so the OpenAPI schema and
 Schemathesis see the real shapes.
 """
+
 import math
 
 from rest_framework import serializers
 
+from core.api.serializers import ErrorSerializer, KeywordFieldsMixin
+from embeddings.ml.geometry import MAX_POLYGON_VERTICES
 from labeling.models import Role
-from labeling.services.annotations import MAX_BULK_IMAGES, MAX_POLYGON_VERTICES
+from labeling.selectors import image_annotation
+from labeling.services.annotations import MAX_BULK_IMAGES
 
 MAX_ID = 2**63 - 1
 
@@ -88,11 +92,6 @@ class TokenSerializer(serializers.Serializer):
     expires = serializers.DateTimeField(allow_null=True, help_text="When the token stops working (null: never).")
 
 
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
-
-
 # --- datasets ---------------------------------------------------------------------------
 
 
@@ -144,15 +143,21 @@ class MemberSerializer(serializers.Serializer):
 
 class LabelClassWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$", required=False, allow_null=True, max_length=7,
-                                   error_messages={"invalid": "Enter a colour like #1f77b4."})
+    color = serializers.RegexField(
+        r"^#[0-9a-fA-F]{6}$",
+        required=False,
+        allow_null=True,
+        max_length=7,
+        error_messages={"invalid": "Enter a color like #1f77b4."},
+    )
     shortcut = serializers.CharField(max_length=1, required=False, allow_blank=True, trim_whitespace=False)
 
 
 class LabelClassPatchSerializer(LabelClassWriteSerializer):
     name = serializers.CharField(max_length=100, required=False)
-    color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$", required=False, max_length=7,
-                                   error_messages={"invalid": "Enter a colour like #1f77b4."})
+    color = serializers.RegexField(
+        r"^#[0-9a-fA-F]{6}$", required=False, max_length=7, error_messages={"invalid": "Enter a color like #1f77b4."}
+    )
 
 
 class LabelClassSerializer(serializers.Serializer):
@@ -166,16 +171,17 @@ class LabelClassSerializer(serializers.Serializer):
 # --- images --------------------------------------------------------------------------------------
 
 
-class ImageListQuerySerializer(serializers.Serializer):
-    locals()["class"] = IdField(required=False, help_text="only images labelled with this class id")
-    cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9,
-                                       help_text="only images in this cluster of the current map")
+class ImageListQuerySerializer(KeywordFieldsMixin, serializers.Serializer):
+    class_ = IdField(required=False, help_text="only images labeled with this class id")
+    cluster = serializers.IntegerField(
+        required=False, min_value=-1, max_value=10**9, help_text="only images in this cluster of the current map"
+    )
     unlabeled = serializers.BooleanField(required=False, default=False, help_text="only images without a class")
     page = serializers.IntegerField(required=False, min_value=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=500)
 
 
-class ImageSerializer(serializers.Serializer):
+class ImageSerializer(KeywordFieldsMixin, serializers.Serializer):
     id = serializers.IntegerField()
     dataset = serializers.IntegerField()
     name = serializers.CharField()
@@ -183,7 +189,7 @@ class ImageSerializer(serializers.Serializer):
     height = serializers.IntegerField()
     url = serializers.CharField()
     thumbnail_url = serializers.CharField()
-    locals()["class"] = serializers.IntegerField(allow_null=True)
+    class_ = serializers.IntegerField(allow_null=True)
     annotation_version = serializers.IntegerField()
     cluster = serializers.IntegerField(allow_null=True)
     x = serializers.FloatField(allow_null=True)
@@ -203,6 +209,48 @@ class ImageDetailSerializer(ImageSerializer):
     reviewed_by = serializers.IntegerField(allow_null=True)
     reviewed_at = serializers.DateTimeField(allow_null=True)
     run = serializers.IntegerField(allow_null=True)
+
+
+def image_data(request, image, position: dict | None, *, detail: bool = False) -> dict:
+    """One image as ImageSerializer (with detail, ImageDetailSerializer) describes it.
+
+    The one place an image's payload is built: the image list, the image endpoint
+    and the image page's data. `position` is the image's row on the current map
+    (labeling.selectors.image_positions, embeddings.selectors.image_map_position),
+    None when it is not on one.
+    """
+    annotation = image_annotation(image)
+    position = position or {}
+    data = {
+        "id": image.pk,
+        "dataset": image.dataset_id,
+        "name": image.original_name,
+        "width": image.width,
+        "height": image.height,
+        "url": request.build_absolute_uri(f"/images/{image.pk}/file/"),
+        "thumbnail_url": request.build_absolute_uri(f"/images/{image.pk}/thumbnail/"),
+        "class": annotation.label_class_id if annotation else None,
+        "annotation_version": annotation.version if annotation else 0,
+        "cluster": position.get("cluster"),
+        "x": position.get("x"),
+        "y": position.get("y"),
+        "suggestion": position.get("suggestion"),
+        "confidence": position.get("confidence"),
+        "reviewed": bool(annotation and annotation.reviewed_by_id),
+    }
+    if detail:
+        data.update(
+            format=image.format,
+            sha256=image.sha256,
+            size_bytes=image.size_bytes,
+            uploaded_at=image.uploaded_at,
+            author=annotation.author_id if annotation else None,
+            updated=annotation.updated_at if annotation and annotation.version else None,
+            reviewed_by=annotation.reviewed_by_id if annotation else None,
+            reviewed_at=annotation.reviewed_at if annotation else None,
+            run=position.get("run"),
+        )
+    return data
 
 
 class UploadSerializer(serializers.Serializer):
@@ -233,23 +281,41 @@ class UploadReportSerializer(serializers.Serializer):
 # --- annotations -----------------------------------------------------------------------------------
 
 
-class AnnotationSetSerializer(serializers.Serializer):
-    locals()["class"] = IdField(allow_null=True, help_text="class id, or null to clear")
-    version = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1,
-                                       help_text="the annotation_version you saw; a stale one is a 409")
+class AnnotationSetSerializer(KeywordFieldsMixin, serializers.Serializer):
+    class_ = IdField(allow_null=True, help_text="class id, or null to clear")
+    version = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=2**31 - 1,
+        help_text="the annotation_version you saw; a stale one is a 409",
+    )
 
 
 class AnnotationDeleteQuerySerializer(serializers.Serializer):
     version = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
 
 
-class AnnotationSerializer(serializers.Serializer):
+class AnnotationSerializer(KeywordFieldsMixin, serializers.Serializer):
     image = serializers.IntegerField()
-    locals()["class"] = serializers.IntegerField(allow_null=True)
+    class_ = serializers.IntegerField(allow_null=True)
     annotation_version = serializers.IntegerField()
     action_id = serializers.IntegerField(allow_null=True)
     author = serializers.IntegerField(allow_null=True)
     updated = serializers.DateTimeField(allow_null=True)
+
+
+def annotation_data(annotation) -> dict:
+    """An image's annotation after a write, as AnnotationSerializer describes it."""
+    action = getattr(annotation, "action", None)  # the LabelAction of the write that returned it
+    return {
+        "image": annotation.image_id,
+        "class": annotation.label_class_id,
+        "annotation_version": annotation.version,
+        "action_id": action.pk if action else None,
+        "author": annotation.author_id,
+        "updated": annotation.updated_at,
+    }
 
 
 class VersionConflictSerializer(ErrorSerializer):
@@ -268,9 +334,9 @@ def ExpectedField():
     )
 
 
-class StaleImageSerializer(serializers.Serializer):
+class StaleImageSerializer(KeywordFieldsMixin, serializers.Serializer):
     image = serializers.IntegerField()
-    locals()["class"] = serializers.IntegerField(allow_null=True)
+    class_ = serializers.IntegerField(allow_null=True)
     version = serializers.IntegerField()
 
 
@@ -279,8 +345,8 @@ class StaleVersionsSerializer(ErrorSerializer):
     conflicts = StaleImageSerializer(many=True, help_text="the changed images (at most 1,000), as they are now")
 
 
-class BulkSerializer(serializers.Serializer):
-    locals()["class"] = IdField(allow_null=True, help_text="class id, or null to clear")
+class BulkSerializer(KeywordFieldsMixin, serializers.Serializer):
+    class_ = IdField(allow_null=True, help_text="class id, or null to clear")
     image_ids = BoundedListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES, allow_empty=True)
     cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9)
     polygon = BoundedListField(
@@ -304,11 +370,13 @@ class BulkResultSerializer(serializers.Serializer):
     updated = serializers.IntegerField()
     action_id = serializers.IntegerField()
     skipped = serializers.ListField(
-        child=serializers.IntegerField(), required=False,
-        help_text="accepting suggestions: images left alone because they were labelled or changed meanwhile",
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="accepting suggestions: images left alone because they were labeled or changed meanwhile",
     )
     versions = serializers.DictField(
-        child=serializers.IntegerField(), required=False,
+        child=serializers.IntegerField(),
+        required=False,
         help_text="with `expected`: the new annotation_version of each listed image",
     )
 
@@ -318,15 +386,16 @@ class UndoResultSerializer(serializers.Serializer):
     undo_action_id = serializers.IntegerField()
     restored = serializers.IntegerField()
     conflicts = serializers.ListField(child=serializers.IntegerField())
-    versions = serializers.DictField(child=serializers.IntegerField(),
-                                     help_text="the new annotation_version of each restored image")
+    versions = serializers.DictField(
+        child=serializers.IntegerField(), help_text="the new annotation_version of each restored image"
+    )
 
 
-class LabelActionSerializer(serializers.Serializer):
+class LabelActionSerializer(KeywordFieldsMixin, serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.CharField()
     source = serializers.CharField()
-    locals()["class"] = serializers.IntegerField(source="label_class_id", allow_null=True)
+    class_ = serializers.IntegerField(source="label_class_id", allow_null=True)
     image_count = serializers.IntegerField()
     user = serializers.IntegerField(source="user_id", allow_null=True)
     username = serializers.CharField(source="user.username", allow_null=True, default=None)
@@ -375,11 +444,11 @@ class ReviewItemSerializer(serializers.Serializer):
     suggested_class = serializers.IntegerField(allow_null=True)
 
 
-class ReviewResolveSerializer(serializers.Serializer):
+class ReviewResolveSerializer(KeywordFieldsMixin, serializers.Serializer):
     kind = serializers.ChoiceField(choices=["cluster", "image"])
     id = serializers.IntegerField(min_value=-1, max_value=MAX_ID)
     outcome = serializers.ChoiceField(choices=["accepted", "relabelled", "reviewed"])
-    locals()["class"] = IdField(required=False, allow_null=True)
+    class_ = IdField(required=False, allow_null=True)
     image_ids = BoundedListField(child=IdField(), required=False, allow_null=True, max_length=MAX_BULK_IMAGES)
     expected = ExpectedField()
 
@@ -390,19 +459,25 @@ class ReviewResolveResultSerializer(serializers.Serializer):
     outcome = serializers.CharField()
     action_id = serializers.IntegerField(allow_null=True)
     updated = serializers.IntegerField()
-    skipped = serializers.ListField(child=serializers.IntegerField(), required=False,
-                                    help_text="images left alone because someone changed them meanwhile")
+    skipped = serializers.ListField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="images left alone because someone changed them meanwhile",
+    )
 
 
-class SuggestionsAcceptSerializer(serializers.Serializer):
+class SuggestionsAcceptSerializer(KeywordFieldsMixin, serializers.Serializer):
     image_ids = BoundedListField(child=IdField(), required=False, max_length=MAX_BULK_IMAGES)
     cluster = serializers.IntegerField(required=False, min_value=-1, max_value=10**9)
-    locals()["class"] = IdField(
+    class_ = IdField(
         required=False,
         help_text="Only images suggested this class id take it; alone, every such suggestion on the map.",
     )
     min_confidence = serializers.FloatField(
-        required=False, default=0.0, min_value=0.0, max_value=1.0,
+        required=False,
+        default=0.0,
+        min_value=0.0,
+        max_value=1.0,
         help_text="Only images whose suggestion has at least this confidence (0..1) take it.",
     )
     expected = ExpectedField()
@@ -428,11 +503,11 @@ class ExportQuerySerializer(serializers.Serializer):
     include_unlabeled = serializers.BooleanField(required=False, default=False)
 
 
-class ExportRowSerializer(serializers.Serializer):
+class ExportRowSerializer(KeywordFieldsMixin, serializers.Serializer):
     image_id = serializers.IntegerField()
     name = serializers.CharField()
     sha256 = serializers.CharField()
-    locals()["class"] = serializers.CharField(allow_null=True)
+    class_ = serializers.CharField(allow_null=True)
     class_id = serializers.IntegerField(allow_null=True)
     author = serializers.CharField(allow_null=True)
     updated = serializers.DateTimeField(allow_null=True)

@@ -1,9 +1,12 @@
 """HTTP endpoints for datasets, members, classes, images, labels, review and export.
 
-Each view validates its input with a serializer, resolves the dataset through
-labeling.permissions (404 for non-members, 403 for too low a role), calls one
-service or selector and serializes the result.
+Each view declares the action of the roles x actions table each HTTP method
+needs (`actions`); core.api.contract.ApiView resolves the dataset or image of
+the URL with it (404 for non-members, 403 for too low a role) and hands it to
+the handler, which validates its input with a serializer, calls one service or
+selector and answers in the resource's one shape (labeling.api.serializers).
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -17,58 +20,27 @@ from rest_framework import status
 from rest_framework.exceptions import Throttled
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from core.api.authentication import token_expires_at
+from core.api.contract import ApiView, validated, validated_query
+from core.api.pagination import PAGE_PARAMETERS, StandardPagination, paginate
+from core.api.serializers import ERRORS, ErrorSerializer, error_responses
+from core.errors import PayloadTooLarge, ValidationFailed
+from core.permissions import ANYONE, SIGNED_IN, dataset_for_user
 from labeling import selectors
-from labeling.errors import PayloadTooLarge, ValidationFailed
 from labeling.models import LabelAction
-from labeling.permissions import dataset_for_user
+from labeling.selectors.review import review_queue_for_dataset
 from labeling.services import annotations as annotation_services
 from labeling.services import datasets as dataset_services
 from labeling.services.exports import labels_export
-from labeling.services.tokens import token_expires_at, token_issue, tokens_revoke
+from labeling.services.images import images_ingest
+from labeling.services.review import review_item_resolve
+from labeling.services.suggestions import suggestions_accept
+from labeling.services.tokens import token_issue, tokens_revoke
 from project.throttling import login_failed, login_succeeded, login_wait_seconds
 
 from . import serializers as s
-from .contract import ApiView, check_query_parameters
-from .pagination import PAGE_PARAMETERS, StandardPagination
-
-ERRORS = {
-    400: OpenApiResponse(s.ErrorSerializer, description="Invalid input"),
-    401: OpenApiResponse(s.ErrorSerializer, description="Not signed in"),
-    403: OpenApiResponse(s.ErrorSerializer, description="Role too low"),
-    404: OpenApiResponse(s.ErrorSerializer, description="No such object, or not a member"),
-}
-
-
-def errors(*codes):
-    return {code: ERRORS[code] for code in codes}
-
-
-def _validated(serializer_class, data, **kwargs) -> dict:
-    serializer = serializer_class(data=data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-def _query(serializer_class, request, allowed_extra=()) -> dict:
-    """Query parameters checked against an allow-list: unknown, repeated or empty ones are a 400."""
-    allowed = set(serializer_class().fields) | set(allowed_extra)
-    check_query_parameters(request.query_params, allowed)
-    # A plain dict, not the QueryDict: a serializer reads a QueryDict like an HTML form, where an
-    # empty value means "not given".
-    return _validated(serializer_class, request.query_params.dict())
-
-
-def _paginate(view: APIView, request, queryset, to_data):
-    paginator = getattr(view, "pagination_class", StandardPagination)()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(to_data(page))
-
-
-
 
 # --- auth -----------------------------------------------------------------------------------------
 
@@ -77,33 +49,19 @@ class TokenView(ApiView):
     """POST exchanges a username and password for an API token (behind the sign-in throttle);
     DELETE revokes the caller's token."""
 
-    permission_classes = [AllowAny]
-
-    def get_authenticators(self):
-        # Signing in needs no credentials, and a stale token sent along must not stop it.
-        if self._signing_in():
-            return []
-        return super().get_authenticators()
-
-    def get_permissions(self):
-        if self._signing_in():
-            return super().get_permissions()
-        return [IsAuthenticated()]
-
-    def _signing_in(self) -> bool:
-        request = getattr(self, "request", None)  # None while the schema is generated
-        return request is not None and request.method == "POST"
+    # Signing in needs no credentials (ApiView then ignores any sent along); revoking needs the token.
+    actions = {"post": ANYONE, "delete": SIGNED_IN}
 
     @extend_schema(
         request=s.TokenRequestSerializer,
-        responses={200: s.TokenSerializer, 400: ERRORS[400], 429: OpenApiResponse(s.ErrorSerializer)},
+        responses={200: s.TokenSerializer, 400: ERRORS[400], 429: OpenApiResponse(ErrorSerializer)},
         auth=[],
         tags=["auth"],
         description="A token lasts SIMLABEL_TOKEN_TTL_DAYS (30) days from when it was issued; asking again returns "
         "the same token until it expires. Failed attempts are throttled per address and username (429).",
     )
     def post(self, request):
-        data = _validated(s.TokenRequestSerializer, request.data)
+        data = validated(s.TokenRequestSerializer, request.data)
         # NFKC, as Django's login form reads a username, so both paths know the same users.
         username = unicodedata.normalize("NFKC", data["username"])
         wait = login_wait_seconds(request._request, username)
@@ -118,7 +76,7 @@ class TokenView(ApiView):
         expires = token_expires_at(token)
         return Response({"token": token.key, "expires": expires.isoformat() if expires else None})
 
-    @extend_schema(request=None, responses={204: None, **errors(401)}, tags=["auth"])
+    @extend_schema(request=None, responses={204: None, **error_responses(401)}, tags=["auth"])
     def delete(self, request):
         tokens_revoke(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -129,41 +87,54 @@ class TokenView(ApiView):
 
 class DatasetListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    actions = {"get": SIGNED_IN, "post": SIGNED_IN}  # lists only the user's own datasets; anyone may create one
+
     @extend_schema(
         parameters=PAGE_PARAMETERS,
-        responses={200: s.DatasetSerializer(many=True), **errors(401)},
+        responses={200: s.DatasetSerializer(many=True), **error_responses(401)},
         tags=["datasets"],
     )
     def get(self, request):
-        return _paginate(self, request, selectors.datasets_for_user(request.user),
-                         lambda page: s.DatasetSerializer(page, many=True).data)
+        return paginate(
+            self,
+            request,
+            selectors.datasets_for_user(request.user),
+            lambda page: s.DatasetSerializer(page, many=True).data,
+        )
 
-    @extend_schema(request=s.DatasetWriteSerializer, responses={201: s.DatasetSerializer, **errors(400, 401)},
-                   tags=["datasets"])
+    @extend_schema(
+        request=s.DatasetWriteSerializer,
+        responses={201: s.DatasetSerializer, **error_responses(400, 401)},
+        tags=["datasets"],
+    )
     def post(self, request):
-        data = _validated(s.DatasetWriteSerializer, request.data)
+        data = validated(s.DatasetWriteSerializer, request.data)
         dataset = dataset_services.dataset_create(user=request.user, **data)
-        dataset = dataset_for_user(request.user, dataset.pk, "view")
-        return Response(s.DatasetSerializer(selectors.dataset_with_counts(dataset)).data, status=status.HTTP_201_CREATED)
+        dataset = dataset_for_user(request.user, dataset.pk, "view")  # with the creator's role, for `role`
+        return Response(
+            s.DatasetSerializer(selectors.dataset_with_counts(dataset)).data, status=status.HTTP_201_CREATED
+        )
 
 
 class DatasetDetailView(ApiView):
-    @extend_schema(responses={200: s.DatasetSerializer, **errors(401, 404)}, tags=["datasets"])
-    def get(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "view")
+    actions = {"get": "view", "patch": "edit_dataset", "delete": "delete_dataset"}
+
+    @extend_schema(responses={200: s.DatasetSerializer, **error_responses(401, 404)}, tags=["datasets"])
+    def get(self, request, dataset):
         return Response(s.DatasetSerializer(selectors.dataset_with_counts(dataset)).data)
 
-    @extend_schema(request=s.DatasetPatchSerializer, responses={200: s.DatasetSerializer, **errors(400, 401, 403, 404)},
-                   tags=["datasets"])
-    def patch(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "edit_dataset")
-        data = _validated(s.DatasetPatchSerializer, request.data)
+    @extend_schema(
+        request=s.DatasetPatchSerializer,
+        responses={200: s.DatasetSerializer, **error_responses(400, 401, 403, 404)},
+        tags=["datasets"],
+    )
+    def patch(self, request, dataset):
+        data = validated(s.DatasetPatchSerializer, request.data)
         dataset_services.dataset_update(dataset=dataset, **data)
         return Response(s.DatasetSerializer(selectors.dataset_with_counts(dataset)).data)
 
-    @extend_schema(responses={204: None, **errors(401, 403, 404)}, tags=["datasets"])
-    def delete(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "delete_dataset")
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["datasets"])
+    def delete(self, request, dataset):
         dataset_services.dataset_delete(dataset=dataset)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -173,39 +144,44 @@ class DatasetDetailView(ApiView):
 
 class MemberListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    actions = {"get": "view", "post": "manage_members"}
+
     @extend_schema(
         parameters=PAGE_PARAMETERS,
-        responses={200: s.MemberSerializer(many=True), **errors(401, 404)},
+        responses={200: s.MemberSerializer(many=True), **error_responses(401, 404)},
         tags=["members"],
     )
-    def get(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "view")
-        return _paginate(self, request, selectors.dataset_members(dataset),
-                         lambda page: s.MemberSerializer(page, many=True).data)
+    def get(self, request, dataset):
+        return paginate(
+            self, request, selectors.dataset_members(dataset), lambda page: s.MemberSerializer(page, many=True).data
+        )
 
-    @extend_schema(request=s.MemberWriteSerializer,
-                   responses={201: s.MemberSerializer, **errors(400, 401, 403, 404), 409: ERRORS[400]},
-                   tags=["members"])
-    def post(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "manage_members")
-        data = _validated(s.MemberWriteSerializer, request.data)
+    @extend_schema(
+        request=s.MemberWriteSerializer,
+        responses={201: s.MemberSerializer, **error_responses(400, 401, 403, 404), 409: ERRORS[409]},
+        tags=["members"],
+    )
+    def post(self, request, dataset):
+        data = validated(s.MemberWriteSerializer, request.data)
         membership = dataset_services.member_add(dataset=dataset, username=data["username"], role=data["role"])
         return Response(s.MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
 
 class MemberDetailView(ApiView):
-    @extend_schema(request=s.MemberPatchSerializer,
-                   responses={200: s.MemberSerializer, **errors(400, 401, 403, 404), 409: ERRORS[400]},
-                   tags=["members"])
-    def patch(self, request, dataset_id, user_id):
-        dataset = dataset_for_user(request.user, dataset_id, "manage_members")
-        data = _validated(s.MemberPatchSerializer, request.data)
+    actions = {"patch": "manage_members", "delete": "manage_members"}
+
+    @extend_schema(
+        request=s.MemberPatchSerializer,
+        responses={200: s.MemberSerializer, **error_responses(400, 401, 403, 404), 409: ERRORS[409]},
+        tags=["members"],
+    )
+    def patch(self, request, dataset, user_id):
+        data = validated(s.MemberPatchSerializer, request.data)
         membership = dataset_services.member_update_role(dataset=dataset, user_id=user_id, role=data["role"])
         return Response(s.MemberSerializer(membership).data)
 
-    @extend_schema(responses={204: None, **errors(401, 403, 404), 409: ERRORS[400]}, tags=["members"])
-    def delete(self, request, dataset_id, user_id):
-        dataset = dataset_for_user(request.user, dataset_id, "manage_members")
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404), 409: ERRORS[409]}, tags=["members"])
+    def delete(self, request, dataset, user_id):
         dataset_services.member_remove(dataset=dataset, user_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -215,44 +191,52 @@ class MemberDetailView(ApiView):
 
 class LabelClassListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    actions = {"get": "view", "post": "manage_classes"}
+
     @extend_schema(
         parameters=PAGE_PARAMETERS,
-        responses={200: s.LabelClassSerializer(many=True), **errors(401, 404)},
+        responses={200: s.LabelClassSerializer(many=True), **error_responses(401, 404)},
         tags=["classes"],
     )
-    def get(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "view")
-        return _paginate(self, request, selectors.dataset_classes(dataset),
-                         lambda page: s.LabelClassSerializer(page, many=True).data)
+    def get(self, request, dataset):
+        return paginate(
+            self, request, selectors.dataset_classes(dataset), lambda page: s.LabelClassSerializer(page, many=True).data
+        )
 
-    @extend_schema(request=s.LabelClassWriteSerializer,
-                   responses={201: s.LabelClassSerializer, **errors(400, 401, 403, 404)}, tags=["classes"])
-    def post(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "manage_classes")
-        data = _validated(s.LabelClassWriteSerializer, request.data)
+    @extend_schema(
+        request=s.LabelClassWriteSerializer,
+        responses={201: s.LabelClassSerializer, **error_responses(400, 401, 403, 404)},
+        tags=["classes"],
+    )
+    def post(self, request, dataset):
+        data = validated(s.LabelClassWriteSerializer, request.data)
         label_class = dataset_services.label_class_create(dataset=dataset, **data)
         return Response(s.LabelClassSerializer(label_class).data, status=status.HTTP_201_CREATED)
 
 
 class LabelClassDetailView(ApiView):
-    @extend_schema(responses={200: s.LabelClassSerializer, **errors(401, 404)}, tags=["classes"])
-    def get(self, request, dataset_id, class_id):
-        dataset = dataset_for_user(request.user, dataset_id, "view")
-        label_class = selectors.dataset_classes(dataset).filter(pk=selectors.label_class_for_update(dataset, class_id).pk).get()
+    actions = {"get": "view", "patch": "manage_classes", "delete": "manage_classes"}
+
+    @extend_schema(responses={200: s.LabelClassSerializer, **error_responses(401, 404)}, tags=["classes"])
+    def get(self, request, dataset, class_id):
+        label_class = (
+            selectors.dataset_classes(dataset).filter(pk=selectors.label_class_for_update(dataset, class_id).pk).get()
+        )
         return Response(s.LabelClassSerializer(label_class).data)
 
-    @extend_schema(request=s.LabelClassPatchSerializer,
-                   responses={200: s.LabelClassSerializer, **errors(400, 401, 403, 404)}, tags=["classes"])
-    def patch(self, request, dataset_id, class_id):
-        dataset = dataset_for_user(request.user, dataset_id, "manage_classes")
+    @extend_schema(
+        request=s.LabelClassPatchSerializer,
+        responses={200: s.LabelClassSerializer, **error_responses(400, 401, 403, 404)},
+        tags=["classes"],
+    )
+    def patch(self, request, dataset, class_id):
         label_class = selectors.label_class_for_update(dataset, class_id)
-        data = _validated(s.LabelClassPatchSerializer, request.data)
+        data = validated(s.LabelClassPatchSerializer, request.data)
         label_class = dataset_services.label_class_update(label_class=label_class, **data)
         return Response(s.LabelClassSerializer(label_class).data)
 
-    @extend_schema(responses={204: None, **errors(401, 403, 404), 409: ERRORS[400]}, tags=["classes"])
-    def delete(self, request, dataset_id, class_id):
-        dataset = dataset_for_user(request.user, dataset_id, "manage_classes")
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404), 409: ERRORS[409]}, tags=["classes"])
+    def delete(self, request, dataset, class_id):
         label_class = selectors.label_class_for_update(dataset, class_id)
         dataset_services.label_class_delete(label_class=label_class)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -261,42 +245,20 @@ class LabelClassDetailView(ApiView):
 # --- images ------------------------------------------------------------------------------------------------
 
 
-def image_payload(request, image, position: dict | None) -> dict:
-    annotation = selectors.image_annotation(image)
-    position = position or {}
-    return {
-        "id": image.pk,
-        "dataset": image.dataset_id,
-        "name": image.original_name,
-        "width": image.width,
-        "height": image.height,
-        "url": request.build_absolute_uri(f"/images/{image.pk}/file/"),
-        "thumbnail_url": request.build_absolute_uri(f"/images/{image.pk}/thumbnail/"),
-        "class": annotation.label_class_id if annotation else None,
-        "annotation_version": annotation.version if annotation else 0,
-        "cluster": position.get("cluster"),
-        "x": position.get("x"),
-        "y": position.get("y"),
-        "suggestion": position.get("suggestion"),
-        "confidence": position.get("confidence"),
-        "reviewed": bool(annotation and annotation.reviewed_by_id),
-    }
-
-
 class ImageListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    actions = {"get": "view", "post": "upload"}
     parser_classes = [MultiPartParser, FormParser]
     request_body_limit_setting = "SIMLABEL_MAX_UPLOAD_BYTES"  # read by ApiRequestBodyLimitMiddleware
 
     @extend_schema(
         parameters=[s.ImageListQuerySerializer],
-        responses={200: s.ImageSerializer(many=True), **errors(400, 401, 404)},
+        responses={200: s.ImageSerializer(many=True), **error_responses(400, 401, 404)},
         tags=["images"],
         description="The dataset's images by id. Only the listed query parameters are accepted; any other is a 400.",
     )
-    def get(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "view")
-        query = _query(s.ImageListQuerySerializer, request)
+    def get(self, request, dataset):
+        query = validated_query(s.ImageListQuerySerializer, request)
         class_id = query.get("class")
         if class_id is not None:
             selectors.label_class_in_dataset(dataset, class_id)
@@ -306,18 +268,20 @@ class ImageListView(ApiView):
 
         def to_data(page):
             positions = selectors.image_positions(dataset, [image.pk for image in page])
-            return [image_payload(request, image, positions.get(image.pk)) for image in page]
+            return [s.image_data(request, image, positions.get(image.pk)) for image in page]
 
-        return _paginate(self, request, images, to_data)
+        return paginate(self, request, images, to_data)
 
     @extend_schema(
         request={"multipart/form-data": s.UploadSerializer},
-        responses={201: s.UploadReportSerializer, **errors(400, 401, 403, 404),
-                   413: OpenApiResponse(s.ErrorSerializer, description="Too many or too large files")},
+        responses={
+            201: s.UploadReportSerializer,
+            **error_responses(400, 401, 403, 404),
+            413: OpenApiResponse(ErrorSerializer, description="Too many or too large files"),
+        },
         tags=["images"],
     )
-    def post(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "upload")
+    def post(self, request, dataset):
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -329,109 +293,117 @@ class ImageListView(ApiView):
             raise ValidationFailed("Send one or more files in the multipart field 'files'.", field="files")
         if len(files) > settings.SIMLABEL_MAX_FILES_PER_REQUEST:
             raise PayloadTooLarge(f"At most {settings.SIMLABEL_MAX_FILES_PER_REQUEST} files per request.")
-        from labeling.services.images import images_ingest
-
         report = images_ingest(dataset=dataset, user=request.user, files=files)
         return Response(report.as_dict(), status=status.HTTP_201_CREATED)
 
 
 class ImageDetailView(ApiView):
-    @extend_schema(responses={200: s.ImageDetailSerializer, **errors(401, 404)}, tags=["images"])
-    def get(self, request, image_id):
-        image = selectors.image_for_user(request.user, image_id, "view")
-        detail = selectors.image_detail(image)
-        detail.update(
-            url=request.build_absolute_uri(f"/images/{image.pk}/file/"),
-            thumbnail_url=request.build_absolute_uri(f"/images/{image.pk}/thumbnail/"),
-        )
-        return Response(detail)
+    actions = {"get": "view"}
+
+    @extend_schema(responses={200: s.ImageDetailSerializer, **error_responses(401, 404)}, tags=["images"])
+    def get(self, request, image):
+        position = selectors.image_positions(image.dataset, [image.pk]).get(image.pk)
+        return Response(s.image_data(request, image, position, detail=True))
 
 
 class ImageHistoryView(ApiView):
-    @extend_schema(responses={200: s.HistoryEntrySerializer(many=True), **errors(401, 404)}, tags=["annotations"],
-                   description="The image's label changes, newest first (at most 200).")
-    def get(self, request, image_id):
-        image = selectors.image_for_user(request.user, image_id, "view")
+    actions = {"get": "view"}
+
+    @extend_schema(
+        responses={200: s.HistoryEntrySerializer(many=True), **error_responses(401, 404)},
+        tags=["annotations"],
+        description="The image's label changes, newest first (at most 200).",
+    )
+    def get(self, request, image):
         return Response(s.HistoryEntrySerializer(selectors.image_history(image), many=True).data)
 
 
 # --- annotations -----------------------------------------------------------------------------------------------
 
 
-def annotation_payload(annotation) -> dict:
-    action = getattr(annotation, "action", None)
-    return {
-        "image": annotation.image_id,
-        "class": annotation.label_class_id,
-        "annotation_version": annotation.version,
-        "action_id": action.pk if action else None,
-        "author": annotation.author_id,
-        "updated": annotation.updated_at,
-    }
-
-
 class AnnotationView(ApiView):
+    actions = {"put": "label", "delete": "label"}
+
     @extend_schema(
         request=s.AnnotationSetSerializer,
-        responses={200: s.AnnotationSerializer, **errors(400, 401, 403, 404),
-                   409: OpenApiResponse(s.VersionConflictSerializer, description="Stale version")},
+        responses={
+            200: s.AnnotationSerializer,
+            **error_responses(400, 401, 403, 404),
+            409: OpenApiResponse(s.VersionConflictSerializer, description="Stale version"),
+        },
         tags=["annotations"],
     )
-    def put(self, request, image_id):
-        image = selectors.image_for_user(request.user, image_id, "label")
-        data = _validated(s.AnnotationSetSerializer, request.data)
+    def put(self, request, image):
+        data = validated(s.AnnotationSetSerializer, request.data)
         label_class = selectors.label_class_in_dataset(image.dataset, data["class"])
         annotation = annotation_services.annotation_set(
             image=image, label_class=label_class, user=request.user, expected_version=data.get("version")
         )
-        return Response(annotation_payload(annotation))
+        return Response(s.annotation_data(annotation))
 
     @extend_schema(
         parameters=[s.AnnotationDeleteQuerySerializer],
-        responses={200: s.AnnotationSerializer, **errors(400, 401, 403, 404),
-                   409: OpenApiResponse(s.VersionConflictSerializer, description="Stale version")},
+        responses={
+            200: s.AnnotationSerializer,
+            **error_responses(400, 401, 403, 404),
+            409: OpenApiResponse(s.VersionConflictSerializer, description="Stale version"),
+        },
         tags=["annotations"],
         description="Clears the image's class. `?version=` makes it conditional like PUT.",
     )
-    def delete(self, request, image_id):
-        image = selectors.image_for_user(request.user, image_id, "label")
-        query = _query(s.AnnotationDeleteQuerySerializer, request)
+    def delete(self, request, image):
+        query = validated_query(s.AnnotationDeleteQuerySerializer, request)
         annotation = annotation_services.annotation_set(
             image=image, label_class=None, user=request.user, expected_version=query.get("version")
         )
-        return Response(annotation_payload(annotation))
+        return Response(s.annotation_data(annotation))
 
 
 class BulkAnnotationView(ApiView):
+    actions = {"post": "label"}
+
     @extend_schema(
         request=s.BulkSerializer,
-        responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404),
-                   409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions")},
+        responses={
+            200: s.BulkResultSerializer,
+            **error_responses(400, 401, 403, 404),
+            409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions"),
+        },
         tags=["annotations"],
         description="Applies one class (null clears) to a selection, a cluster of the current map, or the images "
         "inside a lasso polygon, as one undoable action. Give exactly one of image_ids, cluster, polygon. "
         "Optional `expected` {image id: version}: 409 and nothing changed if a listed image changed since.",
     )
-    def post(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "label")
-        data = _validated(s.BulkSerializer, request.data)
+    def post(self, request, dataset):
+        data = validated(s.BulkSerializer, request.data)
         label_class = selectors.label_class_in_dataset(dataset, data["class"])
         exclude = data.get("exclude_image_ids") or []
         if "image_ids" in data:
             ids = set(data["image_ids"]) - set(exclude)
             action = annotation_services.annotations_apply_bulk(
-                dataset=dataset, user=request.user, label_class=label_class, image_ids=ids,
+                dataset=dataset,
+                user=request.user,
+                label_class=label_class,
+                image_ids=ids,
                 expected=data.get("expected"),
             )
         elif "cluster" in data:
             action = annotation_services.annotations_apply_to_cluster(
-                dataset=dataset, user=request.user, label_class=label_class, cluster=data["cluster"],
-                exclude_image_ids=exclude, expected=data.get("expected"),
+                dataset=dataset,
+                user=request.user,
+                label_class=label_class,
+                cluster=data["cluster"],
+                exclude_image_ids=exclude,
+                expected=data.get("expected"),
             )
         else:
             action = annotation_services.annotations_apply_polygon(
-                dataset=dataset, user=request.user, label_class=label_class, polygon=data["polygon"],
-                exclude_image_ids=exclude, expected=data.get("expected"),
+                dataset=dataset,
+                user=request.user,
+                label_class=label_class,
+                polygon=data["polygon"],
+                exclude_image_ids=exclude,
+                expected=data.get("expected"),
             )
         payload = {"updated": action.image_count, "action_id": action.pk}
         if getattr(action, "versions", None) is not None:
@@ -441,30 +413,35 @@ class BulkAnnotationView(ApiView):
 
 class ActionListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
+    actions = {"get": "view"}
+
     @extend_schema(
         parameters=[s.ActionListQuerySerializer],
-        responses={200: s.LabelActionSerializer(many=True), **errors(400, 401, 404)},
+        responses={200: s.LabelActionSerializer(many=True), **error_responses(400, 401, 404)},
         tags=["annotations"],
         description="Label actions, newest first; `mine=true` for your own (what you can undo).",
     )
-    def get(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "view")
-        query = _query(s.ActionListQuerySerializer, request)
+    def get(self, request, dataset):
+        query = validated_query(s.ActionListQuerySerializer, request)
         actions = selectors.label_actions(dataset, user=request.user if query.get("mine") else None)
-        return _paginate(self, request, actions, lambda page: s.LabelActionSerializer(page, many=True).data)
+        return paginate(self, request, actions, lambda page: s.LabelActionSerializer(page, many=True).data)
 
 
 class UndoView(ApiView):
+    actions = {"post": "label"}  # and only the action's author or a dataset admin (the service checks)
+
     @extend_schema(
         request=None,
-        responses={200: s.UndoResultSerializer, **errors(401, 403, 404),
-                   409: OpenApiResponse(s.ErrorSerializer, description="Already undone")},
+        responses={
+            200: s.UndoResultSerializer,
+            **error_responses(401, 403, 404),
+            409: OpenApiResponse(ErrorSerializer, description="Already undone"),
+        },
         tags=["annotations"],
         description="Restores each image's class before the action unless it changed since; those are listed "
         "in `conflicts` and left alone. Only the action's author or a dataset admin may undo it.",
     )
-    def post(self, request, dataset_id, action_id):
-        dataset = dataset_for_user(request.user, dataset_id, "label")
+    def post(self, request, dataset, action_id):
         result = annotation_services.label_action_undo(dataset=dataset, user=request.user, action_id=action_id)
         return Response(result)
 
@@ -473,16 +450,15 @@ class UndoView(ApiView):
 
 
 class ReviewQueueView(ApiView):
+    actions = {"get": "view"}
+
     @extend_schema(
         parameters=[s.ReviewQuerySerializer],
-        responses={200: s.ReviewItemSerializer(many=True), **errors(400, 401, 404)},
+        responses={200: s.ReviewItemSerializer(many=True), **error_responses(400, 401, 404)},
         tags=["review"],
     )
-    def get(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "view")
-        query = _query(s.ReviewQuerySerializer, request)
-        from labeling.selectors.review import review_queue_for_dataset
-
+    def get(self, request, dataset):
+        query = validated_query(s.ReviewQuerySerializer, request)
         items = review_queue_for_dataset(dataset, limit=query["limit"])
         return Response(s.ReviewItemSerializer(items, many=True).data)
 
@@ -502,46 +478,63 @@ def _resolution_payload(result, data) -> dict:
 
 
 class ReviewResolveView(ApiView):
+    actions = {"post": "review"}
+
     @extend_schema(
         request=s.ReviewResolveSerializer,
-        responses={200: s.ReviewResolveResultSerializer, **errors(400, 401, 403, 404), 409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions")},
+        responses={
+            200: s.ReviewResolveResultSerializer,
+            **error_responses(400, 401, 403, 404),
+            409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions"),
+        },
         tags=["review"],
         description="accepted applies the item's suggestion; relabelled applies `class` to `image_ids` "
         "(default: the item's images); reviewed marks it checked. The item leaves the queue.",
     )
-    def post(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "review")
-        data = _validated(s.ReviewResolveSerializer, request.data)
+    def post(self, request, dataset):
+        data = validated(s.ReviewResolveSerializer, request.data)
         label_class = selectors.label_class_in_dataset(dataset, data.get("class"))
         if data["outcome"] == "relabelled" and label_class is None:
             raise ValidationFailed("Relabelling needs a class.", field="class")
-        from labeling.services.review import review_item_resolve
-
         result = review_item_resolve(
-            dataset=dataset, user=request.user, kind=data["kind"], object_id=data["id"], outcome=data["outcome"],
-            label_class=label_class, image_ids=data.get("image_ids"), expected=data.get("expected"),
+            dataset=dataset,
+            user=request.user,
+            kind=data["kind"],
+            object_id=data["id"],
+            outcome=data["outcome"],
+            label_class=label_class,
+            image_ids=data.get("image_ids"),
+            expected=data.get("expected"),
         )
         return Response(_resolution_payload(result, data))
 
 
 class SuggestionsAcceptView(ApiView):
+    actions = {"post": "label"}
+
     @extend_schema(
         request=s.SuggestionsAcceptSerializer,
-        responses={200: s.BulkResultSerializer, **errors(400, 401, 403, 404), 409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions")},
+        responses={
+            200: s.BulkResultSerializer,
+            **error_responses(400, 401, 403, 404),
+            409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions"),
+        },
         tags=["review"],
         description="Applies each image's suggested class as one action: for the images given, a whole "
-        "cluster, or every image suggested `class` (which also narrows the other two); unlabelled images only; "
+        "cluster, or every image suggested `class` (which also narrows the other two); unlabeled images only; "
         "images whose suggestion is below min_confidence (0..1, default 0) are left alone.",
     )
-    def post(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "label")
-        data = _validated(s.SuggestionsAcceptSerializer, request.data)
+    def post(self, request, dataset):
+        data = validated(s.SuggestionsAcceptSerializer, request.data)
         label_class = selectors.label_class_in_dataset(dataset, data.get("class"))
-        from labeling.services.suggestions import suggestions_accept
-
         action = suggestions_accept(
-            dataset=dataset, user=request.user, image_ids=data.get("image_ids"), cluster=data.get("cluster"),
-            label_class=label_class, min_confidence=data.get("min_confidence", 0.0), expected=data.get("expected"),
+            dataset=dataset,
+            user=request.user,
+            image_ids=data.get("image_ids"),
+            cluster=data.get("cluster"),
+            label_class=label_class,
+            min_confidence=data.get("min_confidence", 0.0),
+            expected=data.get("expected"),
         )
         payload = {"updated": action.image_count, "action_id": action.pk, "skipped": list(action.skipped)}
         if action.versions is not None:
@@ -572,7 +565,7 @@ EXPORT_JSON_SCHEMA = {
         },
         {
             "type": "object",
-            "description": "COCO: images, categories and one whole-image annotation per labelled image",
+            "description": "COCO: images, categories and one whole-image annotation per labeled image",
             "properties": {
                 "info": {"type": "object"},
                 "images": {"type": "array", "items": {"type": "object"}},
@@ -594,25 +587,25 @@ class FormatParamIsNotARenderer(DefaultContentNegotiation):
 
 class ExportView(ApiView):
     content_negotiation_class = FormatParamIsNotARenderer
+    actions = {"get": "export"}
+
     @extend_schema(
         parameters=[s.ExportQuerySerializer],
         responses={
             (200, "application/json"): OpenApiResponse(EXPORT_JSON_SCHEMA, description="json or coco"),
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="csv"),
             (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="imagefolder"),
-            **errors(400, 401, 403, 404),
+            **error_responses(400, 401, 403, 404),
         },
         tags=["export"],
         description="All current labels, streamed as an attachment. JSON and CSV rows: image_id, name, sha256, "
         "class (name), class_id, author, updated. COCO: images, categories, one whole-image annotation each. "
         "imagefolder: a zip with one folder per class (and unlabeled/ with include_unlabeled=true).",
     )
-    def get(self, request, dataset_id):
-        dataset = dataset_for_user(request.user, dataset_id, "export")
-        query = _query(s.ExportQuerySerializer, request)
+    def get(self, request, dataset):
+        query = validated_query(s.ExportQuerySerializer, request)
         export = labels_export(dataset=dataset, format=query["format"], include_unlabeled=query["include_unlabeled"])
         response = StreamingHttpResponse(export.chunks, content_type=export.content_type)
         response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
         response["Cache-Control"] = "private, no-store"
         return response
-

@@ -4,6 +4,7 @@
 history; `labeling.selectors.review` the review queue. Import from the
 submodules or from here.
 """
+
 from .datasets import (  # noqa: F401
     IMAGE_LIST_FILTERS,
     dataset_classes,
@@ -12,22 +13,11 @@ from .datasets import (  # noqa: F401
     dataset_with_counts,
     datasets_for_user,
     image_annotation,
-    image_detail,
-    image_for_user,
     image_history,
+    image_neighbors,
     image_positions,
     label_actions,
     label_class_for_update,
     label_class_in_dataset,
-    run_for_user,
 )
-
-
-def __getattr__(name):
-    # The review selectors live in their own module; load them on first use so
-    # this package imports even while that module is being written.
-    if name == "review_queue_for_dataset":
-        from .review import review_queue_for_dataset
-
-        return review_queue_for_dataset
-    raise AttributeError(name)
+from .review import review_queue_for_dataset  # noqa: F401

@@ -1,16 +1,20 @@
 """Reads for datasets, members, classes, images, label history and exports.
 
 Every function that takes a user resolves membership through
-labeling.permissions, so a non-member gets a 404 and never learns whether the
+core.permissions, so a non-member gets a 404 and never learns whether the
 object exists.
 """
+
 from __future__ import annotations
 
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
-from labeling.errors import ValidationFailed
+from core.errors import ValidationFailed
+from core.permissions import as_id
+from embeddings.models import ImageEmbedding
+from embeddings.selectors import current_run
 from labeling.models import (
     Annotation,
     AnnotationHistory,
@@ -20,24 +24,12 @@ from labeling.models import (
     LabelClass,
     Membership,
 )
-from labeling.permissions import dataset_for_user
-
-MAX_DB_INT = 2**63 - 1
-
-
-def _as_id(value) -> int | None:
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        return None
-    return value if 0 < value <= MAX_DB_INT else None
-
 
 # --- datasets ------------------------------------------------------------------------------
 
 
 def datasets_for_user(user):
-    """The user's datasets with their role and image / labelled counts."""
+    """The user's datasets with their role and image / labeled counts."""
     role = Membership.objects.filter(dataset=OuterRef("pk"), user=user).values("role")[:1]
     images = (
         Image.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset").annotate(n=Count("id")).values("n")
@@ -79,7 +71,7 @@ def label_class_in_dataset(dataset: Dataset, class_id, *, field: str = "class") 
     """The class with this id in `dataset`; None for None; 400 if it is not one of its classes."""
     if class_id is None:
         return None
-    pk = _as_id(class_id)
+    pk = as_id(class_id)
     label_class = LabelClass.objects.filter(dataset=dataset, pk=pk).first() if pk else None
     if label_class is None:
         raise ValidationFailed(f"{class_id!r} is not a class of this dataset.", field=field)
@@ -87,7 +79,7 @@ def label_class_in_dataset(dataset: Dataset, class_id, *, field: str = "class") 
 
 
 def label_class_for_update(dataset: Dataset, class_id) -> LabelClass:
-    label_class = LabelClass.objects.filter(dataset=dataset, pk=_as_id(class_id) or 0).first()
+    label_class = LabelClass.objects.filter(dataset=dataset, pk=as_id(class_id) or 0).first()
     if label_class is None:
         raise Http404("No such class.")
     return label_class
@@ -99,16 +91,13 @@ IMAGE_LIST_FILTERS = ("class", "cluster", "unlabeled")
 
 
 def dataset_images(dataset: Dataset, *, class_id: int | None = None, cluster: int | None = None, unlabeled=False):
-    """The dataset's images by id, filtered by class, current-map cluster or unlabelled."""
+    """The dataset's images by id, filtered by class, current-map cluster or unlabeled."""
     images = Image.objects.filter(dataset=dataset).select_related("annotation").order_by("id")
     if class_id is not None:
         images = images.filter(annotation__label_class_id=class_id)
     if unlabeled:
         images = images.filter(Q(annotation__isnull=True) | Q(annotation__label_class__isnull=True))
     if cluster is not None:
-        from embeddings.models import ImageEmbedding
-        from embeddings.selectors import current_run
-
         run = current_run(dataset)
         if run is None:
             return images.none()
@@ -119,9 +108,6 @@ def dataset_images(dataset: Dataset, *, class_id: int | None = None, cluster: in
 
 def image_positions(dataset: Dataset, image_ids) -> dict[int, dict]:
     """Map position, cluster and suggestion of the given images in the current map."""
-    from embeddings.models import ImageEmbedding
-    from embeddings.selectors import current_run
-
     run = current_run(dataset)
     if run is None or not image_ids:
         return {}
@@ -134,22 +120,6 @@ def image_positions(dataset: Dataset, image_ids) -> dict[int, dict]:
     }
 
 
-def image_for_user(user, image_id, action: str = "view") -> Image:
-    """The image if the user may do `action` in its dataset; 404 for non-members and unknown ids."""
-    pk = _as_id(image_id)
-    # One query for the image (with its annotation) before the permission check:
-    # similar-image and image requests are frequent, each query counts.
-    image = Image.objects.select_related("annotation").filter(pk=pk).first() if pk else None
-    if image is None:
-        raise Http404("No such image.")
-    try:
-        dataset = dataset_for_user(user, image.dataset_id, action)
-    except Http404:
-        raise Http404("No such image.")  # the same answer as for an id that does not exist
-    image.dataset = dataset  # carries user_role
-    return image
-
-
 def image_annotation(image: Image) -> Annotation | None:
     try:
         return image.annotation
@@ -157,34 +127,12 @@ def image_annotation(image: Image) -> Annotation | None:
         return None
 
 
-def image_detail(image: Image) -> dict:
-    """Everything an image page or a script needs about one image."""
-    annotation = image_annotation(image)
-    position = image_positions(image.dataset, [image.pk]).get(image.pk) or {}
-    return {
-        "id": image.pk,
-        "dataset": image.dataset_id,
-        "name": image.original_name,
-        "width": image.width,
-        "height": image.height,
-        "format": image.format,
-        "sha256": image.sha256,
-        "size_bytes": image.size_bytes,
-        "uploaded_at": image.uploaded_at,
-        "class": annotation.label_class_id if annotation else None,
-        "annotation_version": annotation.version if annotation else 0,
-        "author": annotation.author_id if annotation else None,
-        "updated": annotation.updated_at if annotation and annotation.version else None,
-        "reviewed": bool(annotation and annotation.reviewed_by_id),
-        "reviewed_by": annotation.reviewed_by_id if annotation else None,
-        "reviewed_at": annotation.reviewed_at if annotation else None,
-        "run": position.get("run"),
-        "cluster": position.get("cluster"),
-        "x": position.get("x"),
-        "y": position.get("y"),
-        "suggestion": position.get("suggestion"),
-        "confidence": position.get("confidence"),
-    }
+def image_neighbors(image: Image) -> tuple[int | None, int | None]:
+    """The ids of the images just before and just after this one in its dataset (by id), or None."""
+    siblings = Image.objects.filter(dataset_id=image.dataset_id)
+    previous_id = siblings.filter(pk__lt=image.pk).order_by("-pk").values_list("pk", flat=True).first()
+    next_id = siblings.filter(pk__gt=image.pk).order_by("pk").values_list("pk", flat=True).first()
+    return previous_id, next_id
 
 
 def image_history(image: Image, limit: int = 200) -> list[dict]:
@@ -229,28 +177,11 @@ def image_history(image: Image, limit: int = 200) -> list[dict]:
 
 def label_actions(dataset: Dataset, *, user=None):
     """The dataset's label actions, newest first (only `user`'s when given)."""
-    actions = LabelAction.objects.filter(dataset=dataset).select_related("user").annotate(
-        undone_by_id=Subquery(LabelAction.objects.filter(undo_of=OuterRef("pk")).values("id")[:1])
+    actions = (
+        LabelAction.objects.filter(dataset=dataset)
+        .select_related("user")
+        .annotate(undone_by_id=Subquery(LabelAction.objects.filter(undo_of=OuterRef("pk")).values("id")[:1]))
     )
     if user is not None:
         actions = actions.filter(user=user)
     return actions.order_by("-id")
-
-
-# --- runs ----------------------------------------------------------------------------------------
-
-
-def run_for_user(user, run_id, action: str = "view"):
-    from embeddings.models import TrainingRun
-
-    pk = _as_id(run_id)
-    dataset_id = TrainingRun.objects.filter(pk=pk).values_list("dataset_id", flat=True).first() if pk else None
-    if dataset_id is None:
-        raise Http404("No such run.")
-    try:
-        dataset = dataset_for_user(user, dataset_id, action)
-    except Http404:
-        raise Http404("No such run.")
-    run = TrainingRun.objects.get(pk=pk)
-    run.dataset = dataset
-    return run

@@ -7,10 +7,13 @@ this map (ReviewResolution rows) leave the queue; items whose reason went away
 because labels changed simply are not produced any more, since the queue is
 computed from the current labels on every read.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
+from embeddings.ml.review_ranking import rank_review_items
+from embeddings.selectors import current_map_columns, run_near_duplicates
 from labeling.models import Annotation, LabelClass, ReviewResolution
 
 DEFAULT_LIMIT = 50
@@ -37,9 +40,6 @@ def review_queue_for_dataset(dataset, limit: int = DEFAULT_LIMIT) -> list[dict]:
     errors, near-duplicate pairs computed by the pipeline) plus fresh labels and
     suggestions, a fixed number of queries whatever the size of the dataset.
     """
-    from embeddings.ml.review_ranking import rank_review_items
-    from embeddings.selectors import current_map_columns, run_near_duplicates
-
     limit = max(1, min(int(limit), MAX_LIMIT))
     columns = current_map_columns(dataset)
     if columns is None or len(columns.arrays.image_ids) == 0:
@@ -54,21 +54,26 @@ def review_queue_for_dataset(dataset, limit: int = DEFAULT_LIMIT) -> list[dict]:
     confidence = np.nan_to_num(columns.confidence, nan=0.0)
     recon = np.nan_to_num(arrays.reconstruction_errors(), nan=0.0)
     reviewed_ids = np.fromiter(
-        Annotation.objects.filter(dataset=dataset, reviewed_at__isnull=False, label_class__isnull=False)
-        .values_list("image_id", flat=True),
+        Annotation.objects.filter(dataset=dataset, reviewed_at__isnull=False, label_class__isnull=False).values_list(
+            "image_id", flat=True
+        ),
         dtype=np.int64,
     )
     reviewed = np.zeros(len(image_ids), dtype=bool)
     rows, hit = arrays.rows_of(reviewed_ids)
     reviewed[rows[hit]] = True
-    # Only pairs that can become items: both on the map, both labelled, classes differ, not both reviewed.
+    # Only pairs that can become items: both on the map, both labeled, classes differ, not both reviewed.
     pairs = run_near_duplicates(run)
     rows_a, hit_a = arrays.rows_of(pairs["a"])
     rows_b, hit_b = arrays.rows_of(pairs["b"])
     keep = hit_a & hit_b
     rows_a, rows_b, distances = rows_a[keep], rows_b[keep], pairs["distance"][keep]
-    conflict = ((labels[rows_a] >= 0) & (labels[rows_b] >= 0) & (labels[rows_a] != labels[rows_b])
-                & ~(reviewed[rows_a] & reviewed[rows_b]))
+    conflict = (
+        (labels[rows_a] >= 0)
+        & (labels[rows_b] >= 0)
+        & (labels[rows_a] != labels[rows_b])
+        & ~(reviewed[rows_a] & reviewed[rows_b])
+    )
     duplicate_pairs = list(zip(rows_a[conflict].tolist(), rows_b[conflict].tolist(), distances[conflict].tolist()))
     items = rank_review_items(
         clusters=arrays.cluster,

@@ -11,6 +11,7 @@ anything, but such names are still rejected so the uploader learns about them.
 Sizes in the headers are only trusted to refuse early; limits are enforced on
 the bytes actually decompressed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,9 @@ import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from labeling.uploads import looks_like_archive_name
 
@@ -134,11 +136,11 @@ def _check_archive(infos: list[zipfile.ZipInfo], limits: ArchiveLimits, archive_
         raise ArchiveRejected(f"has {len(infos):,} members, more than the limit of {limits.max_members:,}")
     declared = sum(info.file_size for info in infos)
     if declared > limits.max_total_bytes:
-        raise ArchiveRejected(
-            f"would unpack to {declared:,} bytes, more than the limit of {limits.max_total_bytes:,}"
-        )
+        raise ArchiveRejected(f"would unpack to {declared:,} bytes, more than the limit of {limits.max_total_bytes:,}")
     # Members whose data overlap are the signature of a "quoted overlap" zip bomb.
-    spans = sorted((info.header_offset, info.header_offset + 30 + info.compress_size) for info in infos if not info.is_dir())
+    spans = sorted(
+        (info.header_offset, info.header_offset + 30 + info.compress_size) for info in infos if not info.is_dir()
+    )
     previous_end = 0
     for start, end in spans:
         if start < previous_end:
@@ -200,7 +202,9 @@ def iter_archive(fp: BinaryIO, *, limits: ArchiveLimits, on_members=None) -> Ite
             yield entry
 
 
-def _read_member(fp: BinaryIO, info: zipfile.ZipInfo, limits: ArchiveLimits, total_before: int) -> tuple[ArchiveEntry, int]:
+def _read_member(
+    fp: BinaryIO, info: zipfile.ZipInfo, limits: ArchiveLimits, total_before: int
+) -> tuple[ArchiveEntry, int]:
     """The member's bytes (at most max_file_bytes + 1 are ever held) or its rejection."""
     name = info.filename
     fp.seek(info.header_offset)
@@ -249,13 +253,9 @@ def _read_member(fp: BinaryIO, info: zipfile.ZipInfo, limits: ArchiveLimits, tot
                 continue
             size += len(out)
             if total_before + size > limits.max_total_bytes:
-                raise ArchiveRejected(
-                    f"unpacks to more than the limit of {limits.max_total_bytes:,} bytes"
-                )
+                raise ArchiveRejected(f"unpacks to more than the limit of {limits.max_total_bytes:,} bytes")
             if size > RATIO_FLOOR_BYTES and size > limits.max_ratio * max(consumed, 1):
-                raise ArchiveRejected(
-                    f"member {name!r} expands more than {limits.max_ratio:g}:1 (a zip bomb)"
-                )
+                raise ArchiveRejected(f"member {name!r} expands more than {limits.max_ratio:g}:1 (a zip bomb)")
             if size > limit:
                 return ArchiveEntry(name, "rejected", f"is more than the limit of {limit:,} bytes"), size
             if size > info.file_size:

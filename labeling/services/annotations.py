@@ -4,7 +4,7 @@ Concurrency rules (they hold on PostgreSQL and on SQLite):
 - every write locks the annotation rows it touches with SELECT ... FOR UPDATE,
   always in ascending image id, so two bulk actions over overlapping images
   queue behind each other instead of deadlocking (SQLite's IMMEDIATE
-  transactions serialise writers outright);
+  transactions serialize writers outright);
 - a single-image write that carries the version the client saw is applied with
   a conditional UPDATE ... WHERE version = <seen>; a mismatch is a 409 with the
   current version and class, so no annotator silently overwrites another;
@@ -19,10 +19,9 @@ Concurrency rules (they hold on PostgreSQL and on SQLite):
 Bulk writes issue a fixed number of statements per chunk of ids (lock, one
 UPDATE, one multi-row INSERT of history), never one query per image.
 """
+
 from __future__ import annotations
 
-import logging
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -30,7 +29,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.errors import (
+from core.db import chunks, on_postgres
+from core.errors import (
     Conflict,
     NotFound,
     PermissionRefused,
@@ -38,6 +38,9 @@ from labeling.errors import (
     ValidationFailed,
     VersionConflict,
 )
+from core.permissions import membership_role
+from embeddings.selectors import clean_polygon, cluster_image_ids, current_run, image_ids_in_polygon
+from embeddings.services import dataset_labels_changed
 from labeling.models import (
     Annotation,
     AnnotationHistory,
@@ -49,26 +52,13 @@ from labeling.models import (
     Role,
 )
 
-log = logging.getLogger(__name__)
-
 MAX_BULK_IMAGES = 100_000
-MAX_POLYGON_VERTICES = 10_000
 HISTORY_BATCH = 2000
 # A stale bulk write reports this many of its conflicting images (and the total count).
 MAX_CONFLICTS_REPORTED = 1000
+# A write naming images of another dataset (or none) is told this many of them.
+MAX_INVALID_IDS_REPORTED = 20
 MAX_VERSION = 2**31 - 1
-
-
-def _id_chunk_size() -> int:
-    # Stay under the backend's bound-parameter limit (SQLite's can be 999).
-    limit = getattr(connection.features, "max_query_params", None) or 10_000
-    return max(100, min(10_000, limit - 20))
-
-
-def _chunks(seq, size=None):
-    size = size or _id_chunk_size()
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -86,14 +76,13 @@ def _check_class(dataset_id: int, label_class: LabelClass | None) -> int | None:
     return label_class.pk
 
 
-def _on_postgres() -> bool:
-    # PostgreSQL takes a whole id list as one array parameter (= ANY(%s),
-    # unnest(%s)): one short statement instead of thousands of placeholders.
-    return connection.vendor == "postgresql"
+def images_check_in_dataset(*, dataset_id: int, image_ids: list[int]) -> None:
+    """The one check that distinct `image_ids` are images of the dataset, for every write that takes a list.
 
-
-def _check_images_in_dataset(dataset_id: int, image_ids: list[int]) -> None:
-    if _on_postgres():
+    A 400 on "image_ids" naming (up to MAX_INVALID_IDS_REPORTED of) the unknown or
+    foreign ids, in the message and as `invalid_image_ids`; nothing is written.
+    """
+    if on_postgres():
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT t.i FROM unnest(%s::bigint[]) AS t(i) WHERE NOT EXISTS "
@@ -105,16 +94,19 @@ def _check_images_in_dataset(dataset_id: int, image_ids: list[int]) -> None:
     else:
         missing = []
         bad = 0
-        for chunk in _chunks(image_ids):
+        for chunk in chunks(image_ids):
             present = set(Image.objects.filter(dataset_id=dataset_id, id__in=chunk).values_list("id", flat=True))
             bad += len(chunk) - len(present)
-            if len(present) != len(chunk) and len(missing) < 20:
+            if len(present) != len(chunk) and len(missing) < MAX_INVALID_IDS_REPORTED:
                 missing.extend(i for i in chunk if i not in present)
+        missing.sort()
     if bad:
+        shown = missing[:MAX_INVALID_IDS_REPORTED]
+        listed = ", ".join(map(str, shown)) + (", …" if bad > len(shown) else "")
         raise ValidationFailed(
-            f"{bad} image id(s) are not images of this dataset; nothing was changed.",
+            f"{bad} image id(s) are not images of this dataset ({listed}); nothing was changed.",
             field="image_ids",
-            invalid_image_ids=missing[:20],
+            invalid_image_ids=shown,
         )
 
 
@@ -124,7 +116,7 @@ def _ensure_annotation_rows(dataset_id: int, image_ids: list[int]) -> None:
     A concurrent writer may insert the same rows: ON CONFLICT DO NOTHING waits
     for it and then keeps its row.
     """
-    if _on_postgres():
+    if on_postgres():
         table = Annotation._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
@@ -136,7 +128,7 @@ def _ensure_annotation_rows(dataset_id: int, image_ids: list[int]) -> None:
                 [dataset_id, AnnotationSource.MANUAL, timezone.now(), image_ids],
             )
         return
-    for chunk in _chunks(image_ids):
+    for chunk in chunks(image_ids):
         existing = set(Annotation.objects.filter(image_id__in=chunk).values_list("image_id", flat=True))
         missing = [i for i in chunk if i not in existing]
         if missing:
@@ -150,7 +142,7 @@ def _ensure_annotation_rows(dataset_id: int, image_ids: list[int]) -> None:
 def _lock_annotations(image_ids: list[int]) -> dict[int, _Current]:
     """Locks the annotation rows of sorted `image_ids` in ascending order."""
     current: dict[int, _Current] = {}
-    if _on_postgres():
+    if on_postgres():
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT id, image_id, label_class_id, version FROM {Annotation._meta.db_table} "
@@ -160,7 +152,7 @@ def _lock_annotations(image_ids: list[int]) -> dict[int, _Current]:
             for ann_id, image_id, class_id, version in cursor.fetchall():
                 current[image_id] = _Current(ann_id, class_id, version)
         return current
-    for chunk in _chunks(image_ids):
+    for chunk in chunks(image_ids):
         rows = (
             Annotation.objects.select_for_update()
             .filter(image_id__in=chunk)
@@ -173,7 +165,7 @@ def _lock_annotations(image_ids: list[int]) -> dict[int, _Current]:
 
 
 def _after_labels_changed(dataset_id: int) -> None:
-    """After commit: mark the dataset's labels as changed and schedule suggestions.
+    """After commit: mark the dataset's labels as changed and tell embeddings (suggestions).
 
     Done after commit, not inside the transaction, so label writes never queue
     on the dataset row.
@@ -181,14 +173,7 @@ def _after_labels_changed(dataset_id: int) -> None:
 
     def run():
         Dataset.objects.filter(pk=dataset_id).update(labels_changed_at=timezone.now())
-        try:
-            from labeling.services.suggestions import suggestions_schedule_recompute
-        except ImportError:
-            return
-        try:
-            suggestions_schedule_recompute(dataset_id=dataset_id)
-        except Exception:  # suggestions are advisory: a broker hiccup must not fail labeling
-            log.exception("could not schedule suggestion recompute for dataset %s", dataset_id)
+        dataset_labels_changed(dataset_id=dataset_id)
 
     transaction.on_commit(run)
 
@@ -209,7 +194,7 @@ def _write_changes(
     reviewed_at = now if mark_reviewed else None
     user_id = user.pk if user is not None else None
     annotation_ids = [cur.annotation_id for _, cur in changes]
-    if _on_postgres():
+    if on_postgres():
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {Annotation._meta.db_table} SET label_class_id = %s, version = version + 1, author_id = %s, "
@@ -222,11 +207,19 @@ def _write_changes(
                 f"SELECT %s, t.image_id, t.old_class, %s, t.new_version, %s, %s, %s "
                 f"FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) AS t(image_id, old_class, new_version) "
                 f"ORDER BY t.image_id",
-                [dataset_id, new_class_id, user_id, action.pk, now,
-                 [i for i, _ in changes], [c.class_id for _, c in changes], [c.version + 1 for _, c in changes]],
+                [
+                    dataset_id,
+                    new_class_id,
+                    user_id,
+                    action.pk,
+                    now,
+                    [i for i, _ in changes],
+                    [c.class_id for _, c in changes],
+                    [c.version + 1 for _, c in changes],
+                ],
             )
         return
-    for chunk in _chunks(annotation_ids):
+    for chunk in chunks(annotation_ids):
         Annotation.objects.filter(id__in=chunk).update(
             label_class_id=new_class_id,
             version=F("version") + 1,
@@ -331,7 +324,7 @@ def _clean_image_ids(image_ids, field="image_ids") -> list[int]:
     try:
         ids = sorted({int(i) for i in image_ids})
     except (TypeError, ValueError):
-        raise ValidationFailed(f"{field} must be a list of integers.", field=field)
+        raise ValidationFailed(f"{field} must be a list of integers.", field=field) from None
     if len(ids) > MAX_BULK_IMAGES:
         raise ValidationFailed(f"At most {MAX_BULK_IMAGES} images per action.", field=field)
     return ids
@@ -344,7 +337,7 @@ def clean_expected(expected) -> dict[int, int] | None:
     """
     if expected is None:
         return None
-    message = "expected must map image ids to the annotation_version you saw, e.g. {\"12\": 3}."
+    message = 'expected must map image ids to the annotation_version you saw, e.g. {"12": 3}.'
     if not isinstance(expected, dict):
         raise ValidationFailed(message, field="expected")
     if len(expected) > MAX_BULK_IMAGES:
@@ -439,7 +432,7 @@ def annotations_apply_bulk(
     new_class_id = _check_class(dataset.pk, label_class)
     ids = _clean_image_ids(image_ids)
     expected = clean_expected(expected)
-    _check_images_in_dataset(dataset.pk, ids)
+    images_check_in_dataset(dataset_id=dataset.pk, image_ids=ids)
     _ensure_annotation_rows(dataset.pk, ids)
     current = _lock_annotations(ids)
     _raise_if_stale(expected, current, lambda _image_id: new_class_id)
@@ -448,7 +441,7 @@ def annotations_apply_bulk(
         # Images already carrying the class are confirmed by the reviewer too.
         same = [current[i].annotation_id for i in ids if current[i].class_id == new_class_id]
         now = timezone.now()
-        for chunk in _chunks(same):
+        for chunk in chunks(same):
             Annotation.objects.filter(id__in=chunk).update(reviewed_by=user, reviewed_at=now)
     action = LabelAction.objects.create(
         dataset=dataset,
@@ -475,8 +468,6 @@ def annotations_apply_bulk(
 
 
 def _require_map(dataset: Dataset):
-    from embeddings.selectors import current_run
-
     run = current_run(dataset)
     if run is None:
         raise ValidationFailed("This dataset has no map yet: start a run first.")
@@ -494,8 +485,6 @@ def annotations_apply_to_cluster(
     mark_reviewed: bool = False,
     expected=None,
 ) -> LabelAction:
-    from embeddings.selectors import cluster_image_ids
-
     _check_class(dataset.pk, label_class)
     _require_map(dataset)
     ids = set(cluster_image_ids(dataset, int(cluster)))
@@ -503,30 +492,14 @@ def annotations_apply_to_cluster(
         raise ValidationFailed(f"The current map has no cluster {cluster}.", field="cluster")
     ids -= set(_clean_image_ids(exclude_image_ids, field="exclude_image_ids"))
     return annotations_apply_bulk(
-        dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source, mark_reviewed=mark_reviewed,
+        dataset=dataset,
+        user=user,
+        label_class=label_class,
+        image_ids=ids,
+        source=source,
+        mark_reviewed=mark_reviewed,
         expected=expected,
     )
-
-
-def clean_polygon(polygon) -> list[tuple[float, float]]:
-    if not isinstance(polygon, (list, tuple)):
-        raise ValidationFailed("polygon must be a list of [x, y] points.", field="polygon")
-    if len(polygon) < 3:
-        raise ValidationFailed("polygon needs at least 3 points.", field="polygon")
-    if len(polygon) > MAX_POLYGON_VERTICES:
-        raise ValidationFailed(f"polygon may have at most {MAX_POLYGON_VERTICES} points.", field="polygon")
-    points = []
-    for point in polygon:
-        if not isinstance(point, (list, tuple)) or len(point) != 2:
-            raise ValidationFailed("Each polygon point must be [x, y].", field="polygon")
-        try:
-            x, y = float(point[0]), float(point[1])
-        except (TypeError, ValueError):
-            raise ValidationFailed("Polygon coordinates must be numbers.", field="polygon")
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise ValidationFailed("Polygon coordinates must be finite numbers.", field="polygon")
-        points.append((x, y))
-    return points
 
 
 def annotations_apply_polygon(
@@ -539,15 +512,14 @@ def annotations_apply_polygon(
     source: str = AnnotationSource.BULK,
     expected=None,
 ) -> LabelAction:
-    from embeddings.selectors import image_ids_in_polygon
-
     _check_class(dataset.pk, label_class)
     points = clean_polygon(polygon)
     _require_map(dataset)
     ids = set(image_ids_in_polygon(dataset, points))
     ids -= set(_clean_image_ids(exclude_image_ids, field="exclude_image_ids"))
-    return annotations_apply_bulk(dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source,
-                                  expected=expected)
+    return annotations_apply_bulk(
+        dataset=dataset, user=user, label_class=label_class, image_ids=ids, source=source, expected=expected
+    )
 
 
 # --- undo ----------------------------------------------------------------------------------------
@@ -562,12 +534,10 @@ def label_action_undo(*, dataset: Dataset, user, action_id: int) -> dict:
     is itself a LabelAction (kind undo) with history rows, so it can be
     undone in turn. Only the action's author or a dataset admin may undo it.
     """
-    from labeling.permissions import membership_role
-
     try:
         action_id = int(action_id)
     except (TypeError, ValueError):
-        raise NotFound("No such action in this dataset.")
+        raise NotFound("No such action in this dataset.") from None
     if not 0 < action_id < 2**63:
         raise NotFound("No such action in this dataset.")
     # Locking the action row makes a concurrent second undo wait and then see the first.
@@ -608,7 +578,7 @@ def label_action_undo(*, dataset: Dataset, user, action_id: int) -> dict:
                 undo_of=action,
             )
     except IntegrityError:
-        raise Conflict("This action has already been undone.")
+        raise Conflict("This action has already been undone.") from None
     now = timezone.now()
     for old_class_id, changes in by_old_class.items():
         _write_changes(
@@ -625,8 +595,13 @@ def label_action_undo(*, dataset: Dataset, user, action_id: int) -> dict:
         _after_labels_changed(dataset.pk)
     # Each restored image's new version, so a page can go on writing them without reloading.
     versions = {str(image_id): cur.version + 1 for changes in by_old_class.values() for image_id, cur in changes}
-    return {"action_id": action.pk, "undo_action_id": undo.pk, "restored": restored, "conflicts": conflicts,
-            "versions": versions}
+    return {
+        "action_id": action.pk,
+        "undo_action_id": undo.pk,
+        "restored": restored,
+        "conflicts": conflicts,
+        "versions": versions,
+    }
 
 
 def last_undoable_action(*, dataset: Dataset, user) -> LabelAction | None:
@@ -674,14 +649,14 @@ def annotations_apply_mapping(
     try:
         mapping = {int(i): int(c) for i, c in class_by_image.items()}
     except (TypeError, ValueError, AttributeError):
-        raise ValidationFailed("class_by_image must map image ids to class ids.", field="class_by_image")
+        raise ValidationFailed("class_by_image must map image ids to class ids.", field="class_by_image") from None
     ids = _clean_image_ids(mapping.keys())
     class_ids = set(mapping.values())
     known = set(LabelClass.objects.filter(dataset=dataset, id__in=class_ids).values_list("id", flat=True))
     if known != class_ids:
         raise ValidationFailed("Some classes are not classes of this dataset; nothing was changed.", field="class")
     expected = clean_expected(expected)
-    _check_images_in_dataset(dataset.pk, ids)
+    images_check_in_dataset(dataset_id=dataset.pk, image_ids=ids)
     _ensure_annotation_rows(dataset.pk, ids)
     current = _lock_annotations(ids)
     _raise_if_stale(expected, current, mapping.__getitem__)
@@ -699,7 +674,7 @@ def annotations_apply_mapping(
     now = timezone.now()
     if mark_reviewed:
         same = [current[i].annotation_id for i in ids if current[i].class_id == mapping[i]]
-        for chunk in _chunks(same):
+        for chunk in chunks(same):
             Annotation.objects.filter(id__in=chunk).update(reviewed_by=user, reviewed_at=now)
     changed = sum(len(v) for v in by_class.values())
     action = LabelAction.objects.create(
@@ -731,7 +706,7 @@ def annotations_apply_mapping(
 
 
 @transaction.atomic
-def annotations_fill_unlabelled(
+def annotations_fill_unlabeled(
     *,
     dataset: Dataset,
     user,
@@ -743,12 +718,12 @@ def annotations_fill_unlabelled(
     """Gives `label_class` to those of `image_ids` that have no class yet, under an existing `action`.
 
     For imports, which add to one action per class across many batches and never
-    overwrite a class someone gave. Returns how many images were labelled.
+    overwrite a class someone gave. Returns how many images were labeled.
     """
     if label_class.dataset_id != dataset.pk or action.dataset_id != dataset.pk:
         raise ValidationFailed("The class and the action must belong to this dataset.", field="class")
     ids = _clean_image_ids(image_ids)
-    _check_images_in_dataset(dataset.pk, ids)
+    images_check_in_dataset(dataset_id=dataset.pk, image_ids=ids)
     _ensure_annotation_rows(dataset.pk, ids)
     current = _lock_annotations(ids)
     changes = [(image_id, current[image_id]) for image_id in ids if current[image_id].class_id is None]

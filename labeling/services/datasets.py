@@ -1,9 +1,10 @@
 """Writes for datasets, their members and their classes.
 
 Callers (API views, pages) have already checked the user's role with
-labeling.permissions.dataset_for_user; these functions check the state of the
+core.permissions.dataset_for_user; these functions check the state of the
 data (unique names, the last admin, classes in use) and do the writes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,12 +12,15 @@ import re
 import unicodedata
 
 from django.contrib.auth import get_user_model
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from labeling.errors import Conflict, NotFound, ValidationFailed
+from core.errors import Conflict, NotFound, ValidationFailed
+from embeddings.services.artifacts import dataset_artifacts_delete
 from labeling.models import Annotation, AnnotationHistory, Dataset, LabelClass, Membership, Role
-# New classes cycle through the palette when no colour is given.
+
+# New classes cycle through the palette when no color is given.
 from labeling.palette import CLASS_PALETTE
 
 logger = logging.getLogger(__name__)
@@ -46,7 +50,7 @@ def _clean_text(value, *, field: str, max_length: int, required: bool = True) ->
 
 def clean_color(color) -> str:
     if not isinstance(color, str) or not COLOR_RE.match(color.strip()):
-        raise ValidationFailed("color must be a hex colour like #1f77b4.", field="color")
+        raise ValidationFailed("color must be a hex color like #1f77b4.", field="color")
     return color.strip().lower()
 
 
@@ -98,19 +102,13 @@ def dataset_update(*, dataset: Dataset, **fields) -> Dataset:
 def dataset_delete(*, dataset: Dataset) -> None:
     # Annotations and history protect their classes (on_delete=PROTECT), so the
     # rows that point at classes go first; images' files are removed after commit.
-    file_names = list(
-        dataset.images.values_list("file", "thumbnail").iterator(chunk_size=2000)
-    )
+    file_names = list(dataset.images.values_list("file", "thumbnail").iterator(chunk_size=2000))
     dataset_id = dataset.pk
     AnnotationHistory.objects.filter(dataset=dataset).delete()
     Annotation.objects.filter(dataset=dataset).delete()
     dataset.delete()
 
     def remove_files():
-        from django.core.files.storage import default_storage
-
-        from embeddings.services.artifacts import dataset_artifacts_delete
-
         for pair in file_names:
             for name in pair:
                 if name:
@@ -145,14 +143,14 @@ def member_add(*, dataset: Dataset, username: str, role: str) -> Membership:
         with transaction.atomic():
             return Membership.objects.create(dataset=dataset, user=user, role=role)
     except IntegrityError:
-        raise Conflict(f"{user.username} is already a member of this dataset.", field="username")
+        raise Conflict(f"{user.username} is already a member of this dataset.", field="username") from None
 
 
 def _member_user_id(user_id) -> int:
     try:
         user_id = int(user_id)
     except (TypeError, ValueError):
-        raise NotFound("No such member.")
+        raise NotFound("No such member.") from None
     if not 0 < user_id < 2**63:
         raise NotFound("No such member.")
     return user_id
@@ -217,7 +215,7 @@ def label_class_create(*, dataset: Dataset, name: str, color: str | None = None,
         with transaction.atomic():
             return LabelClass.objects.create(dataset=dataset, name=name, color=color, shortcut=shortcut)
     except IntegrityError:  # a concurrent create won the race
-        raise ValidationFailed("A class with this name or shortcut already exists in this dataset.")
+        raise ValidationFailed("A class with this name or shortcut already exists in this dataset.") from None
 
 
 @transaction.atomic
@@ -238,7 +236,7 @@ def label_class_update(*, label_class: LabelClass, **fields) -> LabelClass:
         with transaction.atomic():
             label_class.save(update_fields=list(fields.keys()))
     except IntegrityError:
-        raise ValidationFailed("A class with this name or shortcut already exists in this dataset.")
+        raise ValidationFailed("A class with this name or shortcut already exists in this dataset.") from None
     return label_class
 
 
@@ -259,4 +257,3 @@ def label_class_delete(*, label_class: LabelClass) -> None:
             "rename it instead of deleting it."
         )
     label_class.delete()
-

@@ -4,6 +4,7 @@ Each export is a generator of byte chunks read from the database with
 `.values().iterator(chunk_size=...)`, so memory stays flat however many
 images the dataset holds; the view wraps it in a StreamingHttpResponse.
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,14 +12,14 @@ import json
 import re
 import unicodedata
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterator
 
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from labeling.errors import ValidationFailed
+from core.errors import ValidationFailed
 from labeling.models import Dataset, Image, LabelClass
 
 EXPORT_FORMATS = ("json", "csv", "coco", "imagefolder")
@@ -132,7 +133,7 @@ def _csv_pieces(dataset, include_unlabeled) -> Iterator[str]:
 
 
 def _coco_pieces(dataset, include_unlabeled) -> Iterator[str]:
-    """COCO with one whole-image annotation per labelled image (classification)."""
+    """COCO with one whole-image annotation per labeled image (classification)."""
     info = {
         "description": dataset.name,
         "version": "1.0",
@@ -145,24 +146,28 @@ def _coco_pieces(dataset, include_unlabeled) -> Iterator[str]:
         images = images.filter(annotation__label_class__isnull=False)
     first = True
     for image_id, name, width, height, sha256 in (
-        images.order_by("id").values_list("id", "original_name", "width", "height", "sha256").iterator(chunk_size=ROW_CHUNK)
+        images.order_by("id")
+        .values_list("id", "original_name", "width", "height", "sha256")
+        .iterator(chunk_size=ROW_CHUNK)
     ):
         item = {"id": image_id, "file_name": name, "width": width, "height": height, "sha256": sha256}
         yield ("\n" if first else ",\n") + _encode(item)
         first = False
     categories = [
         {"id": pk, "name": name, "supercategory": "", "color": color}
-        for pk, name, color in LabelClass.objects.filter(dataset=dataset).order_by("id").values_list("id", "name", "color")
+        for pk, name, color in LabelClass.objects.filter(dataset=dataset)
+        .order_by("id")
+        .values_list("id", "name", "color")
     ]
     yield '], "categories": ' + json.dumps(categories, ensure_ascii=False) + ', "annotations": ['
     first = True
-    labelled = (
+    labeled = (
         Image.objects.filter(dataset=dataset, annotation__label_class__isnull=False)
         .order_by("id")
         .values_list("id", "annotation__label_class_id", "width", "height", "annotation__author__username")
         .iterator(chunk_size=ROW_CHUNK)
     )
-    for n, (image_id, class_id, width, height, author) in enumerate(labelled, start=1):
+    for n, (image_id, class_id, width, height, author) in enumerate(labeled, start=1):
         item = {
             "id": n,
             "image_id": image_id,

@@ -14,6 +14,7 @@ or not at all:
 A process killed between 4 and 5 leaves files without rows, never rows without
 files; `images_cleanup_orphans` (command `cleanup_orphan_media`) removes them.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -22,10 +23,10 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -33,7 +34,10 @@ from django.core.files.storage import FileSystemStorage
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from labeling.errors import PayloadTooLarge, ValidationFailed
+from core.db import on_postgres_or_sqlite
+from core.errors import PayloadTooLarge, ValidationFailed
+from embeddings import services as embedding_services
+from embeddings.models import RunStatus, TrainingRun
 from labeling.models import (
     AnnotationSource,
     Dataset,
@@ -44,6 +48,7 @@ from labeling.models import (
 )
 from labeling.palette import CLASS_PALETTE
 from labeling.services._archive import ArchiveLimits, ArchiveRejected, iter_archive
+from labeling.services.annotations import annotations_fill_unlabeled
 from labeling.uploads import (
     THUMBNAIL_EXTENSIONS,
     ImageRejected,
@@ -73,20 +78,20 @@ class IngestReport:
     created: list[dict] = field(default_factory=list)  # {id, name}
     skipped: list[dict] = field(default_factory=list)  # {name, reason}
     rejected: list[dict] = field(default_factory=list)  # {name, error}
-    labelled: int = 0  # images given a class from their folder (import_images --classes-from-folders)
+    labeled: int = 0  # images given a class from their folder (import_images --classes-from-folders)
 
     def as_dict(self) -> dict:
         return {
             "created": self.created,
             "skipped": self.skipped,
             "rejected": self.rejected,
-            "labelled": self.labelled,
+            "labelled": self.labeled,  # the upload answer's field name, kept for scripts
             "counts": {"created": len(self.created), "skipped": len(self.skipped), "rejected": len(self.rejected)},
         }
 
     def summary(self) -> str:
         text = f"{len(self.created)} stored, {len(self.skipped)} skipped, {len(self.rejected)} rejected"
-        return text + (f", {self.labelled} labelled from folders" if self.labelled else "")
+        return text + (f", {self.labeled} labeled from folders" if self.labeled else "")
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ class UploadLimits:
     archive: ArchiveLimits
 
     @classmethod
-    def from_settings(cls) -> "UploadLimits":
+    def from_settings(cls) -> UploadLimits:
         return cls(
             max_file_bytes=settings.SIMLABEL_MAX_FILE_BYTES,
             max_image_pixels=settings.SIMLABEL_MAX_IMAGE_PIXELS,
@@ -201,7 +206,9 @@ def _class_from_parts(parts: list[str]) -> str | None:
     return parts[0] if len(parts) >= 2 else None
 
 
-def _iter_zip(fp, archive_name: str, limits: UploadLimits, classes_from_folders: bool, add_total) -> Iterator[_File | _Outcome]:
+def _iter_zip(
+    fp, archive_name: str, limits: UploadLimits, classes_from_folders: bool, add_total
+) -> Iterator[_File | _Outcome]:
     drop = 0
 
     def on_members(infos):
@@ -328,7 +335,7 @@ class _FileWriter:
                 try:
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     if self.file_mode is not None:
                         os.fchmod(fd, self.file_mode)
                 except BaseException:
@@ -351,23 +358,23 @@ class _FileWriter:
 
 # --- the ingest itself ----------------------------------------------------------------------------------
 
-# Distinct, readable class colours (the one palette, none near the unlabeled grey); beyond them, evenly spaced hues.
-CLASS_COLOURS = CLASS_PALETTE
+# Distinct, readable class colors (the one palette, none near the unlabeled gray); beyond them, evenly spaced hues.
+CLASS_COLORS = CLASS_PALETTE
 
 
-def class_colour(index: int, used: set[str] = frozenset()) -> str:
-    """The first palette colour not in `used`, starting at `index`."""
-    for offset in range(len(CLASS_COLOURS)):
-        colour = CLASS_COLOURS[(index + offset) % len(CLASS_COLOURS)]
-        if colour not in used:
-            return colour
+def class_color(index: int, used: set[str] = frozenset()) -> str:
+    """The first palette color not in `used`, starting at `index`."""
+    for offset in range(len(CLASS_COLORS)):
+        color = CLASS_COLORS[(index + offset) % len(CLASS_COLORS)]
+        if color not in used:
+            return color
     n = index
     while True:
         hue = (n * 0.618033988749895) % 1.0
         r, g, b = colorsys.hsv_to_rgb(hue, 0.65, 0.85)
-        colour = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
-        if colour not in used:
-            return colour
+        color = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+        if color not in used:
+            return color
         n += 1
 
 
@@ -516,7 +523,7 @@ class _Ingest:
             )
             raise
         self._delete_files(name for row in lost for name in (row.file, row.thumbnail))
-        for row, item in created:
+        for row, _item in created:
             self.report.created.append({"id": row.pk, "name": row.original_name})
             self.created_ids.append(row.pk)
         self._advance(len(batch))
@@ -538,10 +545,10 @@ class _Ingest:
         label_class = LabelClass.objects.filter(dataset=self.dataset, name=name).first()
         if label_class is None:
             used = set(LabelClass.objects.filter(dataset=self.dataset).values_list("color", flat=True))
-            colour = class_colour(len(used), used)
+            color = class_color(len(used), used)
             try:
                 with transaction.atomic():
-                    label_class = LabelClass.objects.create(dataset=self.dataset, name=name, color=colour)
+                    label_class = LabelClass.objects.create(dataset=self.dataset, name=name, color=color)
             except IntegrityError:  # created concurrently
                 label_class = LabelClass.objects.get(dataset=self.dataset, name=name)
         self.classes[name] = label_class
@@ -563,8 +570,6 @@ class _Ingest:
 
     def _import_labels(self, *, new: list[tuple[int, str]], existing: list[tuple[int, str]]) -> None:
         """Annotate images with their folder's class; an image that already has a class keeps it."""
-        from labeling.services.annotations import annotations_fill_unlabelled
-
         ids_by_class: dict[int, list[int]] = defaultdict(list)
         classes: dict[int, LabelClass] = {}
         for image_id, class_name in [*new, *existing]:
@@ -572,9 +577,9 @@ class _Ingest:
             if label_class is not None:
                 ids_by_class[label_class.pk].append(image_id)
                 classes[label_class.pk] = label_class
-        labelled = 0
+        labeled = 0
         for class_id, image_ids in ids_by_class.items():
-            labelled += annotations_fill_unlabelled(
+            labeled += annotations_fill_unlabeled(
                 dataset=self.dataset,
                 user=self.user,
                 image_ids=image_ids,
@@ -582,28 +587,33 @@ class _Ingest:
                 action=self._action(classes[class_id]),
                 source=AnnotationSource.IMPORT,
             )
-        if labelled:
+        if labeled:
             # Also set here, not only after commit, so the import's caller sees it at once.
             Dataset.objects.filter(pk=self.dataset.pk).update(labels_changed_at=timezone.now())
-        self.report.labelled += labelled
+        self.report.labeled += labeled
 
     # after the last batch ---------------------------------------------------------------------------
     def _after_ingest(self) -> None:
-        if self.report.labelled:
-            try:
-                from labeling.services.suggestions import suggestions_schedule_recompute
-            except ImportError:
-                pass
-            else:
-                dataset_id = self.dataset.pk
-                transaction.on_commit(lambda: suggestions_schedule_recompute(dataset_id=dataset_id), robust=True)
+        if self.report.labeled:
+            dataset_id = self.dataset.pk
+            transaction.on_commit(lambda: embedding_services.dataset_labels_changed(dataset_id=dataset_id), robust=True)
         if self.created_ids:
             _place_on_current_map(self.dataset, list(self.created_ids))
 
 
 _IMAGE_COLUMNS = (
-    "dataset_id", "file", "thumbnail", "sha256", "width", "height", "format", "mode",
-    "size_bytes", "original_name", "uploaded_by_id", "uploaded_at",
+    "dataset_id",
+    "file",
+    "thumbnail",
+    "sha256",
+    "width",
+    "height",
+    "format",
+    "mode",
+    "size_bytes",
+    "original_name",
+    "uploaded_by_id",
+    "uploaded_at",
 )
 
 
@@ -617,12 +627,9 @@ def _insert_images(rows: list[_NewImage]) -> None:
     if not rows:
         return
     uploaded_at = timezone.now()
-    if connection.vendor not in ("postgresql", "sqlite"):
+    if not on_postgres_or_sqlite():
         Image.objects.bulk_create(
-            [
-                Image(**{name: getattr(row, name) for name in _IMAGE_COLUMNS if name != "uploaded_at"})
-                for row in rows
-            ],
+            [Image(**{name: getattr(row, name) for name in _IMAGE_COLUMNS if name != "uploaded_at"}) for row in rows],
             ignore_conflicts=True,
         )
         return
@@ -634,8 +641,18 @@ def _insert_images(rows: list[_NewImage]) -> None:
     uploaded_at = connection.ops.adapt_datetimefield_value(uploaded_at)
     params = [
         (
-            row.dataset_id, row.file, row.thumbnail, row.sha256, row.width, row.height, row.format,
-            row.mode, row.size_bytes, row.original_name, row.uploaded_by_id, uploaded_at,
+            row.dataset_id,
+            row.file,
+            row.thumbnail,
+            row.sha256,
+            row.width,
+            row.height,
+            row.format,
+            row.mode,
+            row.size_bytes,
+            row.original_name,
+            row.uploaded_by_id,
+            uploaded_at,
         )
         for row in rows
     ]
@@ -645,15 +662,10 @@ def _insert_images(rows: list[_NewImage]) -> None:
 
 def _place_on_current_map(dataset: Dataset, image_ids: list[int]) -> None:
     """New images join the dataset's current map without retraining (when it has one)."""
-    try:
-        from embeddings.models import RunStatus, TrainingRun
-        from embeddings.services import images_place_on_current_map
-    except ImportError:
-        return
     if not TrainingRun.objects.filter(dataset=dataset, status=RunStatus.SUCCEEDED).exists():
         return
     transaction.on_commit(
-        lambda: images_place_on_current_map(dataset=dataset, image_ids=image_ids), robust=True
+        lambda: embedding_services.images_place_on_current_map(dataset=dataset, image_ids=image_ids), robust=True
     )
 
 
@@ -752,9 +764,9 @@ def images_cleanup_orphans(*, dataset: Dataset | None = None, min_age_seconds: f
         if not dataset_id.isdigit():
             continue
         referenced = set()
-        for file_name, thumb_name in Image.objects.filter(dataset_id=int(dataset_id)).values_list(
-            "file", "thumbnail"
-        ).iterator(chunk_size=5000):
+        for file_name, thumb_name in (
+            Image.objects.filter(dataset_id=int(dataset_id)).values_list("file", "thumbnail").iterator(chunk_size=5000)
+        ):
             referenced.add(file_name)
             referenced.add(thumb_name)
         for sub in ("images", "thumbs"):

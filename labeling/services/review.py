@@ -5,15 +5,23 @@ map) and marks the affected annotations reviewed (who and when).  Label
 changes go through the annotation services, so they are ordinary LabelActions
 with history and undo.
 """
+
 from __future__ import annotations
 
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import NotFound, PermissionRefused, ValidationFailed
+from core.permissions import membership_role, role_allows
 from embeddings.models import ImageEmbedding
-from labeling.errors import NotFound, PermissionRefused, ValidationFailed
+from embeddings.selectors import current_run
 from labeling.models import Annotation, AnnotationSource, Dataset, Image, LabelClass, ReviewResolution
-from labeling.permissions import membership_role, role_allows
+from labeling.services.annotations import (
+    annotations_apply_bulk,
+    annotations_lock_unchanged,
+    images_check_in_dataset,
+)
+from labeling.services.suggestions import suggestions_accept
 
 KINDS = tuple(ReviewResolution.Kind.values)
 OUTCOMES = tuple(ReviewResolution.Outcome.values)
@@ -21,8 +29,11 @@ OUTCOMES = tuple(ReviewResolution.Outcome.values)
 
 def _item_image_ids(dataset: Dataset, run, kind: str, object_id: int) -> list[int]:
     if kind == ReviewResolution.Kind.CLUSTER:
-        ids = list(ImageEmbedding.objects.filter(run=run, cluster=object_id).order_by("image_id")
-                   .values_list("image_id", flat=True))
+        ids = list(
+            ImageEmbedding.objects.filter(run=run, cluster=object_id)
+            .order_by("image_id")
+            .values_list("image_id", flat=True)
+        )
         if not ids:
             raise NotFound(f"The current map has no cluster {object_id}.")
         return ids
@@ -50,13 +61,10 @@ def _clean_ids(dataset: Dataset, image_ids) -> list[int]:
     try:
         ids = sorted({int(i) for i in image_ids})
     except (TypeError, ValueError):
-        raise ValidationFailed("image_ids must be a list of integers.", field="image_ids")
+        raise ValidationFailed("image_ids must be a list of integers.", field="image_ids") from None
     if not ids:
         raise ValidationFailed("image_ids is empty.", field="image_ids")
-    found = sum(Image.objects.filter(dataset=dataset, id__in=ids[i : i + 900]).count() for i in range(0, len(ids), 900))
-    if found != len(ids):
-        raise ValidationFailed("Some image ids are not images of this dataset; nothing was changed.",
-                               field="image_ids")
+    images_check_in_dataset(dataset_id=dataset.pk, image_ids=ids)
     return ids
 
 
@@ -76,17 +84,15 @@ def review_item_resolve(
     """Resolves one review item (see the module docstring).
 
     accepted: each of the item's images (or of image_ids) takes its suggested
-    class, labelled ones included; relabelled: label_class goes to image_ids
+    class, labeled ones included; relabelled: label_class goes to image_ids
     (one image, a selection) or, without image_ids, to all the item's images;
-    reviewed: the item's labelled images are marked reviewed as they are.
+    reviewed: the item's labeled images are marked reviewed as they are.
     `expected` ({image id: version}, what the reviewer saw) makes accepting and
     relabelling conditional: an image changed since is a 409 and nothing,
     the resolution included, is stored.  Images that changed between the
     suggestions being read and written are left alone and listed in `skipped`.
     Returns {resolution_id, kind, id, outcome, action_id, updated, reviewed, skipped}.
     """
-    from embeddings.selectors import current_run
-
     if not role_allows(membership_role(user, dataset.pk), "review"):
         raise PermissionRefused("Only reviewers and admins can resolve review items.")
     if kind not in KINDS:
@@ -96,7 +102,7 @@ def review_item_resolve(
     try:
         object_id = int(object_id)
     except (TypeError, ValueError):
-        raise ValidationFailed("id must be an integer.", field="id")
+        raise ValidationFailed("id must be an integer.", field="id") from None
     run = current_run(dataset)
     if run is None:
         raise ValidationFailed("This dataset has no map yet, so there is no review queue.")
@@ -105,20 +111,27 @@ def review_item_resolve(
 
     action = None
     if outcome == ReviewResolution.Outcome.ACCEPTED:
-        from labeling.services.suggestions import suggestions_accept
-
-        action = suggestions_accept(dataset=dataset, user=user, image_ids=targets, include_labelled=True,
-                                    mark_reviewed=True, source=AnnotationSource.REVIEW, expected=expected)
-    elif outcome == ReviewResolution.Outcome.RELABELLED:
-        from labeling.services.annotations import annotations_apply_bulk
-
-        action = annotations_apply_bulk(dataset=dataset, user=user, label_class=_label_class(dataset, label_class),
-                                        image_ids=targets, source=AnnotationSource.REVIEW, mark_reviewed=True,
-                                        expected=expected)
+        action = suggestions_accept(
+            dataset=dataset,
+            user=user,
+            image_ids=targets,
+            include_labeled=True,
+            mark_reviewed=True,
+            source=AnnotationSource.REVIEW,
+            expected=expected,
+        )
+    elif outcome == ReviewResolution.Outcome.RELABELED:
+        action = annotations_apply_bulk(
+            dataset=dataset,
+            user=user,
+            label_class=_label_class(dataset, label_class),
+            image_ids=targets,
+            source=AnnotationSource.REVIEW,
+            mark_reviewed=True,
+            expected=expected,
+        )
     elif expected is not None:
         # Marking reviewed vouches for the labels the reviewer saw: if one changed since, 409 and nothing stored.
-        from labeling.services.annotations import annotations_lock_unchanged
-
         annotations_lock_unchanged(image_ids=targets, expected=expected)
     now = timezone.now()
     reviewed = 0
@@ -130,7 +143,12 @@ def review_item_resolve(
             dataset=dataset, image_id__in=targets[start : start + 900], label_class__isnull=False
         ).update(reviewed_by=user, reviewed_at=now)
     resolution = ReviewResolution.objects.create(
-        dataset=dataset, run=run, kind=kind, object_id=object_id, outcome=outcome, reason=str(reason)[:200],
+        dataset=dataset,
+        run=run,
+        kind=kind,
+        object_id=object_id,
+        outcome=outcome,
+        reason=str(reason)[:200],
         resolved_by=user,
     )
     return {

@@ -1,24 +1,13 @@
 """API tokens: issued by POST /api/auth/token/, expiring after SIMLABEL_TOKEN_TTL_DAYS, revoked
-by DELETE /api/auth/token/ and by any change of the user's password."""
+by DELETE /api/auth/token/ and by any change of the user's password. When a token expires is
+the authentication's rule (core.api.authentication)."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-
-def token_expires_at(token: Token) -> datetime | None:
-    """When the token stops working; None when tokens do not expire (SIMLABEL_TOKEN_TTL_DAYS = 0)."""
-    days = settings.SIMLABEL_TOKEN_TTL_DAYS
-    return token.created + timedelta(days=days) if days > 0 else None
-
-
-def token_is_expired(token: Token) -> bool:
-    expires = token_expires_at(token)
-    return expires is not None and expires <= timezone.now()
+from core.api.authentication import token_is_expired
 
 
 @transaction.atomic

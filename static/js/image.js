@@ -44,10 +44,10 @@ async function setClass(cls) {
   if (!canLabel) return;
   try {
     const result = cls
-      ? await api("PUT", `/api/images/${image.id}/annotation/`, { class: cls.id, version: image.version })
-      : await api("DELETE", `/api/images/${image.id}/annotation/?version=${image.version}`);
+      ? await api("PUT", `/api/images/${image.id}/annotation/`, { class: cls.id, version: image.annotation_version })
+      : await api("DELETE", `/api/images/${image.id}/annotation/?version=${image.annotation_version}`);
     image.class = result.class;
-    image.version = result.annotation_version;
+    image.annotation_version = result.annotation_version;
     renderCurrent();
     renderHistory().catch(showError);
     const message = cls ? `Labeled as ${cls.name}.` : "Class cleared.";
@@ -69,14 +69,14 @@ async function setClass(cls) {
 async function refresh() {
   const current = await getJSON(`/api/images/${image.id}/`);
   image.class = current.class;
-  image.version = current.annotation_version;
+  image.annotation_version = current.annotation_version;
   renderCurrent();
   await renderHistory();
 }
 
 async function loadSimilar() {
   const box = document.getElementById("similar");
-  if (image.suggested_class === undefined) return;
+  if (!box) return;
   try {
     const similar = await getJSON(`/api/images/${image.id}/similar/?k=24`);
     if (!similar || !similar.length) {
@@ -97,7 +97,7 @@ if (canLabel) {
   const buttons = document.getElementById("class-buttons");
   if (buttons) classButtons(buttons, classes, (cls) => setClass(cls));
   document.getElementById("clear-class")?.addEventListener("click", () => setClass(null));
-  document.getElementById("accept-suggestion")?.addEventListener("click", () => setClass(classById.get(image.suggested_class)));
+  document.getElementById("accept-suggestion")?.addEventListener("click", () => setClass(classById.get(image.suggestion)));
 }
 renderCurrent();
 
@@ -108,7 +108,7 @@ document.addEventListener("keydown", (event) => {
   if (!canLabel) return;
   const cls = byShortcut.get(event.key.toLowerCase());
   if (cls) { event.preventDefault(); setClass(cls); return; }
-  if (event.key === "a" && image.suggested_class) { event.preventDefault(); setClass(classById.get(image.suggested_class)); return; }
+  if (event.key === "a" && image.suggestion) { event.preventDefault(); setClass(classById.get(image.suggestion)); return; }
   // Clearing has its own keys: every printable key (digits included) may be a class's shortcut.
   if (event.key === "Delete" || event.key === "Backspace") { event.preventDefault(); setClass(null); }
 });

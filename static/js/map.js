@@ -168,7 +168,7 @@ function layout() {
     legend: { itemsizing: "constant", bgcolor: "rgba(255,255,255,0.8)", x: 1, xanchor: "right", y: 1 },
     xaxis: axis,
     yaxis: { ...axis, scaleanchor: "x", scaleratio: 1 },
-    // Filters re-zoom to what is shown; recolouring keeps the user's zoom.
+    // Filters re-zoom to what is shown; recoloring keeps the user's zoom.
     uirevision: `${state.classFilter}|${state.clusterFilter}|${state.unlabeledOnly}`,
     selectionrevision: state.selectionRevision,
     plot_bgcolor: "#ffffff",

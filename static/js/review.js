@@ -22,7 +22,8 @@ async function resolve(item, card, outcome, extra = {}) {
       kind: item.kind, id: item.id, outcome, ...extra, expected: expectedVersions(ids, versionOf),
     });
     card.remove();
-    const words = { accepted: "Suggestion accepted", relabelled: "Relabelled", reviewed: "Marked reviewed" }[outcome];
+    // Keys are the API's outcome values ("relabelled" is the stored value); the words are what the user reads.
+    const words = { accepted: "Suggestion accepted", relabelled: "Relabeled", reviewed: "Marked reviewed" }[outcome];
     const count = result && result.updated ? ` (${result.updated} image${result.updated === 1 ? "" : "s"})` : "";
     toast(`${words}${count}.`, {
       kind: "success",

@@ -2,6 +2,7 @@
 action it belongs to (not the newest one), and every write carries the versions
 the page read, so a page that lost a race to another annotator says so, shows
 the other person's label and overwrites nothing."""
+
 import pytest
 from playwright.sync_api import expect
 
@@ -14,25 +15,25 @@ pytestmark = [pytest.mark.browser]
 def _labels(dataset):
     from labeling.models import Annotation
 
-    return dict(Annotation.objects.filter(dataset=dataset, label_class__isnull=False)
-                .values_list("image_id", "label_class_id"))
+    return dict(
+        Annotation.objects.filter(dataset=dataset, label_class__isnull=False).values_list("image_id", "label_class_id")
+    )
 
 
 def _check_page(page, allowed_statuses=()):
     """No JS errors or CSP violations; a refused write's own 409 is expected in the console."""
     page.watch.errors = [
-        e for e in page.watch.errors
-        if not any(f"status of {status}" in e for status in allowed_statuses)
+        e for e in page.watch.errors if not any(f"status of {status}" in e for status in allowed_statuses)
     ]
     page.watch.check(page)
 
 
 def _someone_else(dataset):
-    from labeling.models import Membership, Role
-    from django.contrib.auth import get_user_model
+    from labeling.models import Role
+    from tests.factories import MembershipFactory, UserFactory
 
-    bob = get_user_model().objects.create_user("bob", password=PASSWORD)
-    Membership.objects.create(dataset=dataset, user=bob, role=Role.ANNOTATOR)
+    bob = UserFactory(username="bob", password=PASSWORD)
+    MembershipFactory(dataset=dataset, user=bob, role=Role.ANNOTATOR)
     return bob
 
 
@@ -111,13 +112,18 @@ def test_the_grid_loses_a_race_and_shows_the_other_label(browser_page, live_serv
     page.click(f"#label-grid .thumb[data-image-id='{focused}']")
     page.keyboard.press("c")
     expect(tile.locator(".tag")).to_have_text("cat")
-    page.wait_for_function(f"() => document.querySelector(\"#label-grid .thumb[data-image-id='{focused}'] .tag\")"
-                           ".textContent === 'cat'")
+    page.wait_for_function(
+        f"() => document.querySelector(\"#label-grid .thumb[data-image-id='{focused}'] .tag\").textContent === 'cat'"
+    )
     assert _labels(dataset) == {focused: cat.pk}
 
     # A multi-image write from the grid carries the versions too.
-    second, third = [int(v) for v in page.eval_on_selector_all(
-        "#label-grid .thumb:not(.labeled)", "els => els.slice(0, 2).map(e => e.dataset.imageId)")]
+    second, third = [
+        int(v)
+        for v in page.eval_on_selector_all(
+            "#label-grid .thumb:not(.labeled)", "els => els.slice(0, 2).map(e => e.dataset.imageId)"
+        )
+    ]
     for image_id in (second, third):
         page.click(f"#label-grid .thumb[data-image-id='{image_id}']", modifiers=["Control"])
     annotation_set(image=Image.objects.get(pk=third), label_class=dog, user=bob)
@@ -157,18 +163,18 @@ def test_a_map_selection_that_lost_a_race_writes_nothing(browser_page, live_serv
 
 def _suggested_pets(make_user, make_dataset, labels):
     """alice (admin), bob (annotator) and two blobs of 10 with suggestions computed from
-    `labels(blob_a, blob_b)` -> {class name: image ids} (labelled by alice)."""
+    `labels(blob_a, blob_b)` -> {class name: image ids} (labeled by alice)."""
+    from embeddings.services.suggestions import suggestions_recompute
     from labeling.services.annotations import annotations_apply_bulk
-    from labeling.services.suggestions import suggestions_recompute
-    from tests.labeling.map_factory import build_map, store_image_files
+    from tests.factories import build_map
 
     alice = make_user("alice", password=PASSWORD)
     dataset = make_dataset(name="Pets", admin=alice)
-    run, (cat, dog), (blob_a, blob_b) = build_map(dataset, blob_sizes=(10, 10))
-    store_image_files(dataset)
+    run, (cat, dog), (blob_a, blob_b) = build_map(dataset, blob_sizes=(10, 10), stored=True)
     for name, image_ids in labels(blob_a, blob_b).items():
-        annotations_apply_bulk(dataset=dataset, user=alice, label_class={"cat": cat, "dog": dog}[name],
-                               image_ids=image_ids)
+        annotations_apply_bulk(
+            dataset=dataset, user=alice, label_class={"cat": cat, "dog": dog}[name], image_ids=image_ids
+        )
     suggestions_recompute(dataset=dataset)
     return dataset, (cat, dog), (blob_a, blob_b), _someone_else(dataset)
 
@@ -178,7 +184,8 @@ def test_accepting_suggestions_that_lost_a_race_writes_nothing(browser_page, liv
     from labeling.services.annotations import annotation_set
 
     dataset, (cat, dog), (blob_a, blob_b), bob = _suggested_pets(
-        make_user, make_dataset, lambda a, b: {"cat": a[:2], "dog": b[:2]})
+        make_user, make_dataset, lambda a, b: {"cat": a[:2], "dog": b[:2]}
+    )
     page = browser_page
     _open_map(page, dataset)
     cat_row = page.locator(f"#suggestion-rows [data-suggested-class='{cat.pk}']")
@@ -203,9 +210,10 @@ def test_a_review_resolution_that_lost_a_race_writes_nothing(browser_page, live_
     from labeling.models import Image, ReviewResolution
     from labeling.services.annotations import annotation_set
 
-    # Blob 1 labelled half cat, half dog: a mixed cluster, first in the queue.
+    # Blob 1 labeled half cat, half dog: a mixed cluster, first in the queue.
     dataset, (cat, dog), (blob_a, blob_b), bob = _suggested_pets(
-        make_user, make_dataset, lambda a, b: {"cat": a + b[::2], "dog": b[1::2]})
+        make_user, make_dataset, lambda a, b: {"cat": a + b[::2], "dog": b[1::2]}
+    )
     page = browser_page
     login(page, "alice", PASSWORD)
     page.goto(f"/datasets/{dataset.pk}/review/")

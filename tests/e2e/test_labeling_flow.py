@@ -2,6 +2,7 @@
 log in, create a dataset and classes, upload a zip, run the pipeline on a real
 Celery worker, lasso-label on the map and undo, label a cluster after leaving one
 image out, and label with the keyboard on the grid and image pages."""
+
 import io
 import os
 import zipfile
@@ -43,7 +44,9 @@ def make_zip(path: Path, per_kind: int = 20) -> Path:
 def labels(dataset):
     from labeling.models import Annotation
 
-    return dict(Annotation.objects.filter(dataset=dataset, label_class__isnull=False).values_list("image_id", "label_class_id"))
+    return dict(
+        Annotation.objects.filter(dataset=dataset, label_class__isnull=False).values_list("image_id", "label_class_id")
+    )
 
 
 def screenshot(page, name):
@@ -70,7 +73,7 @@ def lasso_points_of(page, cluster_id):
             const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
             const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
             const pts = [];
-            // traces are per cluster when colouring by cluster: name 'cluster K (n)'
+            // traces are per cluster when coloring by cluster: name 'cluster K (n)'
             gd.data.forEach((t) => {
                 if (!t.name.startsWith(`cluster ${cluster} `)) return;
                 for (let j = 0; j < t.x.length; j++) pts.push([box.left + xa.l2p(t.x[j]), box.top + ya.l2p(t.y[j])]);
@@ -142,12 +145,19 @@ def test_label_a_dataset_in_the_browser(browser_page, live_server, celery_worker
     assert hull["count"] > 0
     page.mouse.move(hull["x0"], hull["y0"])
     page.mouse.down()
-    for x, y in ((hull["x1"], hull["y0"]), (hull["x1"], hull["y1"]), (hull["x0"], hull["y1"]), (hull["x0"], hull["y0"] + 1)):
+    for x, y in (
+        (hull["x1"], hull["y0"]),
+        (hull["x1"], hull["y1"]),
+        (hull["x0"], hull["y1"]),
+        (hull["x0"], hull["y0"] + 1),
+    ):
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
     page.wait_for_selector("#selection-panel:not(.hidden)")
     screenshot(page, "map-selection")
-    selected = [int(v) for v in page.eval_on_selector_all("#selection-thumbs .thumb", "els => els.map(e => e.dataset.imageId)")]
+    selected = [
+        int(v) for v in page.eval_on_selector_all("#selection-thumbs .thumb", "els => els.map(e => e.dataset.imageId)")
+    ]
     assert len(selected) >= hull["count"]
     left_out = selected[0]
     page.click(f"#selection-thumbs .thumb[data-image-id='{left_out}']")
@@ -192,7 +202,10 @@ def test_label_a_dataset_in_the_browser(browser_page, live_server, celery_worker
     page.keyboard.press("ArrowRight")
     page.keyboard.press(" ")
     screenshot(page, "grid")
-    chosen = [int(v) for v in page.eval_on_selector_all("#label-grid .thumb.selected", "els => els.map(e => e.dataset.imageId)")]
+    chosen = [
+        int(v)
+        for v in page.eval_on_selector_all("#label-grid .thumb.selected", "els => els.map(e => e.dataset.imageId)")
+    ]
     assert len(chosen) == 2
     page.keyboard.press("o")
     expect(page.locator("#count-done")).to_have_text("3")
@@ -211,7 +224,7 @@ def test_label_a_dataset_in_the_browser(browser_page, live_server, celery_worker
     page.wait_for_selector("#current-class .chip")
     annotation = Annotation.objects.get(image=target)
     assert annotation.label_class_id == blob.pk and annotation.version >= 1
-    assert page.text_content("#current-class") .strip() == "blob"
+    assert page.text_content("#current-class").strip() == "blob"
     page.wait_for_selector("#similar .thumb")
     screenshot(page, "image")
     page.watch.check(page)

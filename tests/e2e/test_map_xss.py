@@ -5,10 +5,11 @@ buttons and selection panel, create no elements and run no script.
 The map draws its legend through Plotly, which turns a small set of HTML tags
 in trace names into SVG; the hover card and panels are built by map.js. Both
 paths are checked: remove the escaping in either and this test fails."""
+
 import pytest
 
 from tests.e2e.test_labeling_flow import login
-from tests.labeling.map_factory import build_map, store_image_files
+from tests.factories import build_map
 
 pytestmark = [pytest.mark.browser]
 
@@ -39,10 +40,13 @@ def test_markup_in_names_is_inert_on_the_map(browser_page, live_server, make_use
     alice = make_user("alice", password="pw-Secret-123")
     dataset = make_dataset(name=IMG_PAYLOAD, admin=alice)
     run, (img_class, bold_class), blobs = build_map(
-        dataset, blob_sizes=(12, 12, 12), class_names=(IMG_PAYLOAD, BOLD_PAYLOAD), spread=0.2,
+        dataset,
+        blob_sizes=(12, 12, 12),
+        class_names=(IMG_PAYLOAD, BOLD_PAYLOAD),
+        spread=0.2,
+        stored=True,
     )
     dataset.images.update(original_name=f"{IMG_PAYLOAD}.png")
-    store_image_files(dataset)
     annotations_apply_bulk(dataset=dataset, user=alice, label_class=img_class, image_ids=blobs[0])
     annotations_apply_bulk(dataset=dataset, user=alice, label_class=bold_class, image_ids=blobs[1])
 

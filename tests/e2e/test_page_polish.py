@@ -3,6 +3,7 @@ toolbar covered the legend; the image page's `0` both labeled and cleared, its
 history stayed empty and the active class's key was a blank box; the grid
 scrolled its heading away; the upload drop zone and report; the clusters page
 of a dataset without classes."""
+
 import io
 
 import pytest
@@ -11,7 +12,7 @@ from playwright.sync_api import expect
 
 from labeling.palette import CLASS_PALETTE
 from tests.e2e.test_labeling_flow import login
-from tests.labeling.map_factory import build_map, store_image_files
+from tests.factories import build_map
 
 pytestmark = [pytest.mark.browser]
 
@@ -23,11 +24,10 @@ def pets(make_user, make_dataset):
     """alice (admin) and a dataset with a finished map: two blobs of 12 images, classes cat (key c) and dog (key d)."""
     alice = make_user("alice", password=PASSWORD)
     dataset = make_dataset(name="Pets", admin=alice)
-    run, (cat, dog), blobs = build_map(dataset, blob_sizes=(12, 12), spread=0.2)
-    for label_class, key, colour in ((cat, "c", CLASS_PALETTE[0]), (dog, "d", CLASS_PALETTE[1])):
-        label_class.shortcut, label_class.color = key, colour
+    run, (cat, dog), blobs = build_map(dataset, blob_sizes=(12, 12), spread=0.2, stored=True)
+    for label_class, key, color in ((cat, "c", CLASS_PALETTE[0]), (dog, "d", CLASS_PALETTE[1])):
+        label_class.shortcut, label_class.color = key, color
         label_class.save(update_fields=["shortcut", "color"])
-    store_image_files(dataset)
     return dataset, (cat, dog), blobs
 
 
@@ -103,8 +103,12 @@ def test_map_is_not_dimmed_after_labeling_or_undo(browser_page, live_server, pet
 
 
 def _overlap(a, b) -> bool:
-    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and \
-        a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
 
 
 def test_map_toolbar_does_not_cover_the_legend(browser_page, live_server, pets):
@@ -224,8 +228,7 @@ def test_image_page_active_class_shows_its_key(browser_page, live_server, digit_
 
 def test_label_grid_does_not_scroll_on_load(browser_page, live_server, make_user, make_dataset):
     dataset = make_dataset(name="Many", admin=make_user("alice", password=PASSWORD))
-    build_map(dataset, blob_sizes=(60, 60))  # a grid taller than the window
-    store_image_files(dataset)
+    build_map(dataset, blob_sizes=(60, 60), stored=True)  # a grid taller than the window
     page = browser_page
     page.set_viewport_size({"width": 1400, "height": 700})
     login(page, "alice", PASSWORD)
@@ -298,9 +301,8 @@ def test_clusters_page_without_classes_says_where_to_add_them(browser_page, live
     alice = make_user("alice", password=PASSWORD)
     bob = make_user("bob", password=PASSWORD)
     dataset = make_dataset(name="Unnamed things", admin=alice, members={bob: "annotator"})
-    build_map(dataset, blob_sizes=(6, 6))
+    build_map(dataset, blob_sizes=(6, 6), stored=True)
     LabelClass.objects.filter(dataset=dataset).delete()
-    store_image_files(dataset)
 
     login(page, "alice", PASSWORD)
     page.goto(f"/datasets/{dataset.pk}/clusters/")

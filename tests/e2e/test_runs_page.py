@@ -1,10 +1,12 @@
 """The training page in headless Chromium: a run started with the form untouched stores the declared
 defaults; the status note follows the live status; the loss chart draws the epoch means and the batch
 losses as two traces; a failed run shows members a one-line reason and admins the traceback and worker."""
+
 import pytest
 
 from embeddings.ml.run_params import run_param_defaults
 from tests.e2e.test_labeling_flow import login
+from tests.factories import bulk_images
 
 pytestmark = [pytest.mark.browser]
 
@@ -13,16 +15,11 @@ PASSWORD = "pw-Secret-123"
 
 @pytest.fixture
 def team(make_user, make_dataset):
-    from labeling.models import Image
 
     admin = make_user("alice", password=PASSWORD)
     annotator = make_user("anna", password=PASSWORD)
     dataset = make_dataset(name="Digits", admin=admin, members={annotator: "annotator"})
-    Image.objects.bulk_create([
-        Image(dataset=dataset, file=f"f{i}.png", thumbnail=f"t{i}.webp", sha256=f"{i:064x}", width=8, height=8,
-              format="PNG", original_name=f"{i}.png")
-        for i in range(12)
-    ])
+    bulk_images(dataset, 12)
     return dataset, admin, annotator
 
 
@@ -30,8 +27,7 @@ def _note(page):
     return page.text_content("#start-run-note").strip()
 
 
-def test_a_run_started_with_untouched_fields_stores_the_declared_defaults_and_the_note_follows_it(
-        browser_page, team):
+def test_a_run_started_with_untouched_fields_stores_the_declared_defaults_and_the_note_follows_it(browser_page, team):
     from embeddings.models import TrainingRun
 
     dataset, _, _ = team
@@ -87,7 +83,9 @@ def test_the_loss_chart_draws_epoch_means_and_batch_losses_as_separate_traces(br
     curve = []
     for epoch in (1, 2, 3):
         for k in (1, 2):
-            curve.append({"kind": "batch", "step": 4 * (epoch - 1) + 2 * k, "epoch": epoch, "loss": 0.2 / epoch + 0.01 * k})
+            curve.append(
+                {"kind": "batch", "step": 4 * (epoch - 1) + 2 * k, "epoch": epoch, "loss": 0.2 / epoch + 0.01 * k}
+            )
         curve.append({"kind": "epoch", "step": 4 * epoch, "epoch": epoch, "loss": 0.2 / epoch})
     TrainingRun.objects.create(dataset=dataset, status="running", stage="training", loss_curve=curve)
     page = browser_page
@@ -95,7 +93,8 @@ def test_the_loss_chart_draws_epoch_means_and_batch_losses_as_separate_traces(br
     page.goto(f"/datasets/{dataset.pk}/runs/")
     page.wait_for_function("() => (document.getElementById('loss-chart').data || []).length === 2")
     traces = page.evaluate(
-        "() => document.getElementById('loss-chart').data.map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))")
+        "() => document.getElementById('loss-chart').data.map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))"
+    )
     by_name = {t["name"]: t for t in traces}
     assert by_name["epoch mean"]["x"] == [4, 8, 12]
     assert by_name["epoch mean"]["y"] == pytest.approx([0.2, 0.1, 0.2 / 3])
@@ -110,9 +109,11 @@ def test_a_failed_run_shows_members_the_reason_and_admins_the_detail(browser_pag
 
     dataset, _, _ = team
     TrainingRun.objects.create(
-        dataset=dataset, status="failed", worker="celery@gpu-host-7 pid 4242",
+        dataset=dataset,
+        status="failed",
+        worker="celery@gpu-host-7 pid 4242",
         error="ValueError: 12 of 12 images could not be read",
-        error_detail="worker: celery@gpu-host-7 pid 4242\n\nTraceback (most recent call last):\n  File \"/srv/x.py\"",
+        error_detail='worker: celery@gpu-host-7 pid 4242\n\nTraceback (most recent call last):\n  File "/srv/x.py"',
     )
     page = browser_page
     login(page, "anna", PASSWORD)

@@ -1,10 +1,11 @@
 """Accepting suggestions in headless Chromium: one class at a time from the map's
 Suggestions card (with a confidence floor, and undo), and a whole cluster from
 the cluster page, each one request and one action."""
+
 import pytest
 
 from tests.e2e.test_labeling_flow import login
-from tests.labeling.map_factory import build_map, store_image_files
+from tests.factories import build_map
 
 pytestmark = [pytest.mark.browser]
 
@@ -12,21 +13,21 @@ pytestmark = [pytest.mark.browser]
 def _labels(dataset):
     from labeling.models import Annotation
 
-    return dict(Annotation.objects.filter(dataset=dataset, label_class__isnull=False)
-                .values_list("image_id", "label_class_id"))
+    return dict(
+        Annotation.objects.filter(dataset=dataset, label_class__isnull=False).values_list("image_id", "label_class_id")
+    )
 
 
 def test_accept_suggestions_by_class_and_by_cluster(browser_page, live_server, make_user, make_dataset):
     from embeddings.models import ImageEmbedding
+    from embeddings.services.suggestions import suggestions_recompute
     from labeling.models import LabelAction
     from labeling.services.annotations import annotations_apply_bulk
-    from labeling.services.suggestions import suggestions_recompute
 
     page = browser_page
     alice = make_user("alice", password="pw-Secret-123")
     dataset = make_dataset(name="Pets", admin=alice)
-    run, (cat, dog), (blob_a, blob_b) = build_map(dataset, blob_sizes=(20, 20))
-    store_image_files(dataset)
+    run, (cat, dog), (blob_a, blob_b) = build_map(dataset, blob_sizes=(20, 20), stored=True)
     annotations_apply_bulk(dataset=dataset, user=alice, label_class=cat, image_ids=blob_a[:2])
     annotations_apply_bulk(dataset=dataset, user=alice, label_class=dog, image_ids=blob_b[:2])
     suggestions_recompute(dataset=dataset)

@@ -1,17 +1,17 @@
-"""Images of a few visual kinds, stored like uploads, for pipeline tests."""
-import hashlib
+"""Images of a few visual kinds, stored like uploads (tests.factories.ImageFactory), for pipeline tests."""
+
 import io
 
 import numpy as np
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from PIL import Image as PILImage
+
+from tests.factories import ImageFactory
 
 KINDS = ("horizontal", "vertical", "blob")
 
 
 def kind_png(kind: str, seed: int, size: int = 16) -> bytes:
-    """A grey picture of one kind (stripes one way or the other, or a blob), with noise."""
+    """A gray picture of one kind (stripes one way or the other, or a blob), with noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     phase = rng.integers(0, 4)
@@ -28,32 +28,28 @@ def kind_png(kind: str, seed: int, size: int = 16) -> bytes:
     return buf.getvalue()
 
 
-def add_image(dataset, data: bytes, name: str, user=None):
-    """An Image row with its file and thumbnail in default storage (as ingest leaves them)."""
-    from labeling.models import Image
-
-    sha = hashlib.sha256(data).hexdigest()
-    with PILImage.open(io.BytesIO(data)) as img:
-        width, height, fmt, mode = img.width, img.height, img.format or "PNG", img.mode
-    file_name = default_storage.save(f"datasets/{dataset.pk}/images/{sha[:2]}/{sha}.png", ContentFile(data))
-    thumb_name = default_storage.save(f"datasets/{dataset.pk}/thumbs/{sha[:2]}/{sha}.webp", ContentFile(data))
-    return Image.objects.create(
-        dataset=dataset, file=file_name, thumbnail=thumb_name, sha256=sha, width=width, height=height,
-        format=fmt, mode=mode, size_bytes=len(data), original_name=name, uploaded_by=user,
-    )
-
-
 def add_kind_images(dataset, per_kind: int = 20, start_seed: int = 0, user=None) -> dict:
     """per_kind images of each kind; returns {image id: kind}."""
     kinds = {}
     for k, kind in enumerate(KINDS):
         for i in range(per_kind):
             seed = start_seed + k * 10_000 + i
-            image = add_image(dataset, kind_png(kind, seed), f"{kind}-{seed}.png", user=user)
+            image = ImageFactory(
+                dataset=dataset, data=kind_png(kind, seed), original_name=f"{kind}-{seed}.png", uploaded_by=user
+            )
             kinds[image.pk] = kind
     return kinds
 
 
 # Small and fast: a run of 60 images takes a couple of seconds on 2 cores.
-FAST_PARAMS = {"epochs": 3, "code_size": 4, "depth": 2, "base_channels": 8, "batch_size": 16, "seed": 1,
-               "cluster_method": "kmeans", "n_clusters": 3, "patience": None}
+FAST_PARAMS = {
+    "epochs": 3,
+    "code_size": 4,
+    "depth": 2,
+    "base_channels": 8,
+    "batch_size": 16,
+    "seed": 1,
+    "cluster_method": "kmeans",
+    "n_clusters": 3,
+    "patience": None,
+}

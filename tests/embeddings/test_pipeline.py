@@ -1,4 +1,5 @@
 """The pipeline executed in this process: stages, rows, artifacts, failure, placement, chunking."""
+
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from embeddings.services import (
     training_run_execute,
 )
 from embeddings.services.pipeline import chunk_bounds, embed_in_chunks, read_helper_chunk
+from embeddings.services.preview import run_reconstruction_preview
+
 # The factories sit beside the tests; importable whether or not tests/ is a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
@@ -66,7 +69,7 @@ def test_a_run_embeds_lays_out_and_clusters_every_image(dataset):
     assert training_run_execute(run_id=run.pk, worker_name="again") == "skipped"
     assert ImageEmbedding.objects.filter(run=run).count() == 30
 
-    preview = selectors.run_reconstruction_preview(run, n=4)
+    preview = run_reconstruction_preview(run=run, n=4)
     assert len(preview) == 4 and preview[0]["original"].startswith("data:image/png;base64,")
     errors = [p["reconstruction_error"] for p in preview]
     assert errors == sorted(errors)
@@ -160,9 +163,11 @@ def _shared_cache_has_map(run) -> bool:
     from django.core.cache import cache
 
     run.refresh_from_db()
-    key = f"{selectors.CACHE_PREFIX}:{selectors._run_key(run)}"
-    return all(cache.get(f"{key}:{part}") is not None
-               for part in ("positions", "static-map", "codes", "errors", "near-duplicates"))
+    key = f"{selectors.CACHE_PREFIX}:{selectors.run_cache_key(run)}"
+    return all(
+        cache.get(f"{key}:{part}") is not None
+        for part in ("positions", "static-map", "codes", "errors", "near-duplicates")
+    )
 
 
 def _near_copy(png: bytes) -> bytes:
@@ -181,12 +186,13 @@ def _near_copy(png: bytes) -> bytes:
 
 def test_a_run_stores_its_near_duplicates_and_warms_the_map_cache(dataset):
     from django.core.cache import cache
+    from pipeline_factories import kind_png
 
     from embeddings.selectors import NEAR_DUPLICATES
-    from pipeline_factories import add_image, kind_png
+    from tests.factories import ImageFactory
 
-    original = add_image(dataset, kind_png("blob", 7), "blob-7.png")
-    copy = add_image(dataset, _near_copy(kind_png("blob", 7)), "blob-7-copy.png")
+    original = ImageFactory(dataset=dataset, data=kind_png("blob", 7), original_name="blob-7.png")
+    copy = ImageFactory(dataset=dataset, data=_near_copy(kind_png("blob", 7)), original_name="blob-7-copy.png")
     cache.clear()
     selectors.clear_run_cache()
     run = queued_run(dataset)
@@ -205,16 +211,17 @@ def test_a_run_stores_its_near_duplicates_and_warms_the_map_cache(dataset):
 
 def test_placing_images_adds_their_pairs_warms_the_cache_and_queues_suggestions(dataset):
     from django.core.cache import cache
+    from pipeline_factories import kind_png
 
     from embeddings.selectors import NEAR_DUPLICATES, run_near_duplicates
-    from labeling.services.suggestions import _schedule_key
-    from pipeline_factories import add_image, kind_png
+    from embeddings.services.suggestions import _schedule_key
+    from tests.factories import ImageFactory
 
-    original = add_image(dataset, kind_png("vertical", 3), "vertical-3.png")
+    original = ImageFactory(dataset=dataset, data=kind_png("vertical", 3), original_name="vertical-3.png")
     run = queued_run(dataset)
     training_run_execute(run_id=run.pk, worker_name="test")
     before = len(storage.read_array(run, NEAR_DUPLICATES))
-    copy = add_image(dataset, _near_copy(kind_png("vertical", 3)), "vertical-3-copy.png")
+    copy = ImageFactory(dataset=dataset, data=_near_copy(kind_png("vertical", 3)), original_name="vertical-3-copy.png")
     cache.clear()
     selectors.clear_run_cache()
     assert images_place_execute(run_id=run.pk, image_ids=[copy.pk]) == 1

@@ -1,6 +1,7 @@
 """Runs through a real Celery worker: success, placement, redelivery, cancel,
 failure, a SIGKILLed worker, chunked embedding across two workers, a broker
 that cannot be reached, and Redis stopped and restarted under a running app."""
+
 import subprocess
 import sys
 import time
@@ -13,11 +14,18 @@ from django.core.files.storage import default_storage
 
 from embeddings import selectors, storage
 from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
-from embeddings.services import images_place_on_current_map, training_run_cancel, training_run_start
+from embeddings.services import (
+    images_place_on_current_map,
+    training_run_cancel,
+    training_run_check_liveness,
+    training_run_start,
+)
 from embeddings.services.runs import STALE_REASON
+
 # The factories sit beside the tests; importable whether or not tests/ is a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
+
 from tests.private_redis import free_port, run_through_an_outage, start_redis  # noqa: E402
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -113,7 +121,12 @@ def test_a_killed_worker_leaves_a_failed_run_not_a_running_one(dataset, worker_f
     killed = time.monotonic()
     # what a status poll does: the liveness check fails the run once heartbeats stop
     status = wait_until(
-        lambda: (s := selectors.run_status(run_row(run.pk)))["status"] != RunStatus.RUNNING and s, 30, "reaping"
+        lambda: (
+            (s := selectors.run_status(training_run_check_liveness(run=run_row(run.pk))))["status"] != RunStatus.RUNNING
+            and s
+        ),
+        30,
+        "reaping",
     )
     assert status["status"] == RunStatus.FAILED and STALE_REASON in status["error"]
     assert time.monotonic() - killed < 15
@@ -150,7 +163,7 @@ django.setup()
 from labeling.models import Dataset, Image, LabelClass, Annotation
 from embeddings.models import TrainingRun
 from embeddings.services import training_run_start
-from labeling.errors import ServiceUnavailable
+from core.errors import ServiceUnavailable
 dataset = Dataset.objects.get(pk=DATASET_ID)
 started = time.monotonic()
 try:
@@ -164,7 +177,7 @@ image = Image.objects.filter(dataset=dataset).first()
 cls = LabelClass.objects.create(dataset=dataset, name="kind")
 from labeling.services.annotations import annotation_set
 annotation_set(image=image, label_class=cls, user=None)
-print("LABELLED", Annotation.objects.get(image=image).label_class_id == cls.pk)
+print("LABELED", Annotation.objects.get(image=image).label_class_id == cls.pk)
 """
 
 
@@ -173,14 +186,20 @@ def test_an_unreachable_broker_gives_a_clear_error_quickly_and_labeling_works(da
     env["CELERY_BROKER_URL"] = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     env["DJANGO_SETTINGS_MODULE"] = "project.settings"
     script = BROKER_DOWN_SCRIPT.replace("DATASET_ID", str(dataset.pk))
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
-                          cwd=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
     out = done.stdout + done.stderr
     result = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
     assert result[1] == "unavailable", out
     assert float(result[2]) < 10 and result[3] == "503" and result[4] == RunStatus.FAILED
     assert "could not reach the task queue" in out
-    assert "LABELLED True" in out
+    assert "LABELED True" in out
 
 
 # The web app's side of a Redis outage, in its own process so its broker is a

@@ -1,6 +1,7 @@
 """A deleted dataset's run artifacts (model, codes, layout: enough to rebuild its images) are deleted
 with it, after the commit; cleanup_orphan_media removes run folders whose run or dataset is gone.
 Real files in the test's media storage, written and checked through the storage API."""
+
 from io import StringIO
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def two_datasets(make_user, make_dataset):
     return admin, doomed, kept, runs
 
 
-def test_deleting_a_dataset_deletes_its_run_artifacts_after_the_commit(two_datasets, django_capture_on_commit_callbacks):
+def test_deleting_a_dataset_deletes_its_run_artifacts_after_the_commit(
+    two_datasets, django_capture_on_commit_callbacks
+):
     admin, doomed, kept, runs = two_datasets
     doomed_prefix = storage.dataset_artifacts_prefix(doomed.pk)
     assert len(_files(doomed_prefix)) == 2 * len(NAMES)

@@ -2,6 +2,7 @@
 
 The run fails for real (its images are unreadable) through the worker's code path.
 """
+
 import sys
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def test_the_runs_page_shows_members_only_the_reason(client, failed):
 def test_runs_failed_before_the_detail_existed_show_members_their_first_line(failed):
     run, users = failed
     TrainingRun.objects.filter(pk=run.pk).update(
-        error="ValueError: boom\n\nTraceback (most recent call last):\n  File \"/srv/app/x.py\", line 1", error_detail="")
+        error='ValueError: boom\n\nTraceback (most recent call last):\n  File "/srv/app/x.py", line 1', error_detail=""
+    )
     member = _api(users["annotator"]).get(reverse("run-detail", kwargs={"run_id": run.pk})).json()
     assert member["error"] == "ValueError: boom" and "error_detail" not in member
     admin = _api(users["admin"]).get(reverse("run-detail", kwargs={"run_id": run.pk})).json()

@@ -1,14 +1,9 @@
 """The map, cluster and training pages: what they show per run state and role."""
-import numpy as np
+
 import pytest
 
-from embeddings.models import ImageEmbedding, TrainingRun
-from labeling.models import Image, LabelClass
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+from embeddings.models import TrainingRun
+from tests.factories import ImageFactory, LabelClassFactory, build_map
 
 
 @pytest.fixture
@@ -18,23 +13,15 @@ def team(make_user, make_dataset):
     outsider = make_user("oscar")
     dataset = make_dataset("Digits", admin=admin, members={annotator: "annotator"})
     make_dataset("Other", admin=outsider)
-    LabelClass.objects.create(dataset=dataset, name="cat", color="#ff0000", shortcut="c")
-    images = Image.objects.bulk_create([
-        Image(dataset=dataset, file=f"f{i}.png", thumbnail=f"t{i}.webp", sha256=f"{i:064x}", width=8, height=8,
-              format="PNG", original_name=f"{i}.png")
-        for i in range(6)
-    ])
+    LabelClassFactory(dataset=dataset, name="cat", color="#ff0000", shortcut="c")
+    images = ImageFactory.create_batch(6, dataset=dataset, width=8, height=8)
     return dataset, {"admin": admin, "annotator": annotator, "outsider": outsider}, images
 
 
 def finished_run(dataset, images, **fields):
-    run = TrainingRun.objects.create(dataset=dataset, status="succeeded", stage="done", progress=1.0,
-                                     image_count=len(images), cluster_count=2, **fields)
-    ImageEmbedding.objects.bulk_create([
-        ImageEmbedding(run=run, image=image, code=np.zeros(2, np.float32).tobytes(), x=i, y=i, cluster=i % 2)
-        for i, image in enumerate(images)
-    ])
-    return run
+    return build_map(
+        dataset, positions={image: (i, i, i % 2) for i, image in enumerate(images)}, cluster_count=2, **fields
+    ).run
 
 
 def test_map_page_without_a_run_offers_to_start_one(client, team):

@@ -1,5 +1,6 @@
 """One declaration of the run parameters (embeddings/ml/run_params.py): the ML configs' defaults, the
 README's table, the training page's form, the API and the CLI all agree with it."""
+
 import re
 from html.parser import HTMLParser
 from io import StringIO
@@ -10,22 +11,26 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from core.errors import ValidationFailed
 from embeddings.api.serializers import RunStartSerializer
 from embeddings.management.commands.start_run import Command as StartRunCommand
 from embeddings.ml.config import ClusterConfig, LayoutConfig, TrainConfig
 from embeddings.ml.run_params import RUN_PARAMS, markdown_table, run_param_defaults
 from embeddings.models import TrainingRun
 from embeddings.services.params import cluster_config, layout_config, run_params_validate, train_config
-from labeling.errors import ValidationFailed
-from labeling.models import Image
+from tests.factories import bulk_images
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONFIGS = {"train": TrainConfig(), "layout": LayoutConfig(), "cluster": ClusterConfig()}
 
 
 def test_the_measured_defaults_are_the_ml_configs_own():
-    assert {"epochs": 10, "code_size": 32, "batch_size": 128, "learning_rate": 0.003}.items() <= \
-        run_param_defaults().items()
+    assert {
+        "epochs": 10,
+        "code_size": 32,
+        "batch_size": 128,
+        "learning_rate": 0.003,
+    }.items() <= run_param_defaults().items()
     for spec in RUN_PARAMS:
         if spec.config:
             config, field = spec.config.split(".")
@@ -34,8 +39,22 @@ def test_the_measured_defaults_are_the_ml_configs_own():
     params = run_params_validate({})
     assert params == run_param_defaults()
     train = train_config(params, input_size=28, channels=1)
-    for field in ("epochs", "batch_size", "learning_rate", "code_size", "depth", "base_channels", "patience",
-                  "min_delta", "noise_std", "max_shift", "seed", "batch_norm", "lr_schedule", "loss"):
+    for field in (
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "code_size",
+        "depth",
+        "base_channels",
+        "patience",
+        "min_delta",
+        "noise_std",
+        "max_shift",
+        "seed",
+        "batch_norm",
+        "lr_schedule",
+        "loss",
+    ):
         assert getattr(train, field) == getattr(CONFIGS["train"], field), field
     layout = layout_config(params, image_count=10_000)
     assert (layout.method, layout.perplexity, layout.n_iter) == ("tsne", 30.0, LayoutConfig().n_iter)
@@ -47,9 +66,11 @@ def test_the_declaration_is_pure_python():
     import subprocess
     import sys
 
-    probe = ("import sys, embeddings.ml.run_params; "
-             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'torch', 'rest_framework')); "
-             "sys.exit(f'imported {bad}' if bad else 0)")
+    probe = (
+        "import sys, embeddings.ml.run_params; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'torch', 'rest_framework')); "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], cwd=README.parent, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -93,11 +114,7 @@ class _FormFields(HTMLParser):
 def team(make_user, make_dataset):
     admin, annotator = make_user("alice"), make_user("anna")
     dataset = make_dataset("Digits", admin=admin, members={annotator: "annotator"})
-    Image.objects.bulk_create([
-        Image(dataset=dataset, file=f"f{i}.png", thumbnail=f"t{i}.webp", sha256=f"{i:064x}", width=8, height=8,
-              format="PNG", original_name=f"{i}.png")
-        for i in range(12)
-    ])
+    bulk_images(dataset, 12)
     return dataset, admin
 
 
@@ -110,7 +127,7 @@ def test_the_form_renders_every_declared_parameter_with_its_default_and_range(cl
     client.force_login(admin)
     html = client.get(f"/datasets/{dataset.pk}/runs/").content.decode()
     start = html.index('id="start-run-form"')
-    form = html[start:html.index("</form>", start)]
+    form = html[start : html.index("</form>", start)]
     parser = _FormFields()
     parser.feed(form)
     assert set(parser.fields) == {spec.name for spec in RUN_PARAMS}
@@ -133,8 +150,11 @@ def test_the_form_renders_every_declared_parameter_with_its_default_and_range(cl
         else:
             assert (_as_number(field.get("min")), _as_number(field.get("max"))) == (spec.low, spec.high), spec.name
     # The measured defaults, not the old 10 / 256 / 0.001.
-    assert (parser.fields["code_size"]["value"], parser.fields["batch_size"]["value"],
-            parser.fields["learning_rate"]["value"]) == ("32", "128", "0.003")
+    assert (
+        parser.fields["code_size"]["value"],
+        parser.fields["batch_size"]["value"],
+        parser.fields["learning_rate"]["value"],
+    ) == ("32", "128", "0.003")
 
 
 # --- the API and the CLI accept the same set ------------------------------------------------------------
@@ -183,11 +203,7 @@ def test_the_api_and_the_cli_accept_and_refuse_the_same_values(spec):
 def test_tsne_iterations_gmm_and_the_largest_cluster_count_start_a_run_by_api_and_cli(team, settings):
     dataset, admin = team
     n_clusters = max(spec.high for spec in RUN_PARAMS if spec.name == "n_clusters")
-    Image.objects.bulk_create([
-        Image(dataset=dataset, file=f"g{i}.png", thumbnail=f"u{i}.webp", sha256=f"{i + 100:064x}", width=8,
-              height=8, format="PNG", original_name=f"g{i}.png")
-        for i in range(int(n_clusters))
-    ])
+    bulk_images(dataset, int(n_clusters))
     body = {"tsne_iterations": 60, "cluster_method": "gmm", "n_clusters": int(n_clusters)}
     client = APIClient()
     client.force_authenticate(admin)
@@ -201,7 +217,16 @@ def test_tsne_iterations_gmm_and_the_largest_cluster_count_start_a_run_by_api_an
 
     with pytest.raises(CommandError):
         call_command("start_run", dataset.name, "--n-clusters", str(int(n_clusters) + 1), stdout=StringIO())
-    call_command("start_run", dataset.name, "--tsne-iterations", "60", "--cluster-method", "gmm",
-                 "--n-clusters", str(int(n_clusters)), stdout=StringIO())
+    call_command(
+        "start_run",
+        dataset.name,
+        "--tsne-iterations",
+        "60",
+        "--cluster-method",
+        "gmm",
+        "--n-clusters",
+        str(int(n_clusters)),
+        stdout=StringIO(),
+    )
     by_cli = TrainingRun.objects.exclude(pk=by_api.pk).get(dataset=dataset)
     assert by_cli.params == by_api.params

@@ -1,12 +1,13 @@
 """Starting, cancelling, claiming and reaping runs (services, no worker)."""
-import sys
-from pathlib import Path
 
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
+from core.errors import RunAlreadyActive, ValidationFailed
 from embeddings.models import RunStatus, TrainingRun
 from embeddings.services import (
     run_params_validate,
@@ -16,7 +17,7 @@ from embeddings.services import (
     training_run_start,
 )
 from embeddings.services.runs import STALE_REASON, run_claim
-from labeling.errors import RunAlreadyActive, ValidationFailed
+
 # The factories sit beside the tests; importable whether or not tests/ is a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
@@ -32,7 +33,7 @@ def dataset(make_user, make_dataset):
     return ds
 
 
-def test_params_are_normalised_with_defaults():
+def test_params_are_normalized_with_defaults():
     clean = run_params_validate({"epochs": "5", "layout_method": "UMAP", "n_clusters": None})
     assert clean["epochs"] == 5 and clean["layout_method"] == "umap" and clean["n_clusters"] is None
     from embeddings.ml.config import TrainConfig
@@ -40,13 +41,17 @@ def test_params_are_normalised_with_defaults():
     assert clean["code_size"] == TrainConfig().code_size and clean["seed"] == 0
 
 
-@pytest.mark.parametrize("images, trained_on, tsne_on, clustered_on", [
-    (10_000, 20_000, None, None),
-    (70_000, 20_000, 30_000, None),  # all 70,000 clustered: a sample clusters worse (bench/quality.py)
-    (250_000, 20_000, 30_000, 100_000),
-])
-def test_large_datasets_train_and_lay_out_on_samples_but_cluster_all_up_to_100k(images, trained_on, tsne_on,
-                                                                                  clustered_on):
+@pytest.mark.parametrize(
+    "images, trained_on, tsne_on, clustered_on",
+    [
+        (10_000, 20_000, None, None),
+        (70_000, 20_000, 30_000, None),  # all 70,000 clustered: a sample clusters worse (bench/quality.py)
+        (250_000, 20_000, 30_000, 100_000),
+    ],
+)
+def test_large_datasets_train_and_lay_out_on_samples_but_cluster_all_up_to_100k(
+    images, trained_on, tsne_on, clustered_on
+):
     from embeddings.ml.config import recommended_configs
     from embeddings.services.params import cluster_config, layout_config, train_config
 

@@ -1,4 +1,5 @@
 """Fixtures for the ingest tests; the file builders live in ingest_files.py."""
+
 import pytest
 from ingest_files import upload
 

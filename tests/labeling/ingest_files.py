@@ -1,4 +1,5 @@
 """Builders for hostile and ordinary upload files, made by the tests themselves (ingest tests)."""
+
 import io
 import struct
 import zipfile
@@ -41,12 +42,36 @@ def raw_zip(members) -> bytes:
         size = m.declared_size if m.declared_size is not None else len(m.data)
         flags = m.flag_bits | 0x800  # names are UTF-8
         offset = out.tell()
-        out.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, flags, m.method, 0, 0x21, crc, len(payload), size,
-                              len(name), 0))
+        out.write(
+            struct.pack(
+                "<4sHHHHHIIIHH", b"PK\x03\x04", 20, flags, m.method, 0, 0x21, crc, len(payload), size, len(name), 0
+            )
+        )
         out.write(name)
         out.write(payload)
-        central.append(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", (3 << 8) | 20, 20, flags, m.method, 0, 0x21,
-                                   crc, len(payload), size, len(name), 0, 0, 0, 0, m.external_attr, offset) + name)
+        central.append(
+            struct.pack(
+                "<4sHHHHHHIIIHHHHHII",
+                b"PK\x01\x02",
+                (3 << 8) | 20,
+                20,
+                flags,
+                m.method,
+                0,
+                0x21,
+                crc,
+                len(payload),
+                size,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                m.external_attr,
+                offset,
+            )
+            + name
+        )
     cd_start = out.tell()
     for record in central:
         out.write(record)
@@ -85,6 +110,7 @@ def deflated_zeros(n_bytes: int) -> bytes:
 
 def bomb_png(width: int, height: int) -> bytes:
     """A 1-bit PNG of width x height that compresses to almost nothing."""
+
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 

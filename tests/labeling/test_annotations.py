@@ -1,28 +1,20 @@
 """The annotation service: versions, bulk writes, history and undo."""
+
 import pytest
 
-from labeling.errors import Conflict, NotFound, PermissionRefused, ValidationFailed, VersionConflict
-from labeling.models import Annotation, AnnotationHistory, Image, LabelAction, LabelClass
+from core.errors import Conflict, NotFound, PermissionRefused, ValidationFailed, VersionConflict
+from labeling.models import Annotation, AnnotationHistory, LabelAction, LabelClass
 from labeling.services.annotations import (
     annotation_set,
     annotations_apply_bulk,
     label_action_undo,
     last_undoable_action,
 )
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+from tests.factories import ImageFactory
 
 
 def _images(dataset, n):
-    return [
-        Image.objects.create(dataset=dataset, file=f"f{dataset.pk}-{i}.png", thumbnail=f"t{dataset.pk}-{i}.webp",
-                             sha256=f"{dataset.pk:04d}{i:060d}", width=4, height=4, format="PNG",
-                             original_name=f"{i}.png")
-        for i in range(n)
-    ]
+    return ImageFactory.create_batch(n, dataset=dataset, width=4, height=4)
 
 
 @pytest.fixture
@@ -32,8 +24,17 @@ def world(make_user, make_dataset):
     other = make_dataset("B", admin=admin)
     classes = {name: LabelClass.objects.create(dataset=dataset, name=name) for name in ("cat", "dog", "bird")}
     foreign_class = LabelClass.objects.create(dataset=other, name="cat")
-    return dict(admin=admin, ann=ann, ann2=ann2, dataset=dataset, other=other, images=_images(dataset, 6),
-                other_images=_images(other, 2), foreign_class=foreign_class, **classes)
+    return dict(
+        admin=admin,
+        ann=ann,
+        ann2=ann2,
+        dataset=dataset,
+        other=other,
+        images=_images(dataset, 6),
+        other_images=_images(other, 2),
+        foreign_class=foreign_class,
+        **classes,
+    )
 
 
 def _classes(images):
@@ -50,8 +51,11 @@ def test_set_bumps_version_and_records_history(world):
     assert same.version == 2 and same.action is None  # no change, no history
     cleared = annotation_set(image=image, label_class=None, user=world["ann"])
     assert cleared.version == 3 and cleared.label_class is None
-    history = list(AnnotationHistory.objects.filter(image=image).values_list(
-        "old_class__name", "new_class__name", "new_version", "user__username"))
+    history = list(
+        AnnotationHistory.objects.filter(image=image).values_list(
+            "old_class__name", "new_class__name", "new_version", "user__username"
+        )
+    )
     assert history == [(None, "cat", 1, "ann"), ("cat", "dog", 2, "ann2"), ("dog", None, 3, "ann")]
 
 
@@ -69,16 +73,24 @@ def test_class_of_another_dataset_is_refused(world):
     with pytest.raises(ValidationFailed):
         annotation_set(image=world["images"][0], label_class=world["foreign_class"], user=world["ann"])
     with pytest.raises(ValidationFailed):
-        annotations_apply_bulk(dataset=world["dataset"], user=world["ann"], label_class=world["foreign_class"],
-                               image_ids=[world["images"][0].pk])
+        annotations_apply_bulk(
+            dataset=world["dataset"],
+            user=world["ann"],
+            label_class=world["foreign_class"],
+            image_ids=[world["images"][0].pk],
+        )
     assert not Annotation.objects.filter(label_class__isnull=False).exists()
 
 
 def test_bulk_applies_once_and_skips_unchanged(world):
     images = world["images"]
     annotation_set(image=images[0], label_class=world["cat"], user=world["ann"])
-    action = annotations_apply_bulk(dataset=world["dataset"], user=world["ann"], label_class=world["cat"],
-                                    image_ids=[i.pk for i in images[:4]] + [images[1].pk])
+    action = annotations_apply_bulk(
+        dataset=world["dataset"],
+        user=world["ann"],
+        label_class=world["cat"],
+        image_ids=[i.pk for i in images[:4]] + [images[1].pk],
+    )
     assert action.image_count == 3
     assert _classes(images) == ["cat", "cat", "cat", "cat", None, None]
     assert AnnotationHistory.objects.filter(action=action).count() == 3
@@ -98,8 +110,9 @@ def test_bulk_with_ids_of_another_dataset_changes_nothing(world):
 def test_undo_restores_previous_classes_and_reports_later_changes(world):
     images = world["images"]
     annotation_set(image=images[0], label_class=world["dog"], user=world["ann"])
-    bulk = annotations_apply_bulk(dataset=world["dataset"], user=world["ann"], label_class=world["cat"],
-                                  image_ids=[i.pk for i in images[:4]])
+    bulk = annotations_apply_bulk(
+        dataset=world["dataset"], user=world["ann"], label_class=world["cat"], image_ids=[i.pk for i in images[:4]]
+    )
     # Someone relabels one of the images after the bulk action.
     annotation_set(image=images[2], label_class=world["bird"], user=world["ann2"])
     result = label_action_undo(dataset=world["dataset"], user=world["ann"], action_id=bulk.pk)
@@ -117,8 +130,9 @@ def test_undo_restores_previous_classes_and_reports_later_changes(world):
 
 
 def test_only_author_or_admin_may_undo(world):
-    action = annotations_apply_bulk(dataset=world["dataset"], user=world["ann"], label_class=world["cat"],
-                                    image_ids=[world["images"][0].pk])
+    action = annotations_apply_bulk(
+        dataset=world["dataset"], user=world["ann"], label_class=world["cat"], image_ids=[world["images"][0].pk]
+    )
     with pytest.raises(PermissionRefused):
         label_action_undo(dataset=world["dataset"], user=world["ann2"], action_id=action.pk)
     with pytest.raises(NotFound):
@@ -128,10 +142,12 @@ def test_only_author_or_admin_may_undo(world):
 
 def test_last_undoable_action(world):
     assert last_undoable_action(dataset=world["dataset"], user=world["ann"]) is None
-    first = annotations_apply_bulk(dataset=world["dataset"], user=world["ann"], label_class=world["cat"],
-                                   image_ids=[world["images"][0].pk])
-    second = annotations_apply_bulk(dataset=world["dataset"], user=world["ann"], label_class=world["dog"],
-                                    image_ids=[world["images"][1].pk])
+    first = annotations_apply_bulk(
+        dataset=world["dataset"], user=world["ann"], label_class=world["cat"], image_ids=[world["images"][0].pk]
+    )
+    second = annotations_apply_bulk(
+        dataset=world["dataset"], user=world["ann"], label_class=world["dog"], image_ids=[world["images"][1].pk]
+    )
     assert last_undoable_action(dataset=world["dataset"], user=world["ann"]) == second
     label_action_undo(dataset=world["dataset"], user=world["ann"], action_id=second.pk)
     assert last_undoable_action(dataset=world["dataset"], user=world["ann"]) == first

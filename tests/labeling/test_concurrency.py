@@ -1,9 +1,10 @@
-"""Concurrent annotators on PostgreSQL: no lost update, stale writes get 409, bulk actions serialise.
+"""Concurrent annotators on PostgreSQL: no lost update, stale writes get 409, bulk actions serialize.
 
 Each thread is its own client with its own database connection, against a
 committed database (transactional_db), so the row locks and conditional
 updates are exercised for real.
 """
+
 import random
 import threading
 from collections import Counter, defaultdict
@@ -13,8 +14,9 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling.models import Annotation, AnnotationHistory, Image, LabelClass
+from labeling.models import Annotation, AnnotationHistory, LabelClass
 from labeling.services.annotations import annotations_apply_bulk
+from tests.factories import bulk_images
 
 pytestmark = [pytest.mark.postgres]
 
@@ -25,11 +27,7 @@ def _fast_password_hashing(settings):
 
 
 def _images(dataset, n):
-    return Image.objects.bulk_create(
-        Image(dataset=dataset, file=f"f{i}.png", thumbnail=f"t{i}.webp", sha256=f"{i:064d}", width=4, height=4,
-              format="PNG", original_name=f"{i}.png")
-        for i in range(n)
-    )
+    return bulk_images(dataset, n)
 
 
 def _run_threads(target, n):
@@ -72,8 +70,11 @@ def test_ten_annotators_on_overlapping_images(transactional_db, make_user, make_
             image_id = rng.choice(images)
             seen = client.get(f"/api/images/{image_id}/").json()
             new_class = rng.choice([c for c in classes if c != seen["class"]])
-            response = client.put(f"/api/images/{image_id}/annotation/",
-                                  {"class": new_class, "version": seen["annotation_version"]}, format="json")
+            response = client.put(
+                f"/api/images/{image_id}/annotation/",
+                {"class": new_class, "version": seen["annotation_version"]},
+                format="json",
+            )
             assert response.status_code in (200, 409), response.content
             if response.status_code == 409:
                 body = response.json()
@@ -90,8 +91,11 @@ def test_ten_annotators_on_overlapping_images(transactional_db, make_user, make_
     assert AnnotationHistory.objects.filter(dataset=dataset).count() == total_ok
     for image_id in images:
         annotation = Annotation.objects.filter(image_id=image_id).first()
-        history = list(AnnotationHistory.objects.filter(image_id=image_id).order_by("id")
-                       .values_list("old_class_id", "new_class_id", "new_version"))
+        history = list(
+            AnnotationHistory.objects.filter(image_id=image_id)
+            .order_by("id")
+            .values_list("old_class_id", "new_class_id", "new_version")
+        )
         # Every accepted write is one link of an unbroken chain: none overwrote another.
         assert len(history) == outcomes[image_id][200]
         assert [v for _, _, v in history] == list(range(1, len(history) + 1))
@@ -101,7 +105,7 @@ def test_ten_annotators_on_overlapping_images(transactional_db, make_user, make_
             assert annotation.version == len(history) and annotation.label_class_id == history[-1][1]
 
 
-def test_two_bulk_actions_over_the_same_images_serialise(transactional_db, make_user, make_dataset):
+def test_two_bulk_actions_over_the_same_images_serialize(transactional_db, make_user, make_dataset):
     admin, other = make_user("admin"), make_user("other")
     dataset = make_dataset("Shared", admin=admin, members={other: "annotator"})
     first, second = (LabelClass.objects.create(dataset=dataset, name=n) for n in ("first", "second"))
@@ -120,12 +124,13 @@ def test_two_bulk_actions_over_the_same_images_serialise(transactional_db, make_
     assert actions[0].image_count == actions[1].image_count == len(ids)
     later = max(actions.values(), key=lambda a: a.pk)
     assert set(Annotation.objects.filter(dataset=dataset).values_list("label_class_id", flat=True)) == {
-        later.label_class_id}
+        later.label_class_id
+    }
     assert set(Annotation.objects.filter(dataset=dataset).values_list("version", flat=True)) == {2}
     # One whole action ran after the other: every image saw them in the same order.
     orders = Counter(
         tuple(AnnotationHistory.objects.filter(image_id=i).order_by("id").values_list("action_id", flat=True))
-        for i in ids[:: 100]
+        for i in ids[::100]
     )
     assert len(orders) == 1 and len(next(iter(orders))) == 2
 

@@ -1,4 +1,5 @@
 """Hostile uploads (issue 7 section 1): each is refused clearly and leaves nothing behind."""
+
 import io
 import tracemalloc
 import zipfile
@@ -17,7 +18,7 @@ from ingest_files import (
     zip_of,
 )
 
-from labeling.errors import PayloadTooLarge, ValidationFailed
+from core.errors import PayloadTooLarge, ValidationFailed
 from labeling.models import Image
 from labeling.services.images import images_ingest
 
@@ -66,10 +67,12 @@ def test_zip_slip_member_is_rejected_and_the_rest_stored(admin_dataset, member, 
 
 def test_symlink_member_is_rejected(admin_dataset):
     dataset, admin = admin_dataset
-    data = raw_zip([
-        RawMember("link.png", b"/etc/passwd", external_attr=(0o120777 << 16)),
-        RawMember("good.png", GOOD),
-    ])
+    data = raw_zip(
+        [
+            RawMember("link.png", b"/etc/passwd", external_attr=(0o120777 << 16)),
+            RawMember("good.png", GOOD),
+        ]
+    )
     report = ingest(dataset, admin, upload("links.zip", data))
     assert rejected_by_name(report) == {"links.zip:link.png": "is a symbolic link"}
     assert len(report.created) == 1
@@ -101,7 +104,10 @@ def test_macos_metadata_and_dotfiles_are_skipped_with_reason(admin_dataset):
     data = zip_of({"__MACOSX/._good.png": b"\x00\x05\x16\x07", ".DS_Store": b"junk", "dir/": b"", "good.png": GOOD})
     report = ingest(dataset, admin, upload("mac.zip", data))
     reasons = {s["name"]: s["reason"] for s in report.skipped}
-    assert reasons == {"mac.zip:__MACOSX/._good.png": "macOS resource-fork metadata", "mac.zip:.DS_Store": "hidden file"}
+    assert reasons == {
+        "mac.zip:__MACOSX/._good.png": "macOS resource-fork metadata",
+        "mac.zip:.DS_Store": "hidden file",
+    }
     assert not report.rejected and len(report.created) == 1
 
 
@@ -109,11 +115,13 @@ def test_one_huge_member_of_zeros_with_a_lying_header_is_a_bomb(admin_dataset):
     """200 MB of zeros (200 KB compressed) whose headers claim 1,000 bytes."""
     dataset, admin = admin_dataset
     zeros = deflated_zeros(200 * 1024 * 1024)
-    data = raw_zip([
-        RawMember("good.png", GOOD),
-        RawMember("bomb.png", b"\x00" * 1000, method=zipfile.ZIP_DEFLATED, compressed=zeros, declared_size=1000),
-        RawMember("after.png", image_bytes(seed=9)),
-    ])
+    data = raw_zip(
+        [
+            RawMember("good.png", GOOD),
+            RawMember("bomb.png", b"\x00" * 1000, method=zipfile.ZIP_DEFLATED, compressed=zeros, declared_size=1000),
+            RawMember("after.png", image_bytes(seed=9)),
+        ]
+    )
     tracemalloc.start()
     try:
         report = ingest(dataset, admin, upload("bomb.zip", data))
@@ -133,8 +141,13 @@ def test_one_huge_member_with_an_honest_header_is_refused_before_reading(admin_d
     dataset, admin = admin_dataset
     settings.SIMLABEL_MAX_ARCHIVE_BYTES = 50 * 1024 * 1024
     zeros = deflated_zeros(64 * 1024 * 1024)
-    data = raw_zip([RawMember("big.bmp", b"", method=zipfile.ZIP_DEFLATED, compressed=zeros,
-                              declared_size=64 * 1024 * 1024, crc=0)])
+    data = raw_zip(
+        [
+            RawMember(
+                "big.bmp", b"", method=zipfile.ZIP_DEFLATED, compressed=zeros, declared_size=64 * 1024 * 1024, crc=0
+            )
+        ]
+    )
     report = ingest(dataset, admin, upload("big.zip", data))
     assert "would unpack to" in rejected_by_name(report)["big.zip"]
     assert not report.created
@@ -144,10 +157,12 @@ def test_member_over_the_file_limit_is_rejected_per_member(admin_dataset, settin
     dataset, admin = admin_dataset
     settings.SIMLABEL_MAX_FILE_BYTES = 2000
     big = image_bytes("BMP", size=(40, 40), seed=2)  # ~4.8 KB, stored uncompressed
-    data = raw_zip([
-        RawMember("big.bmp", big),
-        RawMember("small.png", image_bytes("PNG", size=(8, 8), seed=2)),
-    ])
+    data = raw_zip(
+        [
+            RawMember("big.bmp", big),
+            RawMember("small.png", image_bytes("PNG", size=(8, 8), seed=2)),
+        ]
+    )
     report = ingest(dataset, admin, upload("sizes.zip", data))
     assert "more than the limit of 2,000" in rejected_by_name(report)["sizes.zip:big.bmp"]
     assert [c["name"] for c in report.created] == ["small.png"]
@@ -156,11 +171,13 @@ def test_member_over_the_file_limit_is_rejected_per_member(admin_dataset, settin
 def test_member_bigger_than_its_header_stops_the_archive(admin_dataset):
     dataset, admin = admin_dataset
     big = image_bytes("BMP", size=(40, 40), seed=2)
-    data = raw_zip([
-        RawMember("first.png", GOOD),
-        RawMember("liar.bmp", big, declared_size=100),  # header claims 100 bytes
-        RawMember("after.png", image_bytes(seed=3)),
-    ])
+    data = raw_zip(
+        [
+            RawMember("first.png", GOOD),
+            RawMember("liar.bmp", big, declared_size=100),  # header claims 100 bytes
+            RawMember("after.png", image_bytes(seed=3)),
+        ]
+    )
     report = ingest(dataset, admin, upload("liar.zip", data))
     assert "more than its header says" in rejected_by_name(report)["liar.zip"]
     assert [c["name"] for c in report.created] == ["first.png"]
@@ -169,8 +186,9 @@ def test_member_bigger_than_its_header_stops_the_archive(admin_dataset):
 def test_member_with_an_honest_header_but_a_bomb_ratio_stops_the_archive(admin_dataset):
     dataset, admin = admin_dataset
     n = 10 * 1024 * 1024  # under the 20 MB file limit, but 1000:1
-    data = raw_zip([RawMember("flat.bmp", b"", method=zipfile.ZIP_DEFLATED, compressed=deflated_zeros(n),
-                              declared_size=n, crc=0)])
+    data = raw_zip(
+        [RawMember("flat.bmp", b"", method=zipfile.ZIP_DEFLATED, compressed=deflated_zeros(n), declared_size=n, crc=0)]
+    )
     tracemalloc.start()
     try:
         report = ingest(dataset, admin, upload("ratio.zip", data))
@@ -203,7 +221,7 @@ def test_too_many_members_with_a_lying_end_record_are_refused(admin_dataset, set
     settings.SIMLABEL_MAX_ARCHIVE_MEMBERS = 100
     data = bytearray(raw_zip([RawMember(f"{i}.png", b"x") for i in range(300)]))
     end = data.rfind(b"PK\x05\x06")
-    data[end + 8: end + 12] = (5).to_bytes(2, "little") * 2  # claims 5 members
+    data[end + 8 : end + 12] = (5).to_bytes(2, "little") * 2  # claims 5 members
     report = ingest(dataset, admin, upload("liar.zip", bytes(data)))
     assert "300 members" in rejected_by_name(report)["liar.zip"]
 
@@ -253,7 +271,7 @@ def test_pillows_bomb_warning_is_an_error_even_when_our_limit_is_higher(admin_da
     from PIL import Image as PILImage
 
     dataset, admin = admin_dataset
-    settings.SIMLABEL_MAX_IMAGE_PIXELS = 10 ** 10
+    settings.SIMLABEL_MAX_IMAGE_PIXELS = 10**10
     assert PILImage.MAX_IMAGE_PIXELS < 10_000 * 10_000 < 2 * PILImage.MAX_IMAGE_PIXELS
     report = ingest(dataset, admin, upload("warn.png", bomb_png(10_000, 10_000)))
     assert "decompression bomb" in rejected_by_name(report)["warn.png"]

@@ -1,4 +1,5 @@
 """import_images, seed_demo and cleanup_orphan_media, run as a user would."""
+
 import io
 
 import pytest
@@ -49,9 +50,16 @@ def test_import_folder_by_dataset_name(admin_dataset, folder):
 
 def test_import_with_classes_from_folders(admin_dataset, folder):
     dataset, admin = admin_dataset
-    out, _ = run("import_images", str(dataset.pk), str(folder), "--classes-from-folders", "--no-progress",
-                 "--user", admin.username)
-    assert "5 labelled from folders" in out
+    out, _ = run(
+        "import_images",
+        str(dataset.pk),
+        str(folder),
+        "--classes-from-folders",
+        "--no-progress",
+        "--user",
+        admin.username,
+    )
+    assert "5 labeled from folders" in out
     classes = {c.name: c for c in LabelClass.objects.filter(dataset=dataset)}
     assert set(classes) == {"cat", "dog"} and classes["cat"].color != classes["dog"].color
     assert Annotation.objects.filter(label_class=classes["cat"], source="import", author=admin).count() == 3
@@ -100,7 +108,7 @@ def test_seed_demo_is_idempotent_and_can_add_labels(fresh_media, settings, tmp_p
     assert (settings.VAR_DIR / "demo" / "digits").is_dir()
 
     out, _ = run("seed_demo", "--limit", "30", "--no-progress", "--with-labels")
-    assert "0 stored, 30 skipped, 0 rejected, 30 labelled from folders" in out
+    assert "0 stored, 30 skipped, 0 rejected, 30 labeled from folders" in out
     assert out.split("password: ")[1].split()[0] == password  # same login, printed again
     assert Dataset.objects.filter(name="Handwritten digits (demo)").count() == 1
     assert LabelClass.objects.filter(dataset=dataset).count() == 10

@@ -1,4 +1,5 @@
 """Uploads that should work: every accepted format, duplicates, the report, labels from folders."""
+
 import io
 import zipfile
 
@@ -63,8 +64,9 @@ def test_every_accepted_format_and_mode_is_stored_with_a_thumbnail(admin_dataset
     import hashlib
 
     assert image.sha256 == hashlib.sha256(data).hexdigest()
-    assert image.file.name.endswith({"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp",
-                                     "TIFF": ".tif", "GIF": ".gif"}[fmt])
+    assert image.file.name.endswith(
+        {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}[fmt]
+    )
     with image.file.open("rb") as fh:
         assert fh.read() == data  # the original, byte for byte
     thumb = open_stored(image.thumbnail.name)
@@ -119,7 +121,9 @@ def test_report_shape(admin_dataset):
     assert data == {
         "created": [{"id": image_id, "name": "a.png"}],
         "skipped": [{"name": "b.png", "reason": "duplicate of a.png in this upload"}],
-        "rejected": [{"name": "c.png", "error": "is not a supported image (accepted: PNG, JPEG, WebP, BMP, TIFF, GIF)"}],
+        "rejected": [
+            {"name": "c.png", "error": "is not a supported image (accepted: PNG, JPEG, WebP, BMP, TIFF, GIF)"}
+        ],
         "labelled": 0,
         "counts": {"created": 1, "skipped": 1, "rejected": 1},
     }
@@ -131,7 +135,9 @@ def test_duplicates_across_uploads_and_inside_archives_are_skipped(admin_dataset
     one, two = image_bytes(seed=1), image_bytes(seed=2)
     first = images_ingest(dataset=dataset, user=admin, files=[upload("one.png", one)])
     second = images_ingest(
-        dataset=dataset, user=admin, files=[upload("again.zip", zip_of({"x/one.png": one, "two.png": two, "y/two.png": two}))]
+        dataset=dataset,
+        user=admin,
+        files=[upload("again.zip", zip_of({"x/one.png": one, "two.png": two, "y/two.png": two}))],
     )
     image_id = first.created[0]["id"]
     assert sorted(second.skipped, key=lambda s: s["name"]) == [
@@ -187,8 +193,12 @@ def test_batches_commit_separately(admin_dataset, monkeypatch):
     monkeypatch.setattr(images_service, "BATCH_FILES", 3)
     progress = []
     data = zip_of({f"{i}.png": image_bytes(size=(8, 8), seed=i) for i in range(10)})
-    report = images_ingest(dataset=dataset, user=admin, files=[upload("ten.zip", data)],
-                           on_progress=lambda done, total: progress.append((done, total)))
+    report = images_ingest(
+        dataset=dataset,
+        user=admin,
+        files=[upload("ten.zip", data)],
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
     assert len(report.created) == 10
     assert progress[-1] == (10, 10)
     assert storage_names(dataset.pk) == row_names(dataset.pk)
@@ -199,9 +209,10 @@ def test_classes_from_folders_in_an_uploaded_zip(admin_dataset):
     # A zipped folder wraps everything in one top folder; classes are the level below.
     files = {f"digits/{c}/{i}.png": image_bytes(size=(8, 8), seed=10 * ord(c) + i) for c in "ab" for i in range(3)}
     files["digits/loose.png"] = image_bytes(size=(8, 8), seed=999)
-    report = images_ingest(dataset=dataset, user=admin, files=[upload("d.zip", zip_of(files))],
-                           classes_from_folders=True)
-    assert len(report.created) == 7 and report.labelled == 6
+    report = images_ingest(
+        dataset=dataset, user=admin, files=[upload("d.zip", zip_of(files))], classes_from_folders=True
+    )
+    assert len(report.created) == 7 and report.labeled == 6
     classes = {c.name: c for c in LabelClass.objects.filter(dataset=dataset)}
     assert set(classes) == {"a", "b"}
     assert classes["a"].color != classes["b"].color
@@ -227,7 +238,7 @@ def test_import_labels_duplicates_that_have_no_class_but_never_overwrites(admin_
     image_b = Image.objects.get(original_name="b.png")
     Annotation.objects.create(image=image_b, dataset=dataset, label_class=dog, author=admin, version=1)
     report = images_ingest_path(dataset=dataset, user=admin, path=tmp_path / "in", classes_from_folders=True)
-    assert len(report.skipped) == 2 and report.labelled == 1
+    assert len(report.skipped) == 2 and report.labeled == 1
     assert Image.objects.get(original_name="a.png").annotation.label_class.name == "cat"
     assert Annotation.objects.get(image=image_b).label_class == dog
 
@@ -238,15 +249,22 @@ def test_new_images_are_placed_on_the_current_map(admin_dataset, monkeypatch, dj
 
     dataset, admin = admin_dataset
     calls = []
-    monkeypatch.setattr(embedding_services, "images_place_on_current_map",
-                        lambda *, dataset, image_ids: calls.append((dataset.pk, sorted(image_ids))), raising=False)
+    monkeypatch.setattr(
+        embedding_services,
+        "images_place_on_current_map",
+        lambda *, dataset, image_ids: calls.append((dataset.pk, sorted(image_ids))),
+        raising=False,
+    )
     with django_capture_on_commit_callbacks(execute=True):
         images_ingest(dataset=dataset, user=admin, files=[upload("a.png", image_bytes(seed=1))])
     assert calls == []  # no map yet
     TrainingRun.objects.create(dataset=dataset, status="succeeded", stage="done")
     with django_capture_on_commit_callbacks(execute=True):
-        report = images_ingest(dataset=dataset, user=admin,
-                               files=[upload("b.png", image_bytes(seed=2)), upload("c.png", image_bytes(seed=3))])
+        report = images_ingest(
+            dataset=dataset,
+            user=admin,
+            files=[upload("b.png", image_bytes(seed=2)), upload("c.png", image_bytes(seed=3))],
+        )
     assert calls == [(dataset.pk, sorted(c["id"] for c in report.created))]
 
 
@@ -265,7 +283,7 @@ def test_cleanup_removes_only_files_without_rows(admin_dataset):
 
 
 def test_ingest_path_single_file_and_missing_path(admin_dataset, tmp_path):
-    from labeling.errors import ValidationFailed
+    from core.errors import ValidationFailed
 
     dataset, admin = admin_dataset
     path = tmp_path / "one.png"
@@ -282,5 +300,5 @@ def test_zip_read_from_disk(admin_dataset, tmp_path):
         zf.writestr("x/1.png", image_bytes(seed=1))
         zf.writestr("x/2.png", image_bytes(seed=2))
     report = images_ingest_path(dataset=dataset, user=admin, path=path, classes_from_folders=True)
-    assert len(report.created) == 2 and report.labelled == 2
+    assert len(report.created) == 2 and report.labeled == 2
     assert LabelClass.objects.get(dataset=dataset).name == "x"

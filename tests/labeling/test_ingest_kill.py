@@ -1,4 +1,5 @@
 """An ingest process killed mid-archive leaves files without rows at worst, never rows without files."""
+
 import subprocess
 import sys
 import time
@@ -50,7 +51,11 @@ def test_sigkill_mid_archive_then_cleanup(transactional_db, admin_dataset, tmp_p
 
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(dataset.pk), str(archive)],
-        cwd=REPO_ROOT, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO_ROOT,
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:

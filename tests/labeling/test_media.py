@@ -1,4 +1,5 @@
 """/images/<id>/file/ and /images/<id>/thumbnail/: members only, real image types, never HTML."""
+
 import pytest
 from django.test import Client
 from ingest_files import image_bytes, upload

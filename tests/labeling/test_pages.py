@@ -1,15 +1,15 @@
 """Every page with the Django test client: roles, 404 for outsiders, hidden admin
 actions, admin forms, stored XSS, CSP and bounded query counts."""
+
 import re
 
-import numpy as np
 import pytest
 from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from embeddings.models import ImageEmbedding, TrainingRun
 from labeling.models import Annotation, Dataset, Image, LabelClass, Membership
+from tests.factories import ImageFactory, build_map
 
 XSS_IMG = "<img src=x onerror=alert(1)>"
 XSS_SCRIPT = "</script><script>alert(1)</script>"
@@ -19,39 +19,35 @@ ROLES = ("admin", "reviewer", "annotator")
 THUMB = re.compile(r'class="thumb(?: labeled)?"')
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # Page tests create many users; the real hasher's cost is not what they test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def add_images(dataset, n, *, names=None, user=None, start=0):
     """Image rows without files (pages only link to the media views)."""
-    rows = []
-    for i in range(start, start + n):
-        sha = f"{dataset.pk:08x}{i:056x}"
-        rows.append(Image(
-            dataset=dataset, file=f"datasets/{dataset.pk}/images/{sha}.png", thumbnail=f"datasets/{dataset.pk}/thumbs/{sha}.webp",
-            sha256=sha, width=28, height=28, format="PNG", mode="L", size_bytes=100,
-            original_name=(names[i - start] if names else f"img-{i}.png"), uploaded_by=user,
-        ))
-    return Image.objects.bulk_create(rows)
+    return Image.objects.bulk_create(
+        [
+            ImageFactory.build(
+                dataset=dataset,
+                original_name=(names[i - start] if names else f"img-{i}.png"),
+                uploaded_by=user,
+                size_bytes=100,
+            )
+            for i in range(start, start + n)
+        ]
+    )
 
 
 def add_run(dataset, images, *, clusters=3, user=None, classes=()):
     """A succeeded run with an embedding per image (positions on a grid)."""
-    run = TrainingRun.objects.create(dataset=dataset, created_by=user, status="succeeded", stage="done", progress=1.0,
-                                     image_count=len(images), cluster_count=clusters, placed_count=2,
-                                     metrics={"final_loss": 0.0123}, stage_timings={"training": 1.5, "layout": 0.5},
-                                     loss_curve=[0.5, 0.3, 0.2])
-    code = np.zeros(4, dtype=np.float32).tobytes()
-    ImageEmbedding.objects.bulk_create([
-        ImageEmbedding(run=run, image=image, code=code, x=float(i % 10), y=float(i // 10), cluster=i % clusters,
-                       suggested_class=classes[i % len(classes)] if classes else None,
-                       suggestion_confidence=0.7 if classes else None)
-        for i, image in enumerate(images)
-    ])
-    return run
+    suggestions = {image: (classes[i % len(classes)], 0.7) for i, image in enumerate(images)} if classes else None
+    return build_map(
+        dataset,
+        positions={image: (i % 10, i // 10, i % clusters) for i, image in enumerate(images)},
+        suggestions=suggestions,
+        created_by=user,
+        cluster_count=clusters,
+        placed_count=2,
+        metrics={"final_loss": 0.0123},
+        stage_timings={"training": 1.5, "layout": 0.5},
+        loss_curve=[0.5, 0.3, 0.2],
+    ).run
 
 
 @pytest.fixture
@@ -84,9 +80,17 @@ def dataset_pages(dataset, image):
     }
 
 
-# Which role may open which page (upload is admin-only, as in labeling.permissions).
-PAGE_MIN_ROLE = {"detail": "annotator", "map": "annotator", "clusters": "annotator", "review": "annotator",
-                 "runs": "annotator", "label": "annotator", "image": "annotator", "upload": "admin"}
+# Which role may open which page (upload is admin-only, as in core.permissions).
+PAGE_MIN_ROLE = {
+    "detail": "annotator",
+    "map": "annotator",
+    "clusters": "annotator",
+    "review": "annotator",
+    "runs": "annotator",
+    "label": "annotator",
+    "image": "annotator",
+    "upload": "admin",
+}
 RANK = {"annotator": 1, "reviewer": 2, "admin": 3}
 
 
@@ -156,8 +160,15 @@ def test_annotator_sees_no_admin_actions(client, team):
     dataset, users, images, _, _ = team
     client.force_login(users["annotator"])
     html = client.get(f"/datasets/{dataset.pk}/").content.decode()
-    for hidden in ("add-class-form", "add-member-form", "start-run-link", "Upload images", "Delete dataset",
-                   f"/datasets/{dataset.pk}/members/", f"/datasets/{dataset.pk}/classes/add/"):
+    for hidden in (
+        "add-class-form",
+        "add-member-form",
+        "start-run-link",
+        "Upload images",
+        "Delete dataset",
+        f"/datasets/{dataset.pk}/members/",
+        f"/datasets/{dataset.pk}/classes/add/",
+    ):
         assert hidden not in html
     runs = client.get(f"/datasets/{dataset.pk}/runs/").content.decode()
     assert "start-run-form" not in runs and 'id="cancel-run"' not in runs
@@ -273,10 +284,10 @@ def test_dataset_page_thumbnail_grid_is_paginated_and_filterable(client, team):
     assert len(THUMB.findall(only_cat)) == 1 and f'data-image-id="{images[0].pk}"' in only_cat
     unlabeled = client.get(f"/datasets/{dataset.pk}/?show=unlabeled").content.decode()
     assert f'data-image-id="{images[0].pk}"' not in unlabeled
-    assert f'/images/{images[1].pk}/thumbnail/' in unlabeled
+    assert f"/images/{images[1].pk}/thumbnail/" in unlabeled
 
 
-def test_image_page_shows_class_history_suggestion_and_neighbours(client, team):
+def test_image_page_shows_class_history_suggestion_and_neighbors(client, team):
     dataset, users, images, run, _ = team
     from labeling.services.annotations import annotation_set
 
@@ -363,9 +374,9 @@ def test_page_queries_do_not_grow_with_the_dataset(client, make_user, make_datas
         dataset = make_dataset(f"size {n}", admin=admin)
         cat = LabelClass.objects.create(dataset=dataset, name="cat", color="#ff0000")
         images = add_images(dataset, n)
-        Annotation.objects.bulk_create([
-            Annotation(image=image, dataset=dataset, label_class=cat, version=1) for image in images[: n // 2]
-        ])
+        Annotation.objects.bulk_create(
+            [Annotation(image=image, dataset=dataset, label_class=cat, version=1) for image in images[: n // 2]]
+        )
         add_run(dataset, images, clusters=5, classes=[cat])
         client.force_login(admin)
         url = dataset_pages(dataset, images[n // 2])[page]

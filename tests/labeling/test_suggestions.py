@@ -1,21 +1,21 @@
 """Suggestions: recompute, accept as one action, debounce through a real worker."""
+
 import time
 
-import numpy as np
 import pytest
 from django.core.cache import cache
 
+from core.errors import ValidationFailed
 from embeddings.models import ImageEmbedding
-from labeling.errors import ValidationFailed
-from labeling.models import Annotation, AnnotationHistory, AnnotationSource, Dataset, LabelAction
-from labeling.services.annotations import annotations_apply_bulk, label_action_undo
-from labeling.services.suggestions import (
-    suggestions_accept,
+from embeddings.services.suggestions import (
     suggestions_recompute,
     suggestions_recompute_if_stale,
     suggestions_schedule_recompute,
 )
-from tests.labeling.map_factory import build_map
+from labeling.models import Annotation, AnnotationHistory, AnnotationSource, LabelAction
+from labeling.services.annotations import annotations_apply_bulk, label_action_undo
+from labeling.services.suggestions import suggestions_accept
+from tests.factories import build_map
 
 
 @pytest.fixture(autouse=True)
@@ -34,27 +34,30 @@ def mapped(make_user, make_dataset):
 
 
 def label_two_of_each_and_recompute(dataset, admin, classes, blobs):
-    """Two labelled images per blob (its class), then fresh suggestions for the rest."""
+    """Two labeled images per blob (its class), then fresh suggestions for the rest."""
     for label_class, blob in zip(classes, blobs):
         annotations_apply_bulk(dataset=dataset, user=admin, label_class=label_class, image_ids=blob[:2])
     return suggestions_recompute(dataset=dataset)
 
 
 def suggestion_of(run, image_id):
-    return ImageEmbedding.objects.filter(run=run, image_id=image_id).values_list(
-        "suggested_class_id", "suggestion_confidence").get()
+    return (
+        ImageEmbedding.objects.filter(run=run, image_id=image_id)
+        .values_list("suggested_class_id", "suggestion_confidence")
+        .get()
+    )
 
 
 def test_recompute_propagates_classes_to_each_blob(mapped):
     dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
     stats = label_two_of_each_and_recompute(dataset, admin, (cat, dog), (blob_a, blob_b))
-    assert stats["images"] == 40 and stats["labelled"] == 4 and stats["suggested"] == 40
+    assert stats["images"] == 40 and stats["labeled"] == 4 and stats["suggested"] == 40
     for image_id in blob_a[2:]:
         cls, conf = suggestion_of(run, image_id)
         assert cls == cat.pk and 0.5 < conf <= 1.0
     for image_id in blob_b[2:]:
         assert suggestion_of(run, image_id)[0] == dog.pk
-    # Labelled images get what their neighbours say, too.
+    # Labeled images get what their neighbors say, too.
     assert suggestion_of(run, blob_a[0])[0] == cat.pk
     dataset.refresh_from_db()
     assert dataset.suggestions_computed_at is not None
@@ -104,10 +107,10 @@ def test_accept_respects_min_confidence_and_leaves_labels_alone(mapped):
     ImageEmbedding.objects.filter(run=run, image_id=blob_a[3]).update(suggestion_confidence=0.1)
     suggestions_accept(dataset=dataset, user=admin, image_ids=blob_a, min_confidence=0.5)
     labels = dict(Annotation.objects.values_list("image_id", "label_class_id"))
-    assert labels[blob_a[2]] == dog.pk  # labelled images keep their class by default
+    assert labels[blob_a[2]] == dog.pk  # labeled images keep their class by default
     assert labels.get(blob_a[3]) is None  # below min_confidence
     assert labels[blob_a[4]] == cat.pk
-    suggestions_accept(dataset=dataset, user=admin, image_ids=[blob_a[2]], include_labelled=True)
+    suggestions_accept(dataset=dataset, user=admin, image_ids=[blob_a[2]], include_labeled=True)
     assert Annotation.objects.get(image_id=blob_a[2]).label_class_id == cat.pk
 
 
@@ -179,8 +182,9 @@ def test_a_burst_of_label_changes_yields_one_recompute(celery_worker_process, ma
     # Ten label changes in a burst; each write schedules a recompute after commit.
     cache.clear()
     for image_id in blob_a[:5] + blob_b[:5]:
-        annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat if image_id in blob_a else dog,
-                               image_ids=[image_id])
+        annotations_apply_bulk(
+            dataset=dataset, user=admin, label_class=cat if image_id in blob_a else dog, image_ids=[image_id]
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         dataset.refresh_from_db()
@@ -191,7 +195,7 @@ def test_a_burst_of_label_changes_yields_one_recompute(celery_worker_process, ma
     celery_worker_process.wait_for("succeeded", timeout=30)
     time.sleep(1.0)
     log = celery_worker_process.output()
-    assert log.count("labeling.tasks.recompute_suggestions[") >= 1
+    assert log.count("embeddings.tasks.recompute_suggestions[") >= 1
     assert log.count("'computed'") == 1, log[-3000:]
     # Every image of the burst was taken into account.
     assert all(suggestion_of(run, i)[0] == cat.pk for i in blob_a)
@@ -215,7 +219,7 @@ def test_accept_through_the_api_passes_min_confidence(mapped):
     assert Annotation.objects.filter(label_class__isnull=False).count() == 2
     response = client.post(url, {"cluster": 0, "min_confidence": 0.5}, format="json")
     assert response.status_code == 200, response.content
-    assert response.json()["updated"] == 17  # 20 in the blob, 2 labelled, 1 below 0.5
+    assert response.json()["updated"] == 17  # 20 in the blob, 2 labeled, 1 below 0.5
     labels = dict(Annotation.objects.values_list("image_id", "label_class_id"))
     assert labels.get(unsure) is None and labels[blob_a[6]] == cat.pk
     # Without it, everything with a suggestion takes it.
@@ -269,8 +273,13 @@ def test_accept_by_class_through_the_api(mapped, make_dataset):
     client = APIClient()
     client.force_authenticate(admin)
     url = f"/api/datasets/{dataset.pk}/suggestions/accept/"
-    for bad in ({}, {"min_confidence": 0.2}, {"class": other_cat.pk}, {"class": "cat"},
-                {"image_ids": blob_a[:3], "cluster": 0, "class": cat.pk}):
+    for bad in (
+        {},
+        {"min_confidence": 0.2},
+        {"class": other_cat.pk},
+        {"class": "cat"},
+        {"image_ids": blob_a[:3], "cluster": 0, "class": cat.pk},
+    ):
         response = client.post(url, bad, format="json")
         assert response.status_code == 400, (bad, response.content)
     assert Annotation.objects.filter(label_class__isnull=False).count() == 4

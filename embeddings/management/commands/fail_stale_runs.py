@@ -1,4 +1,5 @@
 """Mark runs whose worker stopped sending heartbeats as failed (for cron, when celery beat is not used)."""
+
 from django.core.management.base import BaseCommand
 
 from embeddings.services import runs_fail_stale

@@ -6,15 +6,18 @@
 DATASET is a dataset id or its exact name.  There is one option per run
 parameter (see --help), generated from embeddings/ml/run_params.py.
 """
+
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
-from embeddings.models import RunStatus, TrainingRun
-from embeddings.services import training_run_cancel, training_run_start
+from core.errors import ServiceError
 from embeddings.ml.run_params import RUN_PARAMS, RunParam
+from embeddings.models import RunStatus, TrainingRun
+from embeddings.selectors import run_status
+from embeddings.services import training_run_cancel, training_run_check_liveness, training_run_start
 from embeddings.services.params import PARAMS
-from labeling.errors import ServiceError
 from labeling.models import Dataset
 
 FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
@@ -43,7 +46,9 @@ class Command(BaseCommand):
         # One option per declared run parameter (embeddings/ml/run_params.py): the
         # command accepts what the API and the training page do, with the same help.
         for spec in RUN_PARAMS:
-            flags = [f"--{spec.name.replace('_', '-')}"] + [alias for alias, name in ALIASES.items() if name == spec.name]
+            flags = [f"--{spec.name.replace('_', '-')}"] + [
+                alias for alias, name in ALIASES.items() if name == spec.name
+            ]
             default = spec.describe_default()
             help_text = f"{spec.help} Default: {default}." if default else spec.help
             if spec.choices is None and spec.low is not None:
@@ -53,10 +58,21 @@ class Command(BaseCommand):
             if spec.nullable:
                 help_text += f" '' or '{spec.empty}' for {spec.empty}."
             # Values are checked by the service, as the API's are, so both say the same thing.
-            parser.add_argument(*flags, dest=spec.name, metavar=spec.name.upper(), type=_cli_value(spec),
-                                default=UNSET, help=help_text.replace("%", "%%"))
-        parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                            help=f"any run parameter by name: {', '.join(PARAMS)}")
+            parser.add_argument(
+                *flags,
+                dest=spec.name,
+                metavar=spec.name.upper(),
+                type=_cli_value(spec),
+                default=UNSET,
+                help=help_text.replace("%", "%%"),
+            )
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"any run parameter by name: {', '.join(PARAMS)}",
+        )
         parser.add_argument("--wait", action="store_true", help="follow the run with a progress bar until it ends")
 
     def handle(self, *args, **options):
@@ -70,15 +86,18 @@ class Command(BaseCommand):
         try:
             run = training_run_start(dataset=dataset, user=None, params=params)
         except ServiceError as exc:
-            raise CommandError(f"{exc.message} {exc.details or ''}".strip())
+            raise CommandError(f"{exc.message} {exc.details or ''}".strip()) from None
         self.stdout.write(f"run {run.pk} queued for dataset {dataset.pk} ({dataset.name})")
         if options["wait"]:
             run = self._follow(run)
             if run.status != RunStatus.SUCCEEDED:
                 raise CommandError(f"run {run.pk} {run.status}: {run.error.splitlines()[0] if run.error else ''}")
-            self.stdout.write(self.style.SUCCESS(
-                f"run {run.pk} succeeded: {run.image_count} images, {run.cluster_count} clusters, "
-                f"{run.metrics.get('total_seconds')} s"))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"run {run.pk} succeeded: {run.image_count} images, {run.cluster_count} clusters, "
+                    f"{run.metrics.get('total_seconds')} s"
+                )
+            )
 
     def _dataset(self, ref: str) -> Dataset:
         found = Dataset.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
@@ -88,14 +107,10 @@ class Command(BaseCommand):
         return found
 
     def _follow(self, run: TrainingRun) -> TrainingRun:
-        from tqdm import tqdm
-
-        from embeddings.selectors import run_status
-
         bar = tqdm(total=1000, unit="‰", bar_format="{desc} {bar} {percentage:3.0f}% [{elapsed}]")
         try:
             while True:
-                status = run_status(TrainingRun.objects.get(pk=run.pk))
+                status = run_status(training_run_check_liveness(run=TrainingRun.objects.get(pk=run.pk)))
                 bar.set_description_str(f"run {run.pk} {status['status']}:{status['stage']}")
                 bar.n = int(status["progress"] * 1000)
                 bar.refresh()

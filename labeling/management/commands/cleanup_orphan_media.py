@@ -1,7 +1,9 @@
 """cleanup_orphan_media: delete stored image files that no image row points to, and run
 artifact folders (runs/<dataset>/<run>/) whose run or dataset no longer exists."""
+
 from django.core.management.base import BaseCommand
 
+from embeddings.services.artifacts import run_artifacts_cleanup_orphans
 from labeling.management.commands.import_images import find_dataset
 from labeling.services.images import images_cleanup_orphans
 
@@ -19,8 +21,6 @@ class Command(BaseCommand):
         parser.add_argument("--min-age", type=float, default=3600, help="seconds a file must be old (default 3600)")
 
     def handle(self, *args, **options):
-        from embeddings.services.artifacts import run_artifacts_cleanup_orphans
-
         dataset = find_dataset(options["dataset"]) if options["dataset"] else None
         removed = images_cleanup_orphans(dataset=dataset, min_age_seconds=options["min_age"])
         # Run folders (runs/<dataset>/<run>/) whose run or dataset is gone: their

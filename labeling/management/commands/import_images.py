@@ -1,8 +1,10 @@
 """import_images DATASET PATH: store the images of a folder or a .zip archive in a dataset."""
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
-from labeling.errors import ServiceError
+from core.errors import ServiceError
 from labeling.models import Dataset
 from labeling.services.images import images_ingest_path
 
@@ -49,8 +51,6 @@ class Command(BaseCommand):
         progress = None
         bar = None
         if not options["no_progress"]:
-            from tqdm import tqdm
-
             bar = tqdm(total=0, unit="img", desc=f"importing into {dataset.name}"[:60], file=self.stderr._out)
 
             def progress(done, total):

@@ -1,6 +1,8 @@
 """seed_demo: the handwritten-digits demo dataset and a demo admin, ready to label."""
+
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +10,16 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from PIL import Image as PILImage
+from sklearn.datasets import load_digits
+from tqdm import tqdm
 
+from core.errors import ServiceError
+from embeddings.models import RunStatus, TrainingRun
+from embeddings.services import training_run_start
 from labeling.models import Dataset, LabelClass, Membership, Role
-from labeling.palette import RETIRED_GREYS
-from labeling.services.images import CLASS_COLOURS, images_ingest_path
+from labeling.palette import RETIRED_GRAYS
+from labeling.services.images import CLASS_COLORS, images_ingest_path
 
 DEMO_DATASET = "Handwritten digits (demo)"
 DEMO_DESCRIPTION = (
@@ -24,9 +32,6 @@ IMAGE_SIZE = 32
 
 def write_digit_pngs(folder: Path, limit: int | None = None) -> int:
     """Write load_digits() as grayscale PNGs in folder/<digit>/digit_<i>.png; returns how many."""
-    from PIL import Image as PILImage
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     count = len(digits.images) if limit is None else min(limit, len(digits.images))
     for i in range(count):
@@ -53,8 +58,11 @@ class Command(BaseCommand):
         parser.add_argument("--password", help="the demo admin's password (default: generated once and kept)")
         parser.add_argument("--with-labels", action="store_true", help="also label every image with its true digit")
         parser.add_argument("--limit", type=int, help="import only the first N digits (for tests)")
-        parser.add_argument("--start-run", action="store_true",
-                            help="start a training run when the import is done, unless the demo has one already")
+        parser.add_argument(
+            "--start-run",
+            action="store_true",
+            help="start a training run when the import is done, unless the demo has one already",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options):
@@ -66,8 +74,6 @@ class Command(BaseCommand):
 
         progress = bar = None
         if not options["no_progress"]:
-            from tqdm import tqdm
-
             bar = tqdm(total=count, unit="img", desc="importing demo digits", file=self.stderr._out)
 
             def progress(done, total):
@@ -77,8 +83,11 @@ class Command(BaseCommand):
         try:
             if options["limit"] is None:
                 report = images_ingest_path(
-                    dataset=dataset, user=user, path=folder,
-                    classes_from_folders=options["with_labels"], on_progress=progress,
+                    dataset=dataset,
+                    user=user,
+                    path=folder,
+                    classes_from_folders=options["with_labels"],
+                    on_progress=progress,
                 )
             else:
                 report = self._ingest_first(dataset, user, folder, options["limit"], options["with_labels"], progress)
@@ -136,18 +145,16 @@ class Command(BaseCommand):
             if label_class is None:
                 taken = LabelClass.objects.filter(dataset=dataset, shortcut=name).exists()
                 LabelClass.objects.create(
-                    dataset=dataset, name=name, color=CLASS_COLOURS[digit], shortcut="" if taken else name
+                    dataset=dataset, name=name, color=CLASS_COLORS[digit], shortcut="" if taken else name
                 )
-            elif label_class.color.lower() in RETIRED_GREYS:
-                # Seeded by an older version: its grey looked like the map's unlabeled points.
-                label_class.color = CLASS_COLOURS[digit]
+            elif label_class.color.lower() in RETIRED_GRAYS:
+                # Seeded by an older version: its gray looked like the map's unlabeled points.
+                label_class.color = CLASS_COLORS[digit]
                 label_class.save(update_fields=["color"])
         return dataset
 
     def _ingest_first(self, dataset, user, folder: Path, limit: int, with_labels: bool, progress):
         """Ingest only the first `limit` digits (they may sit in any class folder)."""
-        import tempfile
-
         names = {f"digit_{i:04d}.png" for i in range(limit)}
         with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
             for path in folder.glob("*/digit_*.png"):
@@ -159,18 +166,14 @@ class Command(BaseCommand):
             )
 
     def _start_run(self, dataset, user):
-        try:
-            from embeddings.services import training_run_start
-        except ImportError:
-            self.stderr.write("Training is not available in this installation; no run started.")
-            return
-        from embeddings.models import RunStatus, TrainingRun
-        from labeling.errors import ServiceError
-
         # Once: a demo that already has a map (or a run on its way) is not retrained at every start.
-        existing = TrainingRun.objects.filter(
-            dataset=dataset, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED]
-        ).order_by("-id").first()
+        existing = (
+            TrainingRun.objects.filter(
+                dataset=dataset, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED]
+            )
+            .order_by("-id")
+            .first()
+        )
         if existing is not None:
             self.stdout.write(f"Training run {existing.pk} is {existing.status}; no new run started.")
             return

@@ -1,4 +1,5 @@
 """Runs, the map, clusters and similar images through the API."""
+
 import pytest
 from django.urls import reverse
 
@@ -10,8 +11,7 @@ def test_start_run_then_conflict_then_cancel(mapped, client_for, settings):
     settings.SIMLABEL_MIN_RUN_IMAGES = 2
     client = client_for(mapped.admin)
     url = reverse("run-list", kwargs={"dataset_id": mapped.dataset.pk})
-    response = client.post(url, {"epochs": 2, "code_size": 4, "n_clusters": 2, "layout_method": "umap"},
-                           format="json")
+    response = client.post(url, {"epochs": 2, "code_size": 4, "n_clusters": 2, "layout_method": "umap"}, format="json")
     assert response.status_code == 202, response.json()
     started = response.json()
     assert started["status"] == "queued"
@@ -20,8 +20,22 @@ def test_start_run_then_conflict_then_cancel(mapped, client_for, settings):
     again = client.post(url, {}, format="json")
     assert again.status_code == 409 and again.json()["run_id"] == run.pk
     detail = client.get(reverse("run-detail", kwargs={"run_id": run.pk})).json()
-    for key in ("id", "dataset", "status", "stage", "progress", "metrics", "error", "created", "started", "finished",
-                "params", "loss_curve", "stage_timings", "placed_count"):
+    for key in (
+        "id",
+        "dataset",
+        "status",
+        "stage",
+        "progress",
+        "metrics",
+        "error",
+        "created",
+        "started",
+        "finished",
+        "params",
+        "loss_curve",
+        "stage_timings",
+        "placed_count",
+    ):
         assert key in detail
     cancelled = client.post(reverse("run-cancel", kwargs={"run_id": run.pk}))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
@@ -29,10 +43,22 @@ def test_start_run_then_conflict_then_cancel(mapped, client_for, settings):
     assert [r["id"] for r in listed["results"]] == [run.pk, mapped.run.pk]
 
 
-@pytest.mark.parametrize("body", [{"epochs": 0}, {"epochs": 1001}, {"code_size": 1}, {"code_size": 513},
-                                  {"n_clusters": 1}, {"n_clusters": 5001}, {"channels": 2},
-                                  {"layout_method": "pca"}, {"cluster_method": "dbscan"}, {"epochs": "many"},
-                                  {"bogus": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"epochs": 0},
+        {"epochs": 1001},
+        {"code_size": 1},
+        {"code_size": 513},
+        {"n_clusters": 1},
+        {"n_clusters": 5001},
+        {"channels": 2},
+        {"layout_method": "pca"},
+        {"cluster_method": "dbscan"},
+        {"epochs": "many"},
+        {"bogus": 1},
+    ],
+)
 def test_run_params_are_validated(mapped, client_for, body, settings):
     settings.SIMLABEL_MIN_RUN_IMAGES = 2  # refused for the parameter, not for the dataset's size
     url = reverse("run-list", kwargs={"dataset_id": mapped.dataset.pk})
@@ -50,8 +76,9 @@ def test_run_of_another_dataset_is_404(mapped, client_for):
 
 
 def test_map_columns(mapped, client_for):
-    annotations_apply_bulk(dataset=mapped.dataset, user=mapped.admin, label_class=mapped.one,
-                           image_ids=[mapped.images[3].pk])
+    annotations_apply_bulk(
+        dataset=mapped.dataset, user=mapped.admin, label_class=mapped.one, image_ids=[mapped.images[3].pk]
+    )
     body = client_for(mapped.annotator).get(reverse("dataset-map", kwargs={"dataset_id": mapped.dataset.pk})).json()
     assert body["run"] == mapped.run.pk
     assert body["image_ids"] == [i.pk for i in mapped.images]
@@ -68,8 +95,9 @@ def test_map_before_any_run_is_empty(mapped, client_for):
 
 
 def test_clusters(mapped, client_for):
-    annotations_apply_bulk(dataset=mapped.dataset, user=mapped.admin, label_class=mapped.zero,
-                           image_ids=[mapped.images[0].pk])
+    annotations_apply_bulk(
+        dataset=mapped.dataset, user=mapped.admin, label_class=mapped.zero, image_ids=[mapped.images[0].pk]
+    )
     client = client_for(mapped.annotator)
     url = reverse("dataset-clusters", kwargs={"dataset_id": mapped.dataset.pk})
     clusters = client.get(url).json()

@@ -1,4 +1,5 @@
 """The map endpoint's transport: gzip without the middleware, ETag revalidation."""
+
 import gzip
 
 from django.urls import reverse
@@ -26,8 +27,9 @@ def test_map_answers_304_until_labels_change(mapped, client_for):
     assert etag.startswith('W/"') and first["Cache-Control"] == "private, no-cache"
     again = client.get(url, HTTP_IF_NONE_MATCH=etag)
     assert again.status_code == 304 and again["ETag"] == etag and not again.content
-    annotations_apply_bulk(dataset=mapped.dataset, user=mapped.admin, label_class=mapped.one,
-                           image_ids=[mapped.images[0].pk])
+    annotations_apply_bulk(
+        dataset=mapped.dataset, user=mapped.admin, label_class=mapped.one, image_ids=[mapped.images[0].pk]
+    )
     changed = client.get(url, HTTP_IF_NONE_MATCH=etag)
     assert changed.status_code == 200 and changed["ETag"] != etag
     assert changed.json()["class"][0] == mapped.one.pk

@@ -4,6 +4,7 @@ They run with or without pytest-django.  Without it (``-p no:django``), the
 project-wide autouse fixtures still ask for pytest-django's ``settings``; a
 stand-in takes what they set, since nothing here reads Django settings.
 """
+
 import sys
 import types
 

@@ -1,4 +1,5 @@
 import io
+import pickle
 
 import numpy as np
 import pytest
@@ -21,8 +22,19 @@ def _blobs(n=96, size=12, seed=0):
 
 
 def _config(**kw):
-    base = dict(epochs=4, batch_size=16, code_size=4, depth=2, base_channels=4, input_size=12,
-                channels=1, patience=None, learning_rate=1e-2, batch_norm=False, lr_schedule="constant")
+    base = dict(
+        epochs=4,
+        batch_size=16,
+        code_size=4,
+        depth=2,
+        base_channels=4,
+        input_size=12,
+        channels=1,
+        patience=None,
+        learning_rate=1e-2,
+        batch_norm=False,
+        lr_schedule="constant",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -81,8 +93,11 @@ def test_should_stop_cancels():
 
 def test_progress_reports_loss_and_steps():
     calls = []
-    train_autoencoder(_blobs(n=64), _config(epochs=2, progress_every=2),
-                      on_progress=lambda step, total, m: calls.append((step, total, m)))
+    train_autoencoder(
+        _blobs(n=64),
+        _config(epochs=2, progress_every=2),
+        on_progress=lambda step, total, m: calls.append((step, total, m)),
+    )
     assert calls, "on_progress never called"
     # Every report is either a batch-loss window or an epoch's mean, never both.
     assert all(("loss" in m) != ("epoch_loss" in m) for _, _, m in calls)
@@ -137,7 +152,7 @@ class _NotAllowed:
 def test_load_refuses_pickled_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "simlabel-conv-autoencoder", "version": 1, "obj": _NotAllowed()}, path)
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):  # weights_only refuses to build arbitrary objects
         load_model(path)
     torch.save({"something": torch.zeros(1)}, path)
     with pytest.raises(ValueError):

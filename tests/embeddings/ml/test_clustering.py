@@ -8,8 +8,8 @@ from embeddings.ml.metrics import hungarian_accuracy, majority_accuracy
 
 def _blobs(n_per=40, k=4, d=8, seed=0, spread=0.3):
     rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=5.0, size=(k, d))
-    x = np.concatenate([c + rng.normal(scale=spread, size=(n_per, d)) for c in centres]).astype(np.float32)
+    centers = rng.normal(scale=5.0, size=(k, d))
+    x = np.concatenate([c + rng.normal(scale=spread, size=(n_per, d)) for c in centers]).astype(np.float32)
     y = np.repeat(np.arange(k), n_per)
     return x, y
 
@@ -72,9 +72,9 @@ def test_umap_kmeans_separates_blobs():
     assert hungarian_accuracy(y, labels) == 1.0
 
 
-def test_assign_new_images_by_neighbour_vote():
+def test_assign_new_images_by_neighbor_vote():
     x, y = _blobs()
-    new, new_y = _blobs(n_per=5, seed=0)  # same centres, fresh noise
+    new, new_y = _blobs(n_per=5, seed=0)  # same centers, fresh noise
     new = new + np.random.default_rng(9).normal(scale=0.1, size=new.shape).astype(np.float32)
     got = assign_clusters(x, y * 10, new)
     np.testing.assert_array_equal(got, new_y * 10)
@@ -85,8 +85,8 @@ def test_purity_stats():
     clusters = np.array([0, 0, 0, 1, 1, 2])
     classes = np.array([3, 3, 4, 5, -1, -1])
     stats = cluster_purity_stats(clusters, classes)
-    assert stats[0] == {"cluster": 0, "size": 3, "labelled": 3, "majority_class": 3, "purity": pytest.approx(2 / 3)}
-    assert stats[1]["majority_class"] == 5 and stats[1]["purity"] == 1.0 and stats[1]["labelled"] == 1
+    assert stats[0] == {"cluster": 0, "size": 3, "labeled": 3, "majority_class": 3, "purity": pytest.approx(2 / 3)}
+    assert stats[1]["majority_class"] == 5 and stats[1]["purity"] == 1.0 and stats[1]["labeled"] == 1
     assert stats[2]["majority_class"] is None and stats[2]["size"] == 1
 
 

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 
 from embeddings.ml.config import LayoutConfig
-from embeddings.ml.layout import compute_layout, normalise_xy, place_new_points
+from embeddings.ml.layout import compute_layout, normalize_xy, place_new_points
 
 
 def _blobs(n_per=50, k=3, d=10, seed=0):
     rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=6.0, size=(k, d))
-    x = np.concatenate([c + rng.normal(size=(n_per, d)) for c in centres]).astype(np.float32)
+    centers = rng.normal(scale=6.0, size=(k, d))
+    x = np.concatenate([c + rng.normal(size=(n_per, d)) for c in centers]).astype(np.float32)
     return x, np.repeat(np.arange(k), n_per)
 
 
@@ -52,7 +52,7 @@ def test_subsampled_map_places_the_rest_near_their_kind():
     assert _one_nn_agreement(xy, y) > 0.97
 
 
-def test_new_points_land_near_their_neighbours():
+def test_new_points_land_near_their_neighbors():
     x, y = _blobs()
     xy = compute_layout(x, _fast_tsne())
     rng = np.random.default_rng(4)
@@ -69,8 +69,8 @@ def test_new_points_land_near_their_neighbours():
     assert place_new_points(x, xy, x[:0]).shape == (0, 2)
 
 
-def test_normalise_xy():
-    xy = normalise_xy(np.array([[0.0, 0.0], [10.0, 2.0], [20.0, 4.0]]), extent=50)
+def test_normalize_xy():
+    xy = normalize_xy(np.array([[0.0, 0.0], [10.0, 2.0], [20.0, 4.0]]), extent=50)
     np.testing.assert_allclose(xy, [[-50, -10], [0, 0], [50, 10]], atol=1e-5)
 
 

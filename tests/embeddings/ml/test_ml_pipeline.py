@@ -20,19 +20,45 @@ def _configs():
     )
 
 
-def test_pipeline_runs_all_stages_and_reports_each():
-    calls = []
-    result = run_pipeline(_images(), *_configs(), on_progress=lambda s, f, m: calls.append((s, f)))
-    assert not result.cancelled
+def test_pipeline_runs_all_stages_in_order_and_reports_progress():
+    stages, calls = [], []
+    result = run_pipeline(
+        _images(),
+        *_configs(),
+        on_stage=stages.append,
+        on_progress=lambda stage, step, total, metrics: calls.append((stage, step, total)),
+    )
+    assert not result.cancelled and stages == list(STAGES)
     assert result.codes.shape == (60, 3) and result.recon_error.shape == (60,)
-    assert result.xy.shape == (60, 2) and result.clusters.shape == (60,)
-    assert len(result.loss_curve) == 2
-    assert set(STAGES) <= set(result.timings)
-    seen = [s for s, _ in calls]
-    assert [s for s in STAGES if s in seen] == list(STAGES)
-    assert all(0.0 <= f <= 1.0 for _, f in calls)
+    assert result.xy.shape == (60, 2) and result.xy.dtype == np.float32
+    assert result.clusters.shape == (60,) and result.clusters.dtype == np.int32
+    assert len(result.loss_curve) == 2 and result.epochs_run == 2
+    assert set(STAGES) <= set(result.timings) and set(STAGES) <= set(result.cpu_timings)
+    assert {"training", "embedding", "layout"} <= {s for s, _, _ in calls}
+    assert all(0 <= step <= total for _, step, total in calls)
 
 
 def test_pipeline_cancel_stops_in_training():
-    result = run_pipeline(_images(), *_configs(), should_stop=lambda: True)
-    assert result.cancelled and result.codes is None and result.xy is None
+    stages = []
+    result = run_pipeline(_images(), *_configs(), should_stop=lambda: True, on_stage=stages.append)
+    assert result.cancelled and result.codes is None and result.xy is None and stages == ["training"]
+
+
+def test_pipeline_cancel_between_stages_leaves_the_later_ones_undone():
+    stages = []
+    result = run_pipeline(_images(), *_configs(), on_stage=stages.append, should_stop=lambda: stages[-1] == "embedding")
+    assert result.cancelled and result.codes is not None and result.xy is None and stages == ["training", "embedding"]
+
+
+def test_pipeline_hands_the_model_over_and_takes_another_embedding():
+    seen = {}
+
+    def embed(model, images):
+        seen["embedded"] = len(images)
+        return np.zeros((len(images), 3), dtype=np.float32), np.zeros(len(images), dtype=np.float32)
+
+    result = run_pipeline(
+        _images(), *_configs(), after_training=lambda trained: seen.update(model=trained.model), embed=embed
+    )
+    assert seen["model"] is result.model and seen["embedded"] == 60
+    assert not result.recon_error.any() and result.clusters.shape == (60,)

@@ -1,8 +1,9 @@
 """Label suggestions on toy code sets: two well-separated blobs of codes."""
+
 import numpy as np
 import pytest
 
-from embeddings.ml.suggestions import UNLABELLED, suggest_classes, suggest_knn, suggest_spreading
+from embeddings.ml.suggestions import UNLABELED, suggest_classes, suggest_knn, suggest_spreading
 
 
 def two_blobs(n_per=30, seed=0):
@@ -17,10 +18,10 @@ def two_blobs(n_per=30, seed=0):
 @pytest.mark.parametrize("method", ["spreading", "knn"])
 def test_two_labels_propagate_to_their_blobs(method):
     codes, truth = two_blobs()
-    labels = np.full(len(codes), UNLABELLED)
+    labels = np.full(len(codes), UNLABELED)
     labels[0], labels[30] = 0, 1  # one label per blob
     result = suggest_classes(codes, labels, n_classes=2, method=method, k=5)
-    open_ = labels == UNLABELLED
+    open_ = labels == UNLABELED
     assert (result.classes[open_] == truth[open_]).all()
     assert result.confidence.shape == (60,)
     assert ((result.confidence >= 0) & (result.confidence <= 1)).all()
@@ -29,13 +30,13 @@ def test_two_labels_propagate_to_their_blobs(method):
 
 def test_spreading_is_confident_inside_a_blob():
     codes, truth = two_blobs()
-    labels = np.full(len(codes), UNLABELLED)
+    labels = np.full(len(codes), UNLABELED)
     labels[:5], labels[30:35] = 0, 1
     result = suggest_spreading(codes, labels, n_classes=2, k=5)
-    assert result.confidence[labels == UNLABELLED].min() > 0.9
+    assert result.confidence[labels == UNLABELED].min() > 0.9
 
 
-def test_labelled_image_gets_what_its_neighbours_say():
+def test_labeled_image_gets_what_its_neighbors_say():
     codes, truth = two_blobs()
     labels = truth.copy()
     labels[3] = 1  # a mistake planted in blob 0
@@ -47,12 +48,12 @@ def test_labelled_image_gets_what_its_neighbours_say():
         assert (result.classes[agree] == truth[agree]).all()
 
 
-def test_nothing_labelled_means_no_suggestion():
+def test_nothing_labeled_means_no_suggestion():
     codes, _ = two_blobs()
-    labels = np.full(len(codes), UNLABELLED)
+    labels = np.full(len(codes), UNLABELED)
     for method in ("spreading", "knn"):
         result = suggest_classes(codes, labels, n_classes=3, method=method)
-        assert (result.classes == UNLABELLED).all()
+        assert (result.classes == UNLABELED).all()
         assert (result.confidence == 0).all()
 
 
@@ -68,7 +69,7 @@ def test_bad_input_is_refused():
 
 def test_deterministic():
     codes, _ = two_blobs(seed=3)
-    labels = np.full(len(codes), UNLABELLED)
+    labels = np.full(len(codes), UNLABELED)
     labels[[1, 40]] = [0, 1]
     a = suggest_spreading(codes, labels, n_classes=2)
     b = suggest_spreading(codes, labels, n_classes=2)

@@ -14,7 +14,7 @@ def _png(image: Image.Image, fmt: str = "PNG", **kw) -> io.BytesIO:
     return buf
 
 
-def test_choose_input_spec_gray_and_colour():
+def test_choose_input_spec_gray_and_color():
     assert choose_input_spec([(28, 28)] * 5, ["L"] * 5) == (28, 1)
     assert choose_input_spec([(28, 28), (30, 30)], ["L", "RGB"])[1] == 3
     assert choose_input_spec([(28, 28)], ["1"])[1] == 1
@@ -32,8 +32,8 @@ def test_choose_input_spec_size_is_capped_and_rounded():
 def test_effective_mode_sees_gray_rgb():
     gray = Image.fromarray(np.tile(np.arange(32, dtype=np.uint8)[:, None, None] * 8, (1, 32, 3)), "RGB")
     assert effective_mode(gray) == "L"
-    colour = Image.new("RGB", (32, 32), (200, 10, 10))
-    assert effective_mode(colour) == "RGB"
+    color = Image.new("RGB", (32, 32), (200, 10, 10))
+    assert effective_mode(color) == "RGB"
     modes = [effective_mode(gray), effective_mode(gray)]
     assert choose_input_spec([(32, 32)] * 2, modes)[1] == 1
 
@@ -46,7 +46,7 @@ def test_load_gray_and_rgb_shapes_and_range():
     rgb = load_image_array(_png(Image.new("RGB", (40, 40), (255, 0, 0))), 16, 3)
     assert rgb.shape == (3, 16, 16)
     assert np.allclose(rgb[0], 1.0) and np.allclose(rgb[1:], 0.0)
-    # colour image read as one channel becomes its luminance
+    # color image read as one channel becomes its luminance
     gray = load_image_array(_png(Image.new("RGB", (40, 40), (255, 0, 0))), 16, 1)
     assert 0.2 < gray.mean() < 0.4
 
@@ -68,7 +68,7 @@ def test_aspect_kept_with_letterbox():
     arr[5:15, 35:45] = 255
     out = load_image_array(_png(Image.fromarray(arr, "L")), 32, 1)[0]
     # 80x20 -> 32x8: the content occupies 8 rows in the middle; the padding
-    # takes the border colour (black), and the square stays square
+    # takes the border color (black), and the square stays square
     assert out.shape == (32, 32)
     assert np.allclose(out[:10], 0.0) and np.allclose(out[-10:], 0.0)
     bright = np.argwhere(out > 0.5)

@@ -1,4 +1,5 @@
 """Ranking of review items: planted problems come first, scores are comparable."""
+
 import numpy as np
 
 from embeddings.ml.review_ranking import image_doubt, rank_review_items
@@ -8,12 +9,12 @@ NAMES = ["zero", "one", "two"]
 
 
 def planted_dataset(seed=0):
-    """Three tight blobs = three clusters, every image labelled with its blob's class,
-    except: one image of blob 0 mislabelled 'one', and cluster 3 (a blob of class two)
-    half labelled 'zero'."""
+    """Three tight blobs = three clusters, every image labeled with its blob's class,
+    except: one image of blob 0 mislabeled 'one', and cluster 3 (a blob of class two)
+    half labeled 'zero'."""
     rng = np.random.default_rng(seed)
-    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=np.float32)
-    codes = np.concatenate([rng.normal(c, 0.5, size=(25, 2)) for c in centres]).astype(np.float32)
+    centers = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=np.float32)
+    codes = np.concatenate([rng.normal(c, 0.5, size=(25, 2)) for c in centers]).astype(np.float32)
     clusters = np.repeat(np.arange(4), 25)
     truth = np.array([0] * 25 + [1] * 25 + [2] * 25 + [2] * 25)
     labels = truth.copy()
@@ -24,8 +25,15 @@ def planted_dataset(seed=0):
 
 def ranked(codes, clusters, labels, **kw):
     s = suggest_classes(codes, labels, n_classes=3, k=8)
-    return rank_review_items(clusters=clusters, labels=labels, suggestions=s.classes, confidence=s.confidence,
-                             reviewed=np.zeros(len(labels), bool), class_names=NAMES, **kw)
+    return rank_review_items(
+        clusters=clusters,
+        labels=labels,
+        suggestions=s.classes,
+        confidence=s.confidence,
+        reviewed=np.zeros(len(labels), bool),
+        class_names=NAMES,
+        **kw,
+    )
 
 
 def test_planted_mistake_and_mixed_cluster_come_first():
@@ -35,7 +43,7 @@ def test_planted_mistake_and_mixed_cluster_come_first():
     assert top == {("cluster", 3), ("image", 7)}, [(it.kind, it.key, it.score, it.reason) for it in items[:5]]
     mistake = next(it for it in items if (it.kind, it.key) == ("image", 7))
     assert mistake.suggested_class == 0
-    assert "labelled 'one'" in mistake.reason and "'zero'" in mistake.reason
+    assert "labeled 'one'" in mistake.reason and "'zero'" in mistake.reason
     mixed = next(it for it in items if (it.kind, it.key) == ("cluster", 3))
     assert "mixed classes" in mixed.reason
     assert len(mixed.members) == 25
@@ -56,8 +64,14 @@ def test_reviewed_images_are_trusted():
     s = suggest_classes(codes, labels, n_classes=3, k=8)
     reviewed = np.zeros(len(labels), bool)
     reviewed[7] = True
-    items = rank_review_items(clusters=clusters, labels=labels, suggestions=s.classes, confidence=s.confidence,
-                              reviewed=reviewed, class_names=NAMES)
+    items = rank_review_items(
+        clusters=clusters,
+        labels=labels,
+        suggestions=s.classes,
+        confidence=s.confidence,
+        reviewed=reviewed,
+        class_names=NAMES,
+    )
     assert ("image", 7) not in {(it.kind, it.key) for it in items}
     assert image_doubt(labels, s.classes, s.confidence, reviewed)[7] == 0
 
@@ -74,8 +88,7 @@ def test_near_duplicates_with_different_classes_and_outliers_are_listed():
     labels[30] = 1
     labels_dup = labels.copy()
     labels_dup[31] = 0  # ... but carries another class
-    items = ranked(codes, clusters, labels_dup, reconstruction_error=recon,
-                   duplicate_pairs=[(30, 31, 0.0)])
+    items = ranked(codes, clusters, labels_dup, reconstruction_error=recon, duplicate_pairs=[(30, 31, 0.0)])
     by_key = {(it.kind, it.key): it for it in items}
     dup = by_key[("image", 31)]
     assert "near-duplicate" in dup.reason and set(dup.members.tolist()) == {30, 31}
@@ -84,7 +97,7 @@ def test_near_duplicates_with_different_classes_and_outliers_are_listed():
     assert dup.score > outlier.score
 
 
-def test_unlabelled_low_confidence_and_scores_are_sorted():
+def test_unlabeled_low_confidence_and_scores_are_sorted():
     codes, clusters, labels = planted_dataset()
     labels[:] = -1
     labels[0], labels[25], labels[50] = 0, 1, 2

@@ -1,4 +1,5 @@
 """Install-time numba warm-up: a later process loads UMAP's kernels instead of compiling them."""
+
 import json
 import os
 import subprocess
@@ -43,14 +44,18 @@ cluster_codes(codes, ClusterConfig(method="umap_gmm", n_clusters=4, n_jobs=1))
 
 # The kernels that cost most of UMAP's compilation; umap-learn compiles them without
 # cache=True, so they only reach the disk cache through _umap._cache_umap_kernels.
-HEAVY = ("umap.umap_.smooth_knn_dist[parallel]", "umap.umap_.compute_membership_strengths[parallel]",
-         "umap.layouts._optimize_layout_euclidean_single_epoch")
+HEAVY = (
+    "umap.umap_.smooth_knn_dist[parallel]",
+    "umap.umap_.compute_membership_strengths[parallel]",
+    "umap.layouts._optimize_layout_euclidean_single_epoch",
+)
 
 
 def _run(code, cache_dir):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", STATS.format(code=code)], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", STATS.format(code=code)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -77,5 +82,7 @@ def test_warm_up_fills_the_cache_that_a_later_process_loads_umap_from(tmp_path):
     # A couple of tiny helpers that umap compiles eagerly at import may still be
     # compiled again; everything the run's UMAP needs comes from the cache.
     assert hits >= 10 * max(1, misses), used
-    print(f"warm-up (cold compile) {cold['seconds']:.1f} s; first clustering with the warm cache "
-          f"{warm['seconds']:.1f} s; {hits} kernels loaded, {misses} compiled")
+    print(
+        f"warm-up (cold compile) {cold['seconds']:.1f} s; first clustering with the warm cache "
+        f"{warm['seconds']:.1f} s; {hits} kernels loaded, {misses} compiled"
+    )

@@ -1,4 +1,5 @@
 """Labeling through the API: one image, bulk selections, clusters, lasso, history, undo."""
+
 import pytest
 from django.urls import reverse
 
@@ -37,18 +38,23 @@ def test_put_invalid_body_is_400(team, client_for, body):
 
 def test_objects_pointing_into_another_dataset_are_refused(team, client_for):
     client = client_for(team.admin)
-    put = client.put(reverse("image-annotation", kwargs={"image_id": team.images[0].pk}),
-                     {"class": team.other_class.pk}, format="json")
+    put = client.put(
+        reverse("image-annotation", kwargs={"image_id": team.images[0].pk}),
+        {"class": team.other_class.pk},
+        format="json",
+    )
     assert put.status_code == 400
     bulk = reverse("annotation-bulk", kwargs={"dataset_id": team.dataset.pk})
-    mixed = client.post(bulk, {"class": team.cat.pk,
-                               "image_ids": [team.images[0].pk, team.other_images[0].pk]}, format="json")
+    mixed = client.post(
+        bulk, {"class": team.cat.pk, "image_ids": [team.images[0].pk, team.other_images[0].pk]}, format="json"
+    )
     assert mixed.status_code == 400 and mixed.json()["invalid_image_ids"] == [team.other_images[0].pk]
     foreign_class = client.post(bulk, {"class": team.other_class.pk, "image_ids": [team.images[0].pk]}, format="json")
     assert foreign_class.status_code == 400
     # The other dataset's image, addressed directly, does not exist for this user.
-    other = client.put(reverse("image-annotation", kwargs={"image_id": team.other_images[0].pk}),
-                       {"class": team.cat.pk}, format="json")
+    other = client.put(
+        reverse("image-annotation", kwargs={"image_id": team.other_images[0].pk}), {"class": team.cat.pk}, format="json"
+    )
     assert other.status_code == 404
     assert not Annotation.objects.filter(label_class__isnull=False).exists()
     assert not LabelAction.objects.exists()
@@ -61,25 +67,30 @@ def test_bulk_by_ids_cluster_and_polygon(team, client_for, map_of):
     url = reverse("annotation-bulk", kwargs={"dataset_id": team.dataset.pk})
     by_ids = client.post(url, {"class": team.cat.pk, "image_ids": [a.pk, b.pk]}, format="json").json()
     assert by_ids["updated"] == 2
-    by_cluster = client.post(url, {"class": team.dog.pk, "cluster": 1, "exclude_image_ids": [d.pk]},
-                             format="json").json()
+    by_cluster = client.post(
+        url, {"class": team.dog.pk, "cluster": 1, "exclude_image_ids": [d.pk]}, format="json"
+    ).json()
     assert by_cluster["updated"] == 1 and _class_of(c) == team.dog.pk and _class_of(d) is None
-    lasso = client.post(url, {"class": team.spare.pk, "polygon": [[-1, -1], [0.5, -1], [0.5, 1], [-1, 1]]},
-                        format="json").json()
+    lasso = client.post(
+        url, {"class": team.spare.pk, "polygon": [[-1, -1], [0.5, -1], [0.5, 1], [-1, 1]]}, format="json"
+    ).json()
     assert lasso["updated"] == 1 and _class_of(a) == team.spare.pk and _class_of(b) == team.cat.pk
     assert client.post(url, {"class": team.cat.pk, "cluster": 7}, format="json").status_code == 400
 
 
-@pytest.mark.parametrize("body", [
-    {"class": 1},
-    {"class": 1, "image_ids": [1], "cluster": 0},
-    {"class": 1, "polygon": [[0, 0], [1, 1]]},
-    {"class": 1, "polygon": [[0, 0, 1], [1, 1], [2, 2]]},
-    {"class": 1, "polygon": [[0, 0]] * 10_001},
-    {"class": 1, "image_ids": list(range(1, 100_002))},
-    {"class": 1, "image_ids": ["a"]},
-    {"class": 1, "image_ids": [0]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"class": 1},
+        {"class": 1, "image_ids": [1], "cluster": 0},
+        {"class": 1, "polygon": [[0, 0], [1, 1]]},
+        {"class": 1, "polygon": [[0, 0, 1], [1, 1], [2, 2]]},
+        {"class": 1, "polygon": [[0, 0]] * 10_001},
+        {"class": 1, "image_ids": list(range(1, 100_002))},
+        {"class": 1, "image_ids": ["a"]},
+        {"class": 1, "image_ids": [0]},
+    ],
+)
 def test_bulk_invalid_bodies(team, client_for, body):
     url = reverse("annotation-bulk", kwargs={"dataset_id": team.dataset.pk})
     response = client_for(team.admin).post(url, body, format="json")
@@ -111,7 +122,9 @@ def test_history_actions_and_undo(team, client_for):
 
     history = ann.get(reverse("image-history", kwargs={"image_id": a.pk})).json()
     assert [(h["kind"], h["old_class"], h["new_class"], h["username"]) for h in history] == [
-        ("undo", team.cat.pk, None, "anna"), ("set", None, team.cat.pk, "anna")]
+        ("undo", team.cat.pk, None, "anna"),
+        ("set", None, team.cat.pk, "anna"),
+    ]
     mine = ann.get(reverse("action-list", kwargs={"dataset_id": team.dataset.pk}) + "?mine=true").json()
     assert [r["kind"] for r in mine["results"]] == ["undo", "set"]
     assert mine["results"][1]["undone_by"] == result["undo_action_id"]
@@ -123,8 +136,9 @@ def test_history_actions_and_undo(team, client_for):
 def test_undo_of_another_datasets_action_is_404(team, client_for):
     from labeling.services.annotations import annotations_apply_bulk
 
-    theirs = annotations_apply_bulk(dataset=team.other, user=team.outsider, label_class=team.other_class,
-                                    image_ids=[team.other_images[0].pk])
+    theirs = annotations_apply_bulk(
+        dataset=team.other, user=team.outsider, label_class=team.other_class, image_ids=[team.other_images[0].pk]
+    )
     url = reverse("action-undo", kwargs={"dataset_id": team.dataset.pk, "action_id": theirs.pk})
     assert client_for(team.admin).post(url).status_code == 404
     assert _class_of(team.other_images[0]) == team.other_class.pk

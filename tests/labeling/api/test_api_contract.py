@@ -3,16 +3,17 @@
 Routes are enumerated from the URL resolver, so a new /api/ route is covered
 without editing this file.
 """
+
 import json
 import re
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from labeling.api.contract import ApiView, declared_query_parameters
+from core.api.contract import ApiView, declared_query_parameters
+from embeddings.ml.geometry import MAX_POLYGON_VERTICES
 from labeling.models import Annotation, Dataset
-from labeling.services.annotations import MAX_BULK_IMAGES, MAX_POLYGON_VERTICES, annotations_apply_bulk
-
+from labeling.services.annotations import MAX_BULK_IMAGES, annotations_apply_bulk
 
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
@@ -30,10 +31,12 @@ def _api_routes(patterns=None, prefix=""):
 
 
 ROUTES = sorted(set(_api_routes()), key=lambda item: item[0])
-OPERATIONS = [(route, view, method) for route, view in ROUTES
-              for method in ("get", *WRITE_METHODS) if hasattr(view, method)]
-LISTS = [route for route, view, method in OPERATIONS
-         if method == "get" and "page" in declared_query_parameters(route, "GET")]
+OPERATIONS = [
+    (route, view, method) for route, view in ROUTES for method in ("get", *WRITE_METHODS) if hasattr(view, method)
+]
+LISTS = [
+    route for route, view, method in OPERATIONS if method == "get" and "page" in declared_query_parameters(route, "GET")
+]
 DETAIL_ROUTES = [route for route, _ in ROUTES if "<" in route]
 
 
@@ -45,13 +48,20 @@ def test_the_enumeration_sees_the_api():
 @pytest.mark.parametrize("route", [route for route, _ in ROUTES])
 def test_every_api_view_keeps_the_contract(route):
     view = dict(ROUTES)[route]
-    assert issubclass(view, ApiView), f"{view.__name__} must subclass labeling.api.contract.ApiView"
+    assert issubclass(view, ApiView), f"{view.__name__} must subclass core.api.contract.ApiView"
 
 
 def _url(route, team, **overrides):
     """A concrete URL for a route, with ids the team's admin may use."""
-    ids = {"dataset_id": team.dataset.pk, "image_id": team.images[0].pk, "class_id": team.spare.pk,
-           "user_id": team.extra.pk, "action_id": 10**9, "run_id": 10**9, **overrides}
+    ids = {
+        "dataset_id": team.dataset.pk,
+        "image_id": team.images[0].pk,
+        "class_id": team.spare.pk,
+        "user_id": team.extra.pk,
+        "action_id": 10**9,
+        "run_id": 10**9,
+        **overrides,
+    }
     return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(ids[m.group(1)]), route)
 
 
@@ -65,16 +75,14 @@ def _assert_error(response, status, code):
 
 # --- 13: nesting --------------------------------------------------------------------------------------------------
 
-JSON_BODY_OPERATIONS = [(route, method) for route, view, method in OPERATIONS
-                        if method in ("post", "put", "patch")]
+JSON_BODY_OPERATIONS = [(route, method) for route, view, method in OPERATIONS if method in ("post", "put", "patch")]
 
 
 @pytest.mark.parametrize("route,method", JSON_BODY_OPERATIONS)
 def test_deeply_nested_json_is_a_400_everywhere(route, method, team, client_for, snapshot):
     before = snapshot()
     body = "[" * 1000 + "]" * 1000
-    response = client_for(team.admin).generic(method.upper(), _url(route, team), body,
-                                              content_type="application/json")
+    response = client_for(team.admin).generic(method.upper(), _url(route, team), body, content_type="application/json")
     # Endpoints that take no body never parse it; every other one refuses it without a RecursionError.
     assert response.status_code < 500
     if response.status_code == 400:
@@ -84,8 +92,11 @@ def test_deeply_nested_json_is_a_400_everywhere(route, method, team, client_for,
 
 def test_nested_json_to_the_anonymous_token_endpoint(client_for):
     for body in ("[" * 1000 + "]" * 1000, '{"username": ' + "{" * 5000):
-        body = _assert_error(client_for(None).generic("POST", reverse("api-token"), body,
-                                                      content_type="application/json"), 400, "parse_error")
+        body = _assert_error(
+            client_for(None).generic("POST", reverse("api-token"), body, content_type="application/json"),
+            400,
+            "parse_error",
+        )
     assert "nested deeper than 32" in body["detail"]
 
 
@@ -93,11 +104,13 @@ def test_nesting_at_the_limit_still_parses(team, client_for):
     """32 levels is JSON the parser hands on (the serializer then judges it); 33 is refused."""
     url = reverse("dataset-list")
     client = client_for(team.admin)
-    ok = client.generic("POST", url, '{"name": "x", "description": ' + "[" * 31 + "]" * 31 + "}",
-                        content_type="application/json")
+    ok = client.generic(
+        "POST", url, '{"name": "x", "description": ' + "[" * 31 + "]" * 31 + "}", content_type="application/json"
+    )
     _assert_error(ok, 400, "invalid")  # a list is no description, but it was parsed
-    deep = client.generic("POST", url, '{"name": "x", "description": ' + "[" * 32 + "]" * 32 + "}",
-                          content_type="application/json")
+    deep = client.generic(
+        "POST", url, '{"name": "x", "description": ' + "[" * 32 + "]" * 32 + "}", content_type="application/json"
+    )
     _assert_error(deep, 400, "parse_error")
     # Brackets inside strings are text, not nesting.
     created = client.post(url, {"name": "[" * 100, "description": '"{' * 100}, format="json")
@@ -117,16 +130,20 @@ def test_oversize_json_body_is_413_before_it_is_read(team, client_for, settings)
     padded = json.dumps({"name": "too big"}) + " " * 2000
     _assert_error(client.generic("POST", url, padded, content_type="application/json"), 413, "too_large")
     # Form bodies too.
-    _assert_error(client.generic("POST", url, "name=" + "x" * 2000,
-                                 content_type="application/x-www-form-urlencoded"), 413, "too_large")
+    _assert_error(
+        client.generic("POST", url, "name=" + "x" * 2000, content_type="application/x-www-form-urlencoded"),
+        413,
+        "too_large",
+    )
     assert not Dataset.objects.filter(name__in=["too big", "x" * 2000]).exists()
 
 
 def test_a_60_mb_content_length_is_refused_without_reading(client_for):
     """Anonymous, to the token endpoint: 413 from the header alone. The test client's body is 2 bytes,
     and reading past them would raise, so the answer proves nothing read the body."""
-    response = client_for(None).generic("POST", reverse("api-token"), b"{}", content_type="application/json",
-                                        CONTENT_LENGTH=str(60 * 1024 * 1024))
+    response = client_for(None).generic(
+        "POST", reverse("api-token"), b"{}", content_type="application/json", CONTENT_LENGTH=str(60 * 1024 * 1024)
+    )
     _assert_error(response, 413, "too_large")
 
 
@@ -162,13 +179,31 @@ def _huge_body_cases(team):
         (bulk, {"class": team.cat.pk, "polygon": [[0, 0]] * 10**6}, "polygon", MAX_POLYGON_VERTICES),
         (bulk, {"class": team.cat.pk, "image_ids": million_bad}, "image_ids", MAX_BULK_IMAGES),
         (bulk, {"class": team.cat.pk, "image_ids": list(range(1, 10**6 + 1))}, "image_ids", MAX_BULK_IMAGES),
-        (bulk, {"class": team.cat.pk, "cluster": 0, "exclude_image_ids": million_bad}, "exclude_image_ids",
-         MAX_BULK_IMAGES),
-        (bulk, {"class": team.cat.pk, "image_ids": [team.images[0].pk],
-                "expected": {str(i): "x" for i in range(10**6)}}, "expected", MAX_BULK_IMAGES),
+        (
+            bulk,
+            {"class": team.cat.pk, "cluster": 0, "exclude_image_ids": million_bad},
+            "exclude_image_ids",
+            MAX_BULK_IMAGES,
+        ),
+        (
+            bulk,
+            {"class": team.cat.pk, "image_ids": [team.images[0].pk], "expected": {str(i): "x" for i in range(10**6)}},
+            "expected",
+            MAX_BULK_IMAGES,
+        ),
         (accept, {"image_ids": million_bad}, "image_ids", MAX_BULK_IMAGES),
-        (resolve, {"kind": "image", "id": team.images[0].pk, "outcome": "relabelled", "class": team.cat.pk,
-                   "image_ids": million_bad}, "image_ids", MAX_BULK_IMAGES),
+        (
+            resolve,
+            {
+                "kind": "image",
+                "id": team.images[0].pk,
+                "outcome": "relabelled",
+                "class": team.cat.pk,
+                "image_ids": million_bad,
+            },
+            "image_ids",
+            MAX_BULK_IMAGES,
+        ),
     ]
 
 
@@ -186,12 +221,23 @@ def test_a_million_elements_are_refused_by_length_alone(team, client_for, settin
 def test_bad_elements_within_the_limit_get_a_bounded_answer(team, client_for):
     bulk = reverse("annotation-bulk", kwargs={"dataset_id": team.dataset.pk})
     client = client_for(team.admin)
-    body = _assert_error(client.post(bulk, {"class": team.cat.pk, "image_ids": ["x"] * MAX_BULK_IMAGES},
-                                     format="json"), 400, "invalid")
+    body = _assert_error(
+        client.post(bulk, {"class": team.cat.pk, "image_ids": ["x"] * MAX_BULK_IMAGES}, format="json"), 400, "invalid"
+    )
     assert body["detail"].startswith("image_ids.0: ") and len(body["errors"]["image_ids"]) == 100
-    body = _assert_error(client.post(bulk, {"class": team.cat.pk, "image_ids": [team.images[0].pk],
-                                            "expected": {str(i): "x" for i in range(MAX_BULK_IMAGES)}},
-                                     format="json"), 400, "invalid")
+    body = _assert_error(
+        client.post(
+            bulk,
+            {
+                "class": team.cat.pk,
+                "image_ids": [team.images[0].pk],
+                "expected": {str(i): "x" for i in range(MAX_BULK_IMAGES)},
+            },
+            format="json",
+        ),
+        400,
+        "invalid",
+    )
     assert len(body["errors"]["expected"]) == 100
 
 
@@ -204,8 +250,18 @@ def test_a_million_elements_under_the_default_limit_are_413(team, client_for):
 # --- 17: URLs, pagination and query parameters --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/nope/", "/api/datasets/abc/", "/api/datasets/1/nope/", "/api/images/1.5/",
-                                  "/api/runs/-1/", "/api/datasets/%C2%B2/", "/api/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/nope/",
+        "/api/datasets/abc/",
+        "/api/datasets/1/nope/",
+        "/api/images/1.5/",
+        "/api/runs/-1/",
+        "/api/datasets/%C2%B2/",
+        "/api/",
+    ],
+)
 def test_unknown_api_urls_are_json_404(path, team, client_for):
     for client in (client_for(team.admin), client_for(None)):
         _assert_error(client.get(path), 404, "not_found")
@@ -239,8 +295,18 @@ def test_one_pagination_rule_on_every_list(route, team, client_for):
     client = client_for(team.admin)
     url = _url(route, team)
     assert client.get(url, {"page": 1, "page_size": 500}).status_code == 200
-    for query in ({"page": "abc"}, {"page": 0}, {"page": -1}, {"page": "²"}, {"page": "1.0"}, {"page": "last"},
-                  {"page_size": "abc"}, {"page_size": 0}, {"page_size": 501}, {"page_size": -5}):
+    for query in (
+        {"page": "abc"},
+        {"page": 0},
+        {"page": -1},
+        {"page": "²"},
+        {"page": "1.0"},
+        {"page": "last"},
+        {"page_size": "abc"},
+        {"page_size": 0},
+        {"page_size": 501},
+        {"page_size": -5},
+    ):
         body = _assert_error(client.get(url, query), 400, "invalid")
         assert next(iter(query)) in body["detail"]
     _assert_error(client.get(url, {"page": 10**6}), 404, "not_found")

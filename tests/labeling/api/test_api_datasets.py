@@ -1,10 +1,10 @@
 """Auth, datasets, members and classes through the REST API."""
+
 import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from labeling.models import Annotation, LabelClass, Membership
-
 
 # --- auth ---------------------------------------------------------------------------------------
 
@@ -18,8 +18,10 @@ def test_token_for_valid_credentials_then_authenticated_requests(team):
     assert client.get(reverse("dataset-list")).status_code == 200
 
 
-@pytest.mark.parametrize("body", [{"username": "alice", "password": "wrong"}, {"username": "nobody", "password": "x"},
-                                  {"username": "alice"}, {}])
+@pytest.mark.parametrize(
+    "body",
+    [{"username": "alice", "password": "wrong"}, {"username": "nobody", "password": "x"}, {"username": "alice"}, {}],
+)
 def test_token_refused_is_a_400_json(team, body):
     response = APIClient().post(reverse("api-token"), body, format="json")
     assert response.status_code == 400
@@ -55,8 +57,9 @@ def test_session_writes_need_csrf(team):
     response = client.post(reverse("dataset-list"), {"name": "Forged"}, format="json")
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
-    response = client.put(reverse("image-annotation", kwargs={"image_id": team.images[0].pk}),
-                          {"class": team.cat.pk}, format="json")
+    response = client.put(
+        reverse("image-annotation", kwargs={"image_id": team.images[0].pk}), {"class": team.cat.pk}, format="json"
+    )
     assert response.status_code == 403
     assert not Annotation.objects.filter(label_class__isnull=False).exists()
     # With the token from the cookie, as the pages send it, the write goes through.
@@ -103,8 +106,9 @@ def test_patch_and_delete_dataset(team, client_for):
 
 
 def test_malformed_json_is_400(team, client_for):
-    response = client_for(team.admin).generic("POST", reverse("dataset-list"), "{not json",
-                                              content_type="application/json")
+    response = client_for(team.admin).generic(
+        "POST", reverse("dataset-list"), "{not json", content_type="application/json"
+    )
     assert response.status_code == 400
     assert response.json()["detail"]
 
@@ -163,11 +167,18 @@ def test_class_create_and_validation(team, client_for):
     assert response.status_code == 201
     body = response.json()
     assert {k: body[k] for k in ("name", "color", "shortcut")} == {"name": "bird", "color": "#aabbcc", "shortcut": "b"}
-    no_colour = client.post(url, {"name": "fish"}, format="json").json()
-    assert no_colour["color"].startswith("#") and len(no_colour["color"]) == 7
-    for bad in [{"name": "x", "color": "red"}, {"name": "x", "color": "#12345"}, {"name": "x", "shortcut": "ab"},
-                {"name": "x", "shortcut": " "}, {"name": "x", "shortcut": "\n"}, {"name": ""},
-                {"name": "BIRD"}, {"name": "y", "shortcut": "c"}]:
+    no_color = client.post(url, {"name": "fish"}, format="json").json()
+    assert no_color["color"].startswith("#") and len(no_color["color"]) == 7
+    for bad in [
+        {"name": "x", "color": "red"},
+        {"name": "x", "color": "#12345"},
+        {"name": "x", "shortcut": "ab"},
+        {"name": "x", "shortcut": " "},
+        {"name": "x", "shortcut": "\n"},
+        {"name": ""},
+        {"name": "BIRD"},
+        {"name": "y", "shortcut": "c"},
+    ]:
         response = client.post(url, bad, format="json")
         assert response.status_code == 400, bad
         assert response.json()["detail"]

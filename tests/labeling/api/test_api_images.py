@@ -1,4 +1,5 @@
 """Image listing, filters, detail and upload through the API."""
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -28,8 +29,10 @@ def test_list_and_filters(team, client_for, map_of):
     assert first["url"].endswith(f"/images/{a.pk}/file/") and first["thumbnail_url"].endswith("/thumbnail/")
 
 
-@pytest.mark.parametrize("query", [{"class": "cat"}, {"cluster": "x"}, {"unlabeled": "maybe"}, {"label": 1},
-                                   {"owner": "x"}, {"page_size": 0}])
+@pytest.mark.parametrize(
+    "query",
+    [{"class": "cat"}, {"cluster": "x"}, {"unlabeled": "maybe"}, {"label": 1}, {"owner": "x"}, {"page_size": 0}],
+)
 def test_bad_or_unknown_filters_are_400(team, client_for, query):
     url = reverse("image-list", kwargs={"dataset_id": team.dataset.pk})
     response = client_for(team.annotator).get(url, query)
@@ -46,12 +49,29 @@ def test_image_detail_and_cross_dataset_404(team, client_for, map_of):
     image = team.images[0]
     map_of(team.dataset, {image: (1.5, -2.5, 3)}, suggestions={image: (team.dog, 0.75)})
     body = client_for(team.reviewer).get(reverse("image-detail", kwargs={"image_id": image.pk})).json()
-    for key in ("id", "dataset", "name", "width", "height", "url", "thumbnail_url", "class", "annotation_version",
-                "cluster", "x", "y"):
+    for key in (
+        "id",
+        "dataset",
+        "name",
+        "width",
+        "height",
+        "url",
+        "thumbnail_url",
+        "class",
+        "annotation_version",
+        "cluster",
+        "x",
+        "y",
+    ):
         assert key in body
     assert (body["dataset"], body["width"], body["height"]) == (team.dataset.pk, 8, 6)
-    assert (body["x"], body["y"], body["cluster"], body["suggestion"], body["confidence"]) == (1.5, -2.5, 3,
-                                                                                              team.dog.pk, 0.75)
+    assert (body["x"], body["y"], body["cluster"], body["suggestion"], body["confidence"]) == (
+        1.5,
+        -2.5,
+        3,
+        team.dog.pk,
+        0.75,
+    )
     assert body["class"] is None and body["annotation_version"] == 0 and body["reviewed"] is False
     for name in ("image-detail", "image-history", "image-similar"):
         response = client_for(team.outsider).get(reverse(name, kwargs={"image_id": image.pk}))
@@ -64,9 +84,11 @@ def test_upload_report(team, client_for, make_png):
     client = client_for(team.admin)
     url = reverse("image-list", kwargs={"dataset_id": team.dataset.pk})
     png = make_png(size=(12, 10), seed=77)
-    files = [SimpleUploadedFile("one.png", png, content_type="image/png"),
-             SimpleUploadedFile("again.png", png, content_type="image/png"),
-             SimpleUploadedFile("notes.png", b"<html><script>alert(1)</script>", content_type="image/png")]
+    files = [
+        SimpleUploadedFile("one.png", png, content_type="image/png"),
+        SimpleUploadedFile("again.png", png, content_type="image/png"),
+        SimpleUploadedFile("notes.png", b"<html><script>alert(1)</script>", content_type="image/png"),
+    ]
     response = client.post(url, {"files": files}, format="multipart")
     assert response.status_code == 201, response.json()
     body = response.json()

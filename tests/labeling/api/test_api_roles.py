@@ -1,18 +1,19 @@
 """Every role against every endpoint, generated from one table.
 
 The table is labeling.api.permissions.ENDPOINT_ACTIONS (endpoint -> action)
-joined with labeling.permissions.ACTION_MIN_ROLE (action -> lowest role).
+joined with core.permissions.ACTION_MIN_ROLE (action -> lowest role).
 A member whose role is high enough gets the endpoint's success status; a
 lower role gets 403, a user of another dataset 404 and an anonymous client
 401, and none of those three changes anything.
 """
+
 import pytest
 from django.urls import reverse
 
+from core.permissions import role_allows
 from embeddings.models import TrainingRun
 from labeling.api.permissions import ENDPOINT_ACTIONS
 from labeling.models import Role
-from labeling.permissions import role_allows
 from labeling.services.annotations import annotations_apply_bulk
 
 ROLES = ["admin", "reviewer", "annotator", "outsider", "anonymous"]
@@ -31,50 +32,102 @@ def _image_upload(team, actor, make_png):
 # (method, route) -> (url(team, actor), body(team, actor, make_png), success status, request format)
 REQUESTS = {
     ("GET", "dataset-detail"): (lambda t, u: _url("dataset-detail", dataset_id=t.dataset.pk), None, 200, None),
-    ("PATCH", "dataset-detail"): (lambda t, u: _url("dataset-detail", dataset_id=t.dataset.pk),
-                                  lambda t, u, p: {"name": "Renamed"}, 200, "json"),
+    ("PATCH", "dataset-detail"): (
+        lambda t, u: _url("dataset-detail", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"name": "Renamed"},
+        200,
+        "json",
+    ),
     ("DELETE", "dataset-detail"): (lambda t, u: _url("dataset-detail", dataset_id=t.dataset.pk), None, 204, None),
     ("GET", "member-list"): (lambda t, u: _url("member-list", dataset_id=t.dataset.pk), None, 200, None),
-    ("POST", "member-list"): (lambda t, u: _url("member-list", dataset_id=t.dataset.pk),
-                              lambda t, u, p: {"username": "newbie", "role": "annotator"}, 201, "json"),
-    ("PATCH", "member-detail"): (lambda t, u: _url("member-detail", dataset_id=t.dataset.pk, user_id=t.extra.pk),
-                                 lambda t, u, p: {"role": "reviewer"}, 200, "json"),
-    ("DELETE", "member-detail"): (lambda t, u: _url("member-detail", dataset_id=t.dataset.pk, user_id=t.extra.pk),
-                                  None, 204, None),
+    ("POST", "member-list"): (
+        lambda t, u: _url("member-list", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"username": "newbie", "role": "annotator"},
+        201,
+        "json",
+    ),
+    ("PATCH", "member-detail"): (
+        lambda t, u: _url("member-detail", dataset_id=t.dataset.pk, user_id=t.extra.pk),
+        lambda t, u, p: {"role": "reviewer"},
+        200,
+        "json",
+    ),
+    ("DELETE", "member-detail"): (
+        lambda t, u: _url("member-detail", dataset_id=t.dataset.pk, user_id=t.extra.pk),
+        None,
+        204,
+        None,
+    ),
     ("GET", "class-list"): (lambda t, u: _url("class-list", dataset_id=t.dataset.pk), None, 200, None),
-    ("POST", "class-list"): (lambda t, u: _url("class-list", dataset_id=t.dataset.pk),
-                             lambda t, u, p: {"name": "bird", "color": "#123456", "shortcut": "b"}, 201, "json"),
-    ("GET", "class-detail"): (lambda t, u: _url("class-detail", dataset_id=t.dataset.pk, class_id=t.spare.pk),
-                              None, 200, None),
-    ("PATCH", "class-detail"): (lambda t, u: _url("class-detail", dataset_id=t.dataset.pk, class_id=t.spare.pk),
-                                lambda t, u, p: {"name": "spare parts"}, 200, "json"),
-    ("DELETE", "class-detail"): (lambda t, u: _url("class-detail", dataset_id=t.dataset.pk, class_id=t.spare.pk),
-                                 None, 204, None),
+    ("POST", "class-list"): (
+        lambda t, u: _url("class-list", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"name": "bird", "color": "#123456", "shortcut": "b"},
+        201,
+        "json",
+    ),
+    ("GET", "class-detail"): (
+        lambda t, u: _url("class-detail", dataset_id=t.dataset.pk, class_id=t.spare.pk),
+        None,
+        200,
+        None,
+    ),
+    ("PATCH", "class-detail"): (
+        lambda t, u: _url("class-detail", dataset_id=t.dataset.pk, class_id=t.spare.pk),
+        lambda t, u, p: {"name": "spare parts"},
+        200,
+        "json",
+    ),
+    ("DELETE", "class-detail"): (
+        lambda t, u: _url("class-detail", dataset_id=t.dataset.pk, class_id=t.spare.pk),
+        None,
+        204,
+        None,
+    ),
     ("GET", "image-list"): (lambda t, u: _url("image-list", dataset_id=t.dataset.pk), None, 200, None),
-    ("POST", "image-list"): (lambda t, u: _url("image-list", dataset_id=t.dataset.pk), _image_upload, 201,
-                             "multipart"),
+    ("POST", "image-list"): (lambda t, u: _url("image-list", dataset_id=t.dataset.pk), _image_upload, 201, "multipart"),
     ("GET", "image-detail"): (lambda t, u: _url("image-detail", image_id=t.images[0].pk), None, 200, None),
     ("GET", "image-history"): (lambda t, u: _url("image-history", image_id=t.images[0].pk), None, 200, None),
-    ("PUT", "image-annotation"): (lambda t, u: _url("image-annotation", image_id=t.images[0].pk),
-                                  lambda t, u, p: {"class": t.cat.pk}, 200, "json"),
-    ("DELETE", "image-annotation"): (lambda t, u: _url("image-annotation", image_id=t.images[1].pk), None, 200,
-                                     None),
-    ("POST", "annotation-bulk"): (lambda t, u: _url("annotation-bulk", dataset_id=t.dataset.pk),
-                                  lambda t, u, p: {"class": t.dog.pk, "image_ids": [i.pk for i in t.images[2:]]},
-                                  200, "json"),
+    ("PUT", "image-annotation"): (
+        lambda t, u: _url("image-annotation", image_id=t.images[0].pk),
+        lambda t, u, p: {"class": t.cat.pk},
+        200,
+        "json",
+    ),
+    ("DELETE", "image-annotation"): (lambda t, u: _url("image-annotation", image_id=t.images[1].pk), None, 200, None),
+    ("POST", "annotation-bulk"): (
+        lambda t, u: _url("annotation-bulk", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"class": t.dog.pk, "image_ids": [i.pk for i in t.images[2:]]},
+        200,
+        "json",
+    ),
     ("GET", "action-list"): (lambda t, u: _url("action-list", dataset_id=t.dataset.pk), None, 200, None),
-    ("POST", "action-undo"): (lambda t, u: _url("action-undo", dataset_id=t.dataset.pk, action_id=t.own_action.pk),
-                              None, 200, None),
+    ("POST", "action-undo"): (
+        lambda t, u: _url("action-undo", dataset_id=t.dataset.pk, action_id=t.own_action.pk),
+        None,
+        200,
+        None,
+    ),
     ("GET", "review-queue"): (lambda t, u: _url("review-queue", dataset_id=t.dataset.pk), None, 200, None),
-    ("POST", "review-resolve"): (lambda t, u: _url("review-resolve", dataset_id=t.dataset.pk),
-                                 lambda t, u, p: {"kind": "image", "id": t.images[1].pk, "outcome": "reviewed"},
-                                 200, "json"),
-    ("POST", "suggestions-accept"): (lambda t, u: _url("suggestions-accept", dataset_id=t.dataset.pk),
-                                     lambda t, u, p: {"image_ids": [t.images[3].pk]}, 200, "json"),
+    ("POST", "review-resolve"): (
+        lambda t, u: _url("review-resolve", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"kind": "image", "id": t.images[1].pk, "outcome": "reviewed"},
+        200,
+        "json",
+    ),
+    ("POST", "suggestions-accept"): (
+        lambda t, u: _url("suggestions-accept", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"image_ids": [t.images[3].pk]},
+        200,
+        "json",
+    ),
     ("GET", "export"): (lambda t, u: _url("export", dataset_id=t.dataset.pk) + "?format=csv", None, 200, None),
     ("GET", "run-list"): (lambda t, u: _url("run-list", dataset_id=t.dataset.pk), None, 200, None),
-    ("POST", "run-list"): (lambda t, u: _url("run-list", dataset_id=t.dataset.pk),
-                           lambda t, u, p: {"epochs": 1, "code_size": 4}, 202, "json"),
+    ("POST", "run-list"): (
+        lambda t, u: _url("run-list", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"epochs": 1, "code_size": 4},
+        202,
+        "json",
+    ),
     ("GET", "run-detail"): (lambda t, u: _url("run-detail", run_id=t.run.pk), None, 200, None),
     ("POST", "run-cancel"): (lambda t, u: _url("run-cancel", run_id=t.run.pk), None, 200, None),
     ("GET", "dataset-map"): (lambda t, u: _url("dataset-map", dataset_id=t.dataset.pk), None, 200, None),
@@ -102,8 +155,11 @@ def prepared(team, make_user, settings, map_of):
     """The team plus what some endpoints need: a user to add, a map with suggestions, few images per run."""
     make_user("newbie")
     settings.SIMLABEL_MIN_RUN_IMAGES = 2
-    map_of(team.dataset, {image: (float(i), 0.0, i % 2) for i, image in enumerate(team.images)},
-           suggestions={image: (team.dog, 0.9) for image in team.images})
+    map_of(
+        team.dataset,
+        {image: (float(i), 0.0, i % 2) for i, image in enumerate(team.images)},
+        suggestions={image: (team.dog, 0.9) for image in team.images},
+    )
     return team
 
 
@@ -117,8 +173,9 @@ def test_role_against_endpoint(endpoint, role, prepared, client_for, make_png, s
     # The undo endpoint needs an action made by the actor (a member) or, for
     # outsiders and anonymous clients, by someone of the dataset.
     author = actor if role in ("admin", "reviewer", "annotator") else team.admin
-    team.own_action = annotations_apply_bulk(dataset=team.dataset, user=author, label_class=team.cat,
-                                             image_ids=[team.images[1].pk])
+    team.own_action = annotations_apply_bulk(
+        dataset=team.dataset, user=author, label_class=team.cat, image_ids=[team.images[1].pk]
+    )
     if endpoint == ("POST", "run-list"):
         team.run = None
     else:
@@ -153,6 +210,13 @@ def test_role_table_shape():
     allowed = lambda action: {r for r in ("admin", "reviewer", "annotator") if role_allows(Role(r), action)}  # noqa
     assert allowed("view") == allowed("label") == allowed("export") == {"admin", "reviewer", "annotator"}
     assert allowed("review") == {"admin", "reviewer"}
-    for action in ("manage_members", "manage_classes", "start_run", "cancel_run", "delete_dataset", "upload",
-                   "edit_dataset"):
+    for action in (
+        "manage_members",
+        "manage_classes",
+        "start_run",
+        "cancel_run",
+        "delete_dataset",
+        "upload",
+        "edit_dataset",
+    ):
         assert allowed(action) == {"admin"}

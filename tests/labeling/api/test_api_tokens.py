@@ -1,4 +1,5 @@
 """API tokens: lifetime, revoking, and revoking on every way a password changes."""
+
 from datetime import timedelta
 
 import pytest
@@ -16,8 +17,9 @@ NEW_PASSWORD = "another-Secret-456"
 
 
 def _token(username="alice", password=PASSWORD, **extra):
-    response = APIClient().post("/api/auth/token/", {"username": username, "password": password}, format="json",
-                                **extra)
+    response = APIClient().post(
+        "/api/auth/token/", {"username": username, "password": password}, format="json", **extra
+    )
     assert response.status_code == 200, response.content
     return response.json()
 
@@ -117,8 +119,10 @@ def _change_with_set_password(user):
 def _change_on_the_password_page(user):
     client = Client()
     client.force_login(user)
-    response = client.post("/accounts/password_change/", {
-        "old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    response = client.post(
+        "/accounts/password_change/",
+        {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD},
+    )
     assert response.status_code == 302, response.content[:2000]
 
 
@@ -126,8 +130,10 @@ def _change_in_the_admin(user):
     boss = get_user_model().objects.create_superuser("boss", password=PASSWORD)
     client = Client()
     client.force_login(boss)
-    response = client.post(f"/admin/auth/user/{user.pk}/password/", {
-        "password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"})
+    response = client.post(
+        f"/admin/auth/user/{user.pk}/password/",
+        {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"},
+    )
     assert response.status_code == 302, response.content[:2000]
 
 

@@ -1,4 +1,5 @@
 """A Redis cache (CACHE_URL, as in docker compose) that stops must not stop sign-in or labeling."""
+
 from pathlib import Path
 
 from tests.private_redis import free_port, run_through_an_outage, start_redis
@@ -60,14 +61,37 @@ def test_sign_in_and_labeling_keep_working_while_the_redis_cache_is_down(subproc
     port = free_port()
     redis = start_redis(port)
     env = dict(subprocess_env)
-    env.update(CACHE_URL=f"redis://127.0.0.1:{port}/0", DJANGO_SETTINGS_MODULE="project.settings",
-               SIMLABEL_LOGIN_FAILURE_LIMIT="3", SIMLABEL_NUM_PROXIES="0")
-    script = (APP_SCRIPT.replace("DATASET_ID", str(team.dataset.pk)).replace("IMAGE_ID", str(team.images[0].pk))
-              .replace("CLASS_ID", str(team.cat.pk)))
+    env.update(
+        CACHE_URL=f"redis://127.0.0.1:{port}/0",
+        DJANGO_SETTINGS_MODULE="project.settings",
+        SIMLABEL_LOGIN_FAILURE_LIMIT="3",
+        SIMLABEL_NUM_PROXIES="0",
+    )
+    script = (
+        APP_SCRIPT.replace("DATASET_ID", str(team.dataset.pk))
+        .replace("IMAGE_ID", str(team.images[0].pk))
+        .replace("CLASS_ID", str(team.cat.pk))
+    )
     up, down, back, out = run_through_an_outage(script, env, Path(__file__).resolve().parents[3], port, redis)
     # [RESULT, label, sign-in, 6 pages, wrong password, admin sign-in, token, label, bulk, 4 guesses, seconds]
-    expected = ["302", "200", "200", "200", "200", "200", "200", "200", "302", "200", "200", "200",
-                "200", "200", "200", "429"]
+    expected = [
+        "302",
+        "200",
+        "200",
+        "200",
+        "200",
+        "200",
+        "200",
+        "200",
+        "302",
+        "200",
+        "200",
+        "200",
+        "200",
+        "200",
+        "200",
+        "429",
+    ]
     assert up[2:18] == expected, out
     assert down[2:18] == expected, out
     assert back[2:18] == expected, out

@@ -7,10 +7,12 @@ DRF's own PageNumberPagination answered 404 for page=abc, 0 or -1 and
 silently used the default for page_size=abc, while lists whose query
 serializer named the two answered 400.
 """
+
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.views import APIView
 
-from labeling.errors import ValidationFailed
+from core.errors import ValidationFailed
 
 MAX_PAGE_SIZE = 500
 
@@ -38,10 +40,21 @@ class StandardPagination(PageNumberPagination):
         return _positive_int(request, self.page_query_param) or 1
 
 
+def paginate(view: APIView, request, queryset, to_data):
+    """One page of `queryset` as the paginated response; `to_data` turns the page's rows into data."""
+    paginator = getattr(view, "pagination_class", StandardPagination)()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(to_data(page))
+
+
 # The same rule for the schema: every paginated list declares these (or a query serializer with the same bounds).
 PAGE_PARAMETERS = [
-    OpenApiParameter("page", {"type": "integer", "minimum": 1},
-                     description="1, 2, …; malformed is a 400, past the last page a 404"),
-    OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
-                     description=f"results per page (default 50, at most {MAX_PAGE_SIZE})"),
+    OpenApiParameter(
+        "page", {"type": "integer", "minimum": 1}, description="1, 2, …; malformed is a 400, past the last page a 404"
+    ),
+    OpenApiParameter(
+        "page_size",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        description=f"results per page (default 50, at most {MAX_PAGE_SIZE})",
+    ),
 ]

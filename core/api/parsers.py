@@ -5,15 +5,17 @@ per nested array or object: 2 KB of "[" is a RecursionError and a 500. No
 request of this API nests deeper than a polygon (object > list > point), so
 anything beyond MAX_JSON_DEPTH is refused before json.loads sees it.
 """
+
 import codecs
 import re
 
+import numpy as np
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.utils import json
 
-from labeling.errors import PayloadTooLarge
+from core.errors import PayloadTooLarge
 
 # The deepest request body (a bulk polygon) nests 3 levels; leave room, refuse the absurd.
 MAX_JSON_DEPTH = 32
@@ -36,8 +38,6 @@ def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
     if len(brackets) <= limit:
         return False
-    import numpy as np
-
     codes = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
     steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1).astype(np.int32)
     return int(np.cumsum(steps, dtype=np.int32).max()) > limit
@@ -58,10 +58,10 @@ class BoundedJSONParser(JSONParser):
         try:
             text = codecs.decode(raw, encoding)
         except (UnicodeDecodeError, LookupError) as exc:
-            raise ParseError(f"JSON parse error - {exc}")
+            raise ParseError(f"JSON parse error - {exc}") from None
         if json_depth_exceeds(text):
             raise ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.")
         try:
             return json.loads(text, parse_constant=json.strict_constant if self.strict else None)
         except (ValueError, RecursionError) as exc:
-            raise ParseError(f"JSON parse error - {exc}")
+            raise ParseError(f"JSON parse error - {exc}") from None

@@ -1,9 +1,7 @@
-"""Exact nearest neighbours in code space: similar images, the kNN graph,
+"""Exact nearest neighbors in code space: similar images, the kNN graph,
 near-duplicates."""
 
 from __future__ import annotations
-
-from typing import Optional
 
 import numpy as np
 
@@ -11,8 +9,8 @@ _CHUNK = 2048
 _FEW_QUERIES = 8
 
 
-class NeighbourIndex:
-    """Exact Euclidean neighbour search over codes (N, D).
+class NeighborIndex:
+    """Exact Euclidean neighbor search over codes (N, D).
 
     Brute force with numpy: for 100,000 10-d codes one query scans 1M floats,
     a couple of milliseconds, with no index to build or keep in sync.
@@ -40,7 +38,7 @@ class NeighbourIndex:
         return np.maximum(d, 0.0, out=d)
 
     def query_many(
-        self, queries: np.ndarray, k: int, exclude: Optional[np.ndarray] = None
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(indices (M, k), distances (M, k)) nearest first.  exclude[m] is an
         index to leave out of row m's answer (the query point itself), or -1."""
@@ -108,11 +106,11 @@ def knn_graph(codes: np.ndarray, k: int, n_jobs: int = 2) -> tuple[np.ndarray, n
 
 
 def near_duplicate_pairs(
-    codes: np.ndarray, threshold: Optional[float] = None, relative: float = 0.1
+    codes: np.ndarray, threshold: float | None = None, relative: float = 0.1
 ) -> list[tuple[int, int, float]]:
     """Pairs (i, j, distance), i < j, of images whose codes are within threshold,
     closest first.  threshold None: ``relative`` times the median distance from
-    an image to its nearest neighbour, so it scales with the code space and
+    an image to its nearest neighbor, so it scales with the code space and
     finds nothing in data without duplicates.
     """
     from sklearn.neighbors import NearestNeighbors
@@ -125,8 +123,6 @@ def near_duplicate_pairs(
         threshold = relative * float(np.median(dist[:, 0]))
     nn = NearestNeighbors().fit(codes)
     dist, idx = nn.radius_neighbors(codes, radius=threshold, sort_results=True)
-    pairs = [
-        (i, int(j), float(d)) for i, (js, ds) in enumerate(zip(idx, dist)) for j, d in zip(js, ds) if j > i
-    ]
+    pairs = [(i, int(j), float(d)) for i, (js, ds) in enumerate(zip(idx, dist)) for j, d in zip(js, ds) if j > i]
     pairs.sort(key=lambda p: (p[2], p[0], p[1]))
     return pairs

@@ -1,4 +1,5 @@
 """Every API error is JSON: {"detail": message, "code": code, ...}."""
+
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
@@ -8,14 +9,16 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from labeling.errors import ServiceError
+from core.errors import ServiceError
 
 
 def _first_message(errors, prefix="") -> str:
     """'field: message' for the first error in a DRF error structure."""
     if isinstance(errors, dict):
         for key, value in errors.items():
-            label = "" if key in ("non_field_errors", "detail") else (f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+            label = (
+                "" if key in ("non_field_errors", "detail") else (f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+            )
             return _first_message(value, label)
     if isinstance(errors, list):
         for index, value in enumerate(errors):
@@ -64,8 +67,10 @@ def json_exception_handler(exc, context):
         return Response(body, status=exc.status_code)
     if isinstance(exc, (TooManyFilesSent, TooManyFieldsSent, RequestDataTooBig)):
         # Django refuses to parse such a request body at all.
-        return Response({"detail": str(exc) or "Request too large.", "code": "too_large"},
-                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return Response(
+            {"detail": str(exc) or "Request too large.", "code": "too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):
@@ -76,9 +81,15 @@ def json_exception_handler(exc, context):
         if isinstance(codes, str):
             response.data["code"] = codes
         elif response.status_code == status.HTTP_400_BAD_REQUEST:
-            response.data = {"detail": _first_message(response.data) or "Invalid input.", "code": "invalid",
-                             "errors": response.data}
+            response.data = {
+                "detail": _first_message(response.data) or "Invalid input.",
+                "code": "invalid",
+                "errors": response.data,
+            }
     elif response is not None and isinstance(response.data, list):
-        response.data = {"detail": _first_message(response.data) or "Invalid input.", "code": "invalid",
-                         "errors": response.data}
+        response.data = {
+            "detail": _first_message(response.data) or "Invalid input.",
+            "code": "invalid",
+            "errors": response.data,
+        }
     return response

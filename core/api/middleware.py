@@ -5,6 +5,7 @@ Django's DATA_UPLOAD_MAX_MEMORY_SIZE guards request.body and request.POST,
 which DRF's parsers do not use. So a 60 MB JSON body was read, decoded and
 parsed for an anonymous caller before the first field was checked.
 """
+
 from django.conf import settings
 from django.http import JsonResponse
 
@@ -44,7 +45,9 @@ class ApiRequestBodyLimitMiddleware:
         if length <= limit:
             return None
         return JsonResponse(
-            {"detail": f"The request body is {length} bytes; this endpoint takes at most {limit}.",
-             "code": "too_large"},
+            {
+                "detail": f"The request body is {length} bytes; this endpoint takes at most {limit}.",
+                "code": "too_large",
+            },
             status=413,
         )

@@ -39,44 +39,72 @@ def test_a_strangers_failures_do_not_lock_the_user_out(client, make_user, settin
     for _ in range(12):
         stranger.post("/accounts/login/", {"username": "carol", "password": "guess"}, REMOTE_ADDR="198.51.100.7")
     # The stranger is stopped ...
-    assert stranger.post("/accounts/login/", {"username": "carol", "password": "right-Password-1"},
-                         REMOTE_ADDR="198.51.100.7").status_code == 429
+    assert (
+        stranger.post(
+            "/accounts/login/", {"username": "carol", "password": "right-Password-1"}, REMOTE_ADDR="198.51.100.7"
+        ).status_code
+        == 429
+    )
     # ... carol, from her own address, is not.
-    response = client.post("/accounts/login/", {"username": "carol", "password": "right-Password-1"},
-                           REMOTE_ADDR="203.0.113.20")
+    response = client.post(
+        "/accounts/login/", {"username": "carol", "password": "right-Password-1"}, REMOTE_ADDR="203.0.113.20"
+    )
     assert response.status_code == 302
     assert client.session["_auth_user_id"]
 
 
-def test_guessing_one_user_from_many_addresses_stops_at_the_user_limit_but_not_where_she_signs_in(
-        make_user, settings):
+def test_guessing_one_user_from_many_addresses_stops_at_the_user_limit_but_not_where_she_signs_in(make_user, settings):
     settings.SIMLABEL_LOGIN_FAILURE_LIMIT = 3
     settings.SIMLABEL_LOGIN_USER_FAILURE_LIMIT = 5
     make_user("dana", password="right-Password-1")
     home = "203.0.113.20"
-    assert Client().post("/accounts/login/", {"username": "dana", "password": "right-Password-1"},
-                         REMOTE_ADDR=home).status_code == 302
+    assert (
+        Client()
+        .post("/accounts/login/", {"username": "dana", "password": "right-Password-1"}, REMOTE_ADDR=home)
+        .status_code
+        == 302
+    )
     for n in range(5):  # a botnet: each address stays under its own limit
         Client().post("/accounts/login/", {"username": "dana", "password": f"guess{n}"}, REMOTE_ADDR=f"198.51.100.{n}")
     # A sixth address is refused even with the right password: the guessers learn nothing more.
-    assert Client().post("/accounts/login/", {"username": "dana", "password": "right-Password-1"},
-                         REMOTE_ADDR="198.51.100.99").status_code == 429
+    assert (
+        Client()
+        .post("/accounts/login/", {"username": "dana", "password": "right-Password-1"}, REMOTE_ADDR="198.51.100.99")
+        .status_code
+        == 429
+    )
     # Dana signs in from where she signed in before.
-    assert Client().post("/accounts/login/", {"username": "dana", "password": "right-Password-1"},
-                         REMOTE_ADDR=home).status_code == 302
+    assert (
+        Client()
+        .post("/accounts/login/", {"username": "dana", "password": "right-Password-1"}, REMOTE_ADDR=home)
+        .status_code
+        == 302
+    )
 
 
 def test_per_address_limit_stops_a_guesser_spraying_usernames(make_user, settings):
     settings.SIMLABEL_LOGIN_ADDRESS_FAILURE_LIMIT = 5
     make_user("erin", password="right-Password-1")
     guesser = Client()
-    statuses = [guesser.post("/accounts/login/", {"username": f"user{n}", "password": "Summer2024!"},
-                             REMOTE_ADDR="198.51.100.7").status_code for n in range(8)]
+    statuses = [
+        guesser.post(
+            "/accounts/login/", {"username": f"user{n}", "password": "Summer2024!"}, REMOTE_ADDR="198.51.100.7"
+        ).status_code
+        for n in range(8)
+    ]
     assert statuses[:5] == [200] * 5 and statuses[5:] == [429] * 3
-    assert guesser.post("/accounts/login/", {"username": "erin", "password": "right-Password-1"},
-                        REMOTE_ADDR="198.51.100.7").status_code == 429
-    assert Client().post("/accounts/login/", {"username": "erin", "password": "right-Password-1"},
-                         REMOTE_ADDR="203.0.113.20").status_code == 302
+    assert (
+        guesser.post(
+            "/accounts/login/", {"username": "erin", "password": "right-Password-1"}, REMOTE_ADDR="198.51.100.7"
+        ).status_code
+        == 429
+    )
+    assert (
+        Client()
+        .post("/accounts/login/", {"username": "erin", "password": "right-Password-1"}, REMOTE_ADDR="203.0.113.20")
+        .status_code
+        == 302
+    )
 
 
 def _attempt(path, username, password, **extra):
@@ -92,12 +120,13 @@ LOGIN_PATHS = ["/accounts/login/", "/admin/login/", "/api/auth/token/"]
 def test_rotating_x_forwarded_for_does_not_bypass_the_throttle(path, make_user, settings):
     settings.SIMLABEL_LOGIN_FAILURE_LIMIT = 5
     make_user("frank", password="right-Password-1", is_staff=True)
-    statuses = [_attempt(path, "frank", "guess", REMOTE_ADDR="198.51.100.7", HTTP_X_FORWARDED_FOR=f"10.9.{n}.1")
-                .status_code for n in range(30)]
+    statuses = [
+        _attempt(path, "frank", "guess", REMOTE_ADDR="198.51.100.7", HTTP_X_FORWARDED_FOR=f"10.9.{n}.1").status_code
+        for n in range(30)
+    ]
     assert statuses[0] in (200, 400) and statuses[-1] == 429, statuses
     assert statuses.count(429) == 25
-    response = _attempt(path, "frank", "right-Password-1", REMOTE_ADDR="198.51.100.7",
-                        HTTP_X_FORWARDED_FOR="10.9.99.1")
+    response = _attempt(path, "frank", "right-Password-1", REMOTE_ADDR="198.51.100.7", HTTP_X_FORWARDED_FOR="10.9.99.1")
     assert response.status_code == 429
     assert int(response["Retry-After"]) > 0
 
@@ -111,26 +140,36 @@ def test_behind_our_proxy_each_client_address_is_counted_on_its_own(path, make_u
     proxy = "172.18.0.5"  # every request reaches the app from the proxy
     for n in range(6):  # the guesser also writes a header of their own; the proxy appends the real address
         _attempt(path, "gina", "guess", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=f"10.9.{n}.1, 198.51.100.7")
-    assert _attempt(path, "gina", "right-Password-1", REMOTE_ADDR=proxy,
-                    HTTP_X_FORWARDED_FOR="10.9.99.1, 198.51.100.7").status_code == 429
-    assert _attempt(path, "gina", "right-Password-1", REMOTE_ADDR=proxy,
-                    HTTP_X_FORWARDED_FOR="203.0.113.20").status_code in (200, 302)
+    assert (
+        _attempt(
+            path, "gina", "right-Password-1", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR="10.9.99.1, 198.51.100.7"
+        ).status_code
+        == 429
+    )
+    assert _attempt(
+        path, "gina", "right-Password-1", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR="203.0.113.20"
+    ).status_code in (200, 302)
 
 
 def test_admin_login_is_throttled(make_user, settings):
     settings.SIMLABEL_LOGIN_FAILURE_LIMIT = 3
     make_user("hank", password="right-Password-1", is_staff=True, is_superuser=True)
     client = Client()
-    statuses = [client.post("/admin/login/", {"username": "hank", "password": "guess", "next": "/admin/"})
-                .status_code for _ in range(4)]
+    statuses = [
+        client.post("/admin/login/", {"username": "hank", "password": "guess", "next": "/admin/"}).status_code
+        for _ in range(4)
+    ]
     assert statuses == [200, 200, 200, 429]
     blocked = client.post("/admin/login/", {"username": "hank", "password": "right-Password-1", "next": "/admin/"})
     assert blocked.status_code == 429
     assert "_auth_user_id" not in client.session
     # The admin's own form still works from an address that is not guessing.
     other = Client()
-    response = other.post("/admin/login/", {"username": "hank", "password": "right-Password-1", "next": "/admin/"},
-                          REMOTE_ADDR="203.0.113.20")
+    response = other.post(
+        "/admin/login/",
+        {"username": "hank", "password": "right-Password-1", "next": "/admin/"},
+        REMOTE_ADDR="203.0.113.20",
+    )
     assert response.status_code == 302 and response["Location"] == "/admin/"
     assert other.get("/admin/").status_code == 200
 

@@ -7,6 +7,7 @@ parameter and what it accepts; unknown parameters are ignored (links from
 elsewhere may carry them). A page number past the last page shows the last
 page, because the number of pages shrinks while people label.
 """
+
 import re
 
 # Ids and cluster numbers fit a 32-bit column; anything longer is refused before
@@ -30,8 +31,9 @@ def _raw(query, name: str) -> str:
     return (query.get(name) or "").strip()
 
 
-def int_param(query, name: str, *, default: int | None = None, min_value: int = 0,
-              max_value: int = INT_MAX) -> int | None:
+def int_param(
+    query, name: str, *, default: int | None = None, min_value: int = 0, max_value: int = INT_MAX
+) -> int | None:
     """An integer in [min_value, max_value] written with ASCII digits ('²' and '١' are not numbers here)."""
     raw = _raw(query, name)
     if raw == "":

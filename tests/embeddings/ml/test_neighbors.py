@@ -1,6 +1,6 @@
 import numpy as np
 
-from embeddings.ml.neighbours import NeighbourIndex, knn_graph, near_duplicate_pairs
+from embeddings.ml.neighbors import NeighborIndex, knn_graph, near_duplicate_pairs
 
 
 def _codes(n=300, d=6, seed=0):
@@ -15,7 +15,7 @@ def _brute(codes, q, k):
 
 def test_query_by_vector_matches_brute_force():
     codes = _codes()
-    index = NeighbourIndex(codes)
+    index = NeighborIndex(codes)
     q = np.random.default_rng(1).normal(size=6)
     idx, dist = index.query(q, 7)
     want_idx, want_dist = _brute(codes, q, 7)
@@ -26,7 +26,7 @@ def test_query_by_vector_matches_brute_force():
 
 def test_query_by_index_excludes_self():
     codes = _codes()
-    index = NeighbourIndex(codes)
+    index = NeighborIndex(codes)
     idx, dist = index.query(17, 5)
     assert 17 not in idx
     want_idx, _ = _brute(codes, codes[17], 6)
@@ -38,12 +38,12 @@ def test_query_by_index_excludes_self():
 def test_query_by_index_with_an_exact_duplicate_returns_the_duplicate():
     codes = _codes(50)
     codes[10] = codes[3]
-    idx, dist = NeighbourIndex(codes).query(3, 2)
+    idx, dist = NeighborIndex(codes).query(3, 2)
     assert idx[0] == 10 and dist[0] < 1e-3 and 3 not in idx
 
 
 def test_k_larger_than_dataset():
-    idx, dist = NeighbourIndex(_codes(4)).query(0, 10)
+    idx, dist = NeighborIndex(_codes(4)).query(0, 10)
     assert sorted(idx.tolist()) == [1, 2, 3]
 
 
@@ -55,7 +55,7 @@ def test_knn_graph_excludes_self_even_with_duplicates():
     assert idx.shape == dist.shape == (200, 4)
     assert not (idx == np.arange(200)[:, None]).any()
     assert {6, 7} <= set(idx[5].tolist())
-    index = NeighbourIndex(codes)
+    index = NeighborIndex(codes)
     for i in (0, 42, 199):
         np.testing.assert_array_equal(np.sort(idx[i]), np.sort(index.query(i, 4)[0]))
 
