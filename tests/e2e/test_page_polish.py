@@ -223,6 +223,18 @@ def test_image_page_active_class_shows_its_key(browser_page, live_server, digit_
     page.watch.check(page)
 
 
+def test_image_page_similar_images_message_spans_the_card(browser_page, live_server, digit_image):
+    image, _zero, _one = digit_image
+    page = browser_page
+    _open_image(page, image)
+    message = page.locator("#similar > p")
+    expect(message).to_have_text("Similar images appear once the dataset has a map.")
+    # One line across the card, not one thumbnail column wide (a word per line).
+    card = page.locator("#similar").bounding_box()
+    box = message.bounding_box()
+    assert box["width"] > 0.9 * card["width"] and box["height"] < 40, (box, card)
+
+
 # --- grid, upload, clusters --------------------------------------------------------------------------
 
 
