@@ -93,7 +93,8 @@ class ImageEmbedding(models.Model):
     x = models.FloatField()
     y = models.FloatField()
     cluster = models.IntegerField()
-    reconstruction_error = models.FloatField(default=0.0)
+    # None: unknown.  Runs on uploaded vectors have no decoder, so no reconstruction to measure.
+    reconstruction_error = models.FloatField(null=True, blank=True, default=0.0)
     placed_after_run = models.BooleanField(default=False)
     suggested_class = models.ForeignKey(
         "labeling.LabelClass", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -103,3 +104,30 @@ class ImageEmbedding(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "image"], name="one_embedding_per_image_and_run")]
         indexes = [models.Index(fields=["run", "cluster"])]
+
+
+# Uploaded vectors live under embeddings/<dataset>/<folder>/ in the default storage (local or S3).
+UPLOADED_EMBEDDINGS_PREFIX = "embeddings"
+
+
+class UploadedEmbedding(models.Model):
+    """Vectors a dataset's admin uploaded, one per image, for runs with `embedding: "uploaded"`.
+
+    The vectors themselves are files (`vectors.npy` float32 N x dim and
+    `image_ids.npy` int64 N, sorted by image id) under `folder`, a fresh name
+    per upload, so a new upload never overwrites files a run is reading.  A
+    dataset keeps only its latest upload.
+    """
+
+    dataset = models.ForeignKey("labeling.Dataset", on_delete=models.CASCADE, related_name="uploaded_embeddings")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    dim = models.PositiveIntegerField()
+    count = models.PositiveIntegerField()
+    folder = models.CharField(max_length=200, unique=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.count} uploaded vectors of {self.dim} for dataset {self.dataset_id}"

@@ -231,6 +231,9 @@ SIMLABEL_MAX_UPLOAD_BYTES = env_int("SIMLABEL_MAX_UPLOAD_BYTES", 1024 * 1024 * 1
 # Any other API request body (JSON, form): refused from its Content-Length (413) before it is read.
 # A bulk label of 100,000 ids with their expected versions is about 2.5 MB.
 SIMLABEL_MAX_JSON_BYTES = env_int("SIMLABEL_MAX_JSON_BYTES", 5 * 1024 * 1024)
+# One upload of a dataset's own embeddings (POST /api/datasets/{id}/embeddings/): 100,000 images x 512
+# float32 values is 205 MB as .npy; JSON and CSV spell the same numbers in about 2.5 times the bytes.
+SIMLABEL_MAX_EMBEDDING_BYTES = env_int("SIMLABEL_MAX_EMBEDDING_BYTES", 256 * 1024 * 1024)
 SIMLABEL_THUMBNAIL_SIZE = env_int("SIMLABEL_THUMBNAIL_SIZE", 128)
 DATA_UPLOAD_MAX_NUMBER_FILES = SIMLABEL_MAX_FILES_PER_REQUEST + 1
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

@@ -44,17 +44,20 @@ def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 class BoundedJSONParser(JSONParser):
-    """JSONParser that reads at most SIMLABEL_MAX_JSON_BYTES and refuses deep nesting (400, not a 500)."""
+    """JSONParser that reads at most the `limit_setting` bytes and refuses deep nesting (400, not a 500)."""
+
+    # A subclass for one endpoint's larger bodies names its own setting (e.g. uploaded vectors).
+    limit_setting = "SIMLABEL_MAX_JSON_BYTES"
 
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
         encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
-        limit = settings.SIMLABEL_MAX_JSON_BYTES
+        limit = getattr(settings, self.limit_setting)
         # The body-size middleware has refused a larger Content-Length already;
         # reading one byte past the limit still bounds memory if a stream lies.
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
-            raise PayloadTooLarge(f"A JSON request body may be at most {limit} bytes.")
+            raise PayloadTooLarge(f"A JSON request body may be at most {limit} bytes ({self.limit_setting}).")
         try:
             text = codecs.decode(raw, encoding)
         except (UnicodeDecodeError, LookupError) as exc:

@@ -131,3 +131,35 @@ class SimilarImageSerializer(KeywordFieldsMixin, serializers.Serializer):
     id = serializers.IntegerField()
     distance = serializers.FloatField()
     class_ = serializers.IntegerField(allow_null=True)
+
+
+class UploadedEmbeddingSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    count = serializers.IntegerField(help_text="vectors stored: one per listed image")
+    dim = serializers.IntegerField(help_text="values in each vector")
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField(allow_null=True, help_text="the admin who uploaded them (username)")
+    images_without_vector = serializers.IntegerField(
+        help_text="the dataset's images this upload has no vector for; a run with embedding=uploaded needs 0"
+    )
+
+
+class EmbeddingUploadJSONSerializer(serializers.Serializer):
+    """The JSON form of an upload (documentation: the view reads the arrays itself, at numpy speed)."""
+
+    image_ids = serializers.ListField(child=serializers.IntegerField(), help_text="one image id per vector")
+    vectors = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()),
+        help_text="one vector per image id, in the same order; every vector of the same length (2–4096)",
+    )
+
+
+class EmbeddingUploadFormSerializer(serializers.Serializer):
+    """The multipart form of an upload (documentation, as above)."""
+
+    vectors = serializers.FileField(
+        help_text=".npy of N x D floats (float32 or float64; loaded without pickle), or a .csv of image_id,v0,v1,…"
+    )
+    image_ids = serializers.CharField(
+        required=False, help_text="with a .npy: a JSON list of N image ids, or a .npy file of N integers"
+    )

@@ -11,19 +11,25 @@ from __future__ import annotations
 from django.http import HttpResponse, HttpResponseNotModified
 from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from core.api.contract import ApiView, validated, validated_query
 from core.api.pagination import PAGE_PARAMETERS, StandardPagination, paginate
 from core.api.serializers import ErrorSerializer, error_responses
+from core.errors import NotFound
 from core.permissions import dataset_object_for_user, role_allows
 from embeddings.models import TrainingRun
 from embeddings.selectors import dataset_clusters, dataset_map_encoded, dataset_runs, image_similar
+from embeddings.selectors.uploaded_embeddings import uploaded_embedding_current, uploaded_embedding_describe
 from embeddings.services import runs_fail_stale, training_run_cancel, training_run_check_liveness, training_run_start
+from embeddings.services.embeddings_upload import uploaded_embeddings_store
 
 from . import serializers as s
+from .vectors import CSVParser, EmbeddingJSONParser, request_arrays
 
 
 def run_for_user(user, run_id, action: str = "view") -> TrainingRun:
@@ -74,6 +80,53 @@ class RunListView(ApiView):
         params = dict(validated(s.RunStartSerializer, request.data))
         run = training_run_start(dataset=dataset, user=request.user, params=params)
         return Response({"id": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)
+
+
+class UploadedEmbeddingView(ApiView):
+    """The dataset's own vectors, one per image, for runs with `embedding: "uploaded"`.
+
+    Uploading vectors is adding data to the dataset, like uploading images: the
+    `upload` action (admins).  Bodies up to SIMLABEL_MAX_EMBEDDING_BYTES.
+    """
+
+    actions = {"get": "view", "post": "upload"}
+    parser_classes = [EmbeddingJSONParser, CSVParser, MultiPartParser]
+    request_body_limit_setting = "SIMLABEL_MAX_EMBEDDING_BYTES"  # read by ApiRequestBodyLimitMiddleware
+
+    @extend_schema(
+        responses={200: s.UploadedEmbeddingSerializer, **error_responses(401, 404)},
+        tags=["embeddings"],
+        description="The current upload (404 when the dataset has none).",
+    )
+    def get(self, request, dataset):
+        upload = uploaded_embedding_current(dataset)
+        if upload is None:
+            raise NotFound("This dataset has no uploaded vectors.")
+        return Response(s.UploadedEmbeddingSerializer(uploaded_embedding_describe(upload)).data)
+
+    @extend_schema(
+        request={
+            "multipart/form-data": s.EmbeddingUploadFormSerializer,
+            "application/json": s.EmbeddingUploadJSONSerializer,
+            "text/csv": OpenApiTypes.STR,
+        },
+        responses={
+            201: s.UploadedEmbeddingSerializer,
+            **error_responses(400, 401, 403, 404),
+            413: OpenApiResponse(ErrorSerializer, description="Larger than SIMLABEL_MAX_EMBEDDING_BYTES"),
+        },
+        tags=["embeddings"],
+        description="One vector per image, replacing the dataset's earlier upload: a .npy (N x D floats) with "
+        "image_ids (a JSON list or a .npy of integers), JSON {image_ids, vectors}, or CSV image_id,v0,v1,…. "
+        "D is 2–4096, every value finite, every id an image of this dataset and given once; otherwise a 400 "
+        "and nothing is stored.",
+    )
+    def post(self, request, dataset):
+        image_ids, vectors = request_arrays(request)
+        upload = uploaded_embeddings_store(dataset=dataset, user=request.user, image_ids=image_ids, vectors=vectors)
+        return Response(
+            s.UploadedEmbeddingSerializer(uploaded_embedding_describe(upload)).data, status=status.HTTP_201_CREATED
+        )
 
 
 class RunApiView(ApiView):

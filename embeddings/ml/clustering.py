@@ -15,7 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from ._umap import umap_embed
 from .config import ClusterConfig
+from .layout import resolve_n_jobs
+from .neighbors import NeighborIndex
 
 SMALL_DATASET = 200  # below this UMAP is not worth it: k-means on the codes
 GMM_MAX_CLUSTERS = 20
@@ -82,9 +85,6 @@ def cluster_codes(
     elif method == "gmm":
         labels = _gmm(codes, k, config.seed)
     elif method in ("umap_kmeans", "umap_gmm"):
-        from ._umap import umap_embed
-        from .layout import resolve_n_jobs
-
         space = umap_embed(
             codes,
             config.umap_components,
@@ -115,7 +115,6 @@ def _renumber_by_size(labels: np.ndarray) -> np.ndarray:
 def assign_clusters(ref_codes: np.ndarray, ref_labels: np.ndarray, new_codes: np.ndarray, k: int = 10) -> np.ndarray:
     """Cluster for each new image: the distance-weighted vote of its k nearest
     reference images in code space."""
-    from .neighbors import NeighborIndex
 
     new_codes = np.asarray(new_codes, dtype=np.float32)
     ref_labels = np.asarray(ref_labels)

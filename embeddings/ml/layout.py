@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._umap import umap_embed
 from .config import LayoutConfig
+from .neighbors import NeighborIndex
 
 ProgressFn = Callable[[int, int, dict], None]
 FFT_MIN_POINTS = 5000
@@ -114,7 +116,6 @@ def _layout_all(codes: np.ndarray, config: LayoutConfig, on_progress: ProgressFn
     if config.method == "umap":
         if len(codes) < 4:
             return _tiny_layout(codes)
-        from ._umap import umap_embed
 
         if on_progress is not None:
             on_progress(0, 1, {})
@@ -135,7 +136,6 @@ def place_new_points(ref_codes: np.ndarray, ref_xy: np.ndarray, new_codes: np.nd
     by the distance to the nearest neighbor, so a point between two clusters
     lands in the one it is closer to instead of in the gap.
     """
-    from .neighbors import NeighborIndex
 
     new_codes = np.asarray(new_codes, dtype=np.float32)
     ref_xy = np.asarray(ref_xy, dtype=np.float64)

@@ -1,6 +1,7 @@
 """The pipeline over arrays, assembled once: train, embed, lay out, cluster.
 
-Pure (no Django).  The worker (embeddings.services.pipeline) wraps it with
+Pure (no Django).  run_pipeline_on_codes is the same from the layout on, for
+codes made elsewhere (uploaded vectors).  The worker (embeddings.services.pipeline) wraps it with
 progress on the run row, cancellation, storing the model where helper workers
 find it, chunked embedding, and the database writes; the benches and tests
 call it as it is.  Each stage is one function of its own module: training.
@@ -75,26 +76,7 @@ def run_pipeline(
     layout_config = layout_config or LayoutConfig()
     cluster_config = cluster_config or ClusterConfig()
     result = PipelineResult(None, None, None, None, None, [])
-    clock: dict[str, tuple[float, float]] = {}
-
-    def start(stage: str) -> None:
-        if on_stage is not None:
-            on_stage(stage)
-        clock[stage] = (time.perf_counter(), time.process_time())
-
-    def finish(stage: str) -> None:
-        wall, cpu = clock[stage]
-        result.timings[stage] = time.perf_counter() - wall
-        result.cpu_timings[stage] = time.process_time() - cpu
-
-    def report(stage: str):
-        if on_progress is None:
-            return None
-        return lambda step, total, metrics=None, *_: on_progress(stage, step, total, metrics or {})
-
-    def cancelled() -> bool:
-        result.cancelled = bool(should_stop is not None and should_stop())
-        return result.cancelled
+    start, finish, report, cancelled = _stage_helpers(result, on_stage, on_progress, should_stop)
 
     start("training")
     trained = train_autoencoder(images, train_config, report("training"), should_stop, device=device)
@@ -125,6 +107,62 @@ def run_pipeline(
     if cancelled():
         return result
 
+    return _lay_out_and_cluster(result, layout_config, cluster_config, start, finish, report, cancelled)
+
+
+def run_pipeline_on_codes(
+    codes: np.ndarray,
+    layout_config: LayoutConfig | None = None,
+    cluster_config: ClusterConfig | None = None,
+    *,
+    on_stage: StageFn | None = None,
+    on_progress: StageProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> PipelineResult:
+    """Lay out and cluster codes computed elsewhere (vectors a team uploaded): no training, no embedding.
+
+    The result has no model and no reconstruction errors (recon_error None):
+    nothing here can rebuild an image from such a code.  Stages, callbacks and
+    cancellation as in run_pipeline, from "layout" on.
+    """
+    result = PipelineResult(None, np.ascontiguousarray(codes, dtype=np.float32), None, None, None, [])
+    start, finish, report, cancelled = _stage_helpers(result, on_stage, on_progress, should_stop)
+    if cancelled():
+        return result
+    return _lay_out_and_cluster(result, layout_config, cluster_config, start, finish, report, cancelled)
+
+
+def _stage_helpers(result: PipelineResult, on_stage, on_progress, should_stop):
+    """(start, finish, report, cancelled) for one pipeline result: stage callbacks, per-stage wall and
+    CPU seconds into result.timings / cpu_timings, progress callbacks, and the cancel poll."""
+    clock: dict[str, tuple[float, float]] = {}
+
+    def start(stage: str) -> None:
+        if on_stage is not None:
+            on_stage(stage)
+        clock[stage] = (time.perf_counter(), time.process_time())
+
+    def finish(stage: str) -> None:
+        wall, cpu = clock[stage]
+        result.timings[stage] = time.perf_counter() - wall
+        result.cpu_timings[stage] = time.process_time() - cpu
+
+    def report(stage: str):
+        if on_progress is None:
+            return None
+        return lambda step, total, metrics=None, *_: on_progress(stage, step, total, metrics or {})
+
+    def cancelled() -> bool:
+        result.cancelled = bool(should_stop is not None and should_stop())
+        return result.cancelled
+
+    return start, finish, report, cancelled
+
+
+def _lay_out_and_cluster(result, layout_config, cluster_config, start, finish, report, cancelled) -> PipelineResult:
+    """The map and the clusters of result.codes: the stages both assemblies share."""
+    layout_config = layout_config or LayoutConfig()
+    cluster_config = cluster_config or ClusterConfig()
     start("layout")
     result.xy = np.asarray(compute_layout(result.codes, layout_config, report("layout")), dtype=np.float32)
     finish("layout")

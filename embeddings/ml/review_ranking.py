@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .neighbors import knn_graph, near_duplicate_pairs
+
 UNLABELED = -1
 DOUBT_FLOOR = 0.2
 MISTAKE_MIN_CONFIDENCE = 0.5  # "most of its neighbors" disagree
@@ -282,7 +284,6 @@ PAIR_DTYPE = np.dtype([("a", "<i8"), ("b", "<i8"), ("distance", "<f4")])
 def near_duplicate_threshold(codes: np.ndarray, relative: float = NEAR_DUPLICATE_RELATIVE) -> float:
     """The distance under which two codes count as near-duplicates: `relative` times
     the median nearest-neighbor distance, so it scales with the code space."""
-    from embeddings.ml.neighbors import knn_graph
 
     codes = np.asarray(codes, dtype=np.float32)
     if len(codes) < 2:
@@ -294,7 +295,6 @@ def near_duplicate_threshold(codes: np.ndarray, relative: float = NEAR_DUPLICATE
 def near_duplicates(codes: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, float]:
     """(pairs, threshold): every pair of rows (a < b) whose codes lie within the
     threshold, closest first, as a PAIR_DTYPE array of row indices."""
-    from embeddings.ml.neighbors import near_duplicate_pairs
 
     codes = np.asarray(codes, dtype=np.float32)
     if len(codes) < 2:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import TRAIN_MAX_IMAGES, ClusterConfig, LayoutConfig, TrainConfig
+from .config import OBJECTIVES, TRAIN_MAX_IMAGES, ClusterConfig, LayoutConfig, TrainConfig
 
 _TRAIN = TrainConfig()
 _LAYOUT = LayoutConfig()
@@ -28,6 +28,10 @@ _CLUSTER = ClusterConfig()
 
 LAYOUT_METHODS = ("tsne", "umap")
 CLUSTER_METHODS = ("auto", "umap_kmeans", "umap_gmm", "kmeans", "gmm", "layout_kmeans")
+# Where each image's code comes from: the autoencoder trained in the run, or vectors a dataset admin
+# uploaded (POST /api/datasets/{id}/embeddings/).  More sources add a value here and a branch in the worker.
+EMBEDDINGS = ("autoencoder", "uploaded")
+EMBEDDING_LABELS = ("Autoencoder (trained in the run)", "Uploaded vectors")
 
 # Stages a parameter applies to, in the order the pipeline runs them.
 STAGES = ("preparing", "training", "layout", "clustering", "all")
@@ -102,6 +106,18 @@ RUN_PARAMS: tuple[RunParam, ...] = (
     ),
     # --- training -------------------------------------------------------------------------------
     RunParam(
+        "embedding",
+        str,
+        EMBEDDINGS[0],
+        "Embedding",
+        stage="training",
+        choices=EMBEDDINGS,
+        choice_labels=EMBEDDING_LABELS,
+        basic=True,
+        help="autoencoder: train one on the images and use its codes; uploaded: use the vectors uploaded to "
+        "/api/datasets/{id}/embeddings/ (no training; every image needs one).",
+    ),
+    RunParam(
         "epochs",
         int,
         _TRAIN.epochs,
@@ -112,6 +128,18 @@ RUN_PARAMS: tuple[RunParam, ...] = (
         basic=True,
         config="train.epochs",
         help="Passes over the training images; training stops early when the loss stops improving.",
+    ),
+    RunParam(
+        "objective",
+        str,
+        _TRAIN.objective,
+        "Objective",
+        stage="training",
+        choices=OBJECTIVES,
+        config="train.objective",
+        help="What the encoder learns. reconstruction: to redraw each image (color and layout); contrastive: "
+        "also to give two altered views of an image (cropped, flipped, recolored) the same code, which groups "
+        "photos by what they show. Auto: contrastive for color images, reconstruction for gray.",
     ),
     RunParam(
         "code_size",

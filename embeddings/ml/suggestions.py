@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .neighbors import NeighborIndex, knn_graph
+
 UNLABELED = -1
 
 
@@ -70,14 +72,12 @@ def _empty(n: int, n_classes: int) -> Suggestions:
 
 def knn_graph_of(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, distances) of each image's k nearest other images."""
-    from .neighbors import knn_graph
 
     return knn_graph(codes, k)
 
 
 def suggest_knn(codes: np.ndarray, labels: np.ndarray, n_classes: int | None = None, k: int = 10) -> Suggestions:
     """Distance-weighted vote of each image's k nearest labeled images (itself excluded)."""
-    from .neighbors import NeighborIndex
 
     codes, labels, n_classes = _check(codes, labels, n_classes)
     n = len(codes)

@@ -12,8 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .augment import AugmentConfig, augment
 from .autoencoder import ConvAutoencoder
-from .config import TrainConfig, default_cpu_threads, select_device
+from .config import TrainConfig, choose_objective, default_cpu_threads, select_device
+from .contrastive import nt_xent
 
 ProgressFn = Callable[[int, int, dict], None]
 
@@ -27,6 +29,10 @@ class TrainResult:
     cancelled: bool
     step_losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    # The objective that ran ('reconstruction' or 'contrastive') and why
+    # ('chosen', or the 'auto' rule's reason).
+    objective: str = "reconstruction"
+    objective_reason: str = ""
 
 
 def set_seeds(seed: int) -> None:
@@ -72,7 +78,8 @@ def train_autoencoder(
     should_stop: Callable[[], bool] | None = None,
     device=None,
 ) -> TrainResult:
-    """Train a ConvAutoencoder on float32 images (N, C, H, W) in [0, 1].
+    """Train a ConvAutoencoder on float32 images (N, C, H, W) in [0, 1], with
+    the objective config.objective names (config.choose_objective).
 
     on_progress(step, total_steps, metrics) is called every
     config.progress_every steps, with 'loss' (the mean batch loss of the steps
@@ -108,12 +115,27 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
     data = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     n = len(data)
 
+    objective, objective_reason = choose_objective(config.objective, config.channels)
     model = build_model(config).to(device)
+    contrastive = objective == "contrastive"
+    views = AugmentConfig.for_channels(config.channels)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if config.loss not in ("mse", "bce"):
         raise ValueError(f"unknown loss {config.loss!r}")
     loss_fn = nn.MSELoss() if config.loss == "mse" else nn.BCELoss()
     generator = torch.Generator().manual_seed(config.seed)
+
+    def contrastive_loss(target: torch.Tensor) -> torch.Tensor:
+        # Both views in one batch (batch norm sees them together); the decoder
+        # reconstructs the views, so it still gives reconstructions and the
+        # outlier signal without a third pass.  NT-Xent acts on the codes themselves, with no
+        # projection head between: on 5,000 photos (15 epochs) a 128-64 MLP head, as SimCLR has,
+        # gave codes whose 10 nearest neighbors shared the class 27.7 % of the time, none 31.2 %
+        # (neighbors and clusters are found on the codes, so the codes should be what NT-Xent shapes).
+        both = torch.cat([augment(target, views, generator), augment(target, views, generator)])
+        codes = model.encode(both)
+        recon = loss_fn(model.decode(codes), both)
+        return recon + config.contrastive_weight * nt_xent(*codes.chunk(2), temperature=config.temperature)
 
     steps_per_epoch = max(1, -(-n // config.batch_size))
     total_steps = steps_per_epoch * config.epochs
@@ -143,8 +165,11 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
             target = data[order[start : start + config.batch_size]]
             if len(target) == 1 and config.batch_norm and n > 1:
                 continue  # batch norm cannot train on a single image
-            inputs = _augment(target, config, generator) if (config.noise_std or config.max_shift) else target
-            loss = loss_fn(model(inputs), target)
+            if contrastive:
+                loss = contrastive_loss(target)
+            else:
+                inputs = _augment(target, config, generator) if (config.noise_std or config.max_shift) else target
+                loss = loss_fn(model(inputs), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -195,4 +220,6 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
         cancelled=cancelled,
         step_losses=step_losses,
         seconds=time.perf_counter() - started,
+        objective=objective,
+        objective_reason=objective_reason,
     )

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ._umap import ensure_numba_cache_dir
+from ._umap import ensure_numba_cache_dir, umap_embed
 from .config import ClusterConfig, LayoutConfig
 
 # Enough points for UMAP's spectral initialization and the neighbor counts
@@ -30,7 +30,6 @@ WARMUP_DIM = 32
 def warm_up(n_points: int = WARMUP_POINTS, dim: int = WARMUP_DIM) -> float:
     """Run the pipeline's UMAP calls once; returns the seconds it took."""
     ensure_numba_cache_dir()
-    from ._umap import umap_embed
 
     rng = np.random.default_rng(0)
     # A few separated blobs, as real codes are, so UMAP takes its usual paths.

@@ -9,7 +9,14 @@ from __future__ import annotations
 from core.errors import ValidationFailed
 
 # Both modules are pure Python; importing them does not import torch.
-from embeddings.ml.config import CLUSTER_MAX_POINTS, LAYOUT_MAX_POINTS, ClusterConfig, LayoutConfig, TrainConfig
+from embeddings.ml.config import (
+    CLUSTER_MAX_POINTS,
+    LAYOUT_MAX_POINTS,
+    ClusterConfig,
+    LayoutConfig,
+    TrainConfig,
+    choose_objective,
+)
 from embeddings.ml.run_params import BY_NAME, CLUSTER_METHODS, LAYOUT_METHODS, RunParam  # noqa: F401
 
 _TRAIN_DEFAULTS = TrainConfig()
@@ -130,7 +137,18 @@ def train_config(params: dict, *, input_size: int, channels: int):
         max_shift=params["max_shift"],
         max_train_images=params["max_train_images"],
         max_seconds=params["max_train_seconds"],
+        objective=params["objective"],
     )
+
+
+def objective_metrics(params: dict, *, channels: int) -> dict:
+    """Which encoder objective a run's training used, and why (for its metrics): the same rule
+    train_autoencoder applies, on the run's parameters and its images' channels.  Nothing for runs
+    that train no encoder (uploaded vectors)."""
+    if params.get("embedding", "autoencoder") != "autoencoder":
+        return {}
+    objective, reason = choose_objective(params["objective"], channels)
+    return {"objective": objective, "objective_reason": reason}
 
 
 def layout_config(params: dict, *, image_count: int):

@@ -26,10 +26,12 @@ from embeddings import storage, tasks
 from embeddings.ml.preprocess import choose_input_spec, load_image_array
 from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
 from embeddings.selectors import map_cache_warm
+from embeddings.selectors.uploaded_embeddings import uploaded_embedding_arrays, uploaded_embedding_current
 from labeling.models import Image
 
 from . import params as run_params
 from . import placement
+from .embeddings_upload import uploaded_vectors_missing_message
 from .near_duplicates import run_near_duplicates_store
 from .runs import (
     RunCancelled,
@@ -162,11 +164,14 @@ def _after_success(run: TrainingRun) -> None:
 class PreparedImages:
     """The run's images as the model reads them, and what could not be read."""
 
-    images: np.ndarray | None  # (N, C, H, W) float32; None once handed to the pipeline
+    images: np.ndarray | None  # (N, C, H, W) float32; None once handed to the pipeline, or for uploaded vectors
     image_ids: np.ndarray  # int64 (N,)
     unreadable: list  # [{id, name, error}]
-    input_size: int
-    channels: int
+    input_size: int | None  # None for uploaded vectors: no image is read
+    channels: int | None
+    # Runs on uploaded vectors: the vectors (float32 N x dim, rows as image_ids) and which upload they came from.
+    codes: np.ndarray | None = None
+    uploaded: dict | None = None
 
     def hand_over(self) -> np.ndarray:
         """The images, dropping this reference: the pipeline frees them after embedding."""
@@ -177,8 +182,12 @@ class PreparedImages:
 def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
     params = run_params.run_params_validate(run.params or {})  # defaults for keys added since the run was queued
     started = time.perf_counter()
-    prepared = _prepare(run, params, reporter)
-    result, chunk_info = _compute(run, params, prepared, reporter)
+    if params["embedding"] == "uploaded":
+        prepared = _prepare_uploaded(run, reporter)
+        result, chunk_info = _compute_from_codes(run, params, prepared, reporter), {}
+    else:
+        prepared = _prepare(run, params, reporter)
+        result, chunk_info = _compute(run, params, prepared, reporter)
     reporter.check()
     duplicate_info = _store_artifacts(run, prepared, result)
     reporter.check()
@@ -216,6 +225,62 @@ def _prepare(run: TrainingRun, params: dict, reporter: RunReporter) -> PreparedI
             )
     storage.write_array(run, storage.IMAGE_IDS, image_ids)
     return PreparedImages(images, image_ids, unreadable, input_size, channels)
+
+
+def _prepare_uploaded(run: TrainingRun, reporter: RunReporter) -> PreparedImages:
+    """The preparing stage of a run on uploaded vectors: the dataset's latest upload, one vector per image.
+
+    No image is read.  An image without a vector fails the run with how many
+    (the API refuses to start such a run; this catches images added since, and
+    runs started another way).  Vectors of images deleted since the upload are
+    left out.
+    """
+    reporter.enter_stage(RunStage.PREPARING)
+    dataset_ids = np.fromiter(
+        Image.objects.filter(dataset_id=run.dataset_id).order_by("id").values_list("id", flat=True), dtype=np.int64
+    )
+    if len(dataset_ids) < min_run_images():
+        raise ValueError(f"the dataset has {len(dataset_ids)} images; a run needs at least {min_run_images()}")
+    for attempt in range(2):
+        upload = uploaded_embedding_current(run.dataset_id)
+        if upload is None:
+            raise ValueError("the dataset has no uploaded vectors: upload them, then start the run")
+        try:
+            ids, vectors = uploaded_embedding_arrays(upload)
+            break
+        except FileNotFoundError:  # replaced by a newer upload between the two reads: read that one
+            if attempt:
+                raise ValueError("the uploaded vectors could not be read; upload them again") from None
+    missing = dataset_ids[~np.isin(dataset_ids, ids)]
+    if len(missing):
+        raise ValueError(uploaded_vectors_missing_message(len(missing), missing))
+    keep = np.isin(ids, dataset_ids)
+    ids, vectors = ids[keep], vectors[keep]
+    TrainingRun.objects.filter(pk=run.pk).update(image_count=len(ids))
+    storage.write_array(run, storage.IMAGE_IDS, ids)
+    uploaded = {"id": upload.pk, "dim": upload.dim, "count": upload.count, "created_at": upload.created_at.isoformat()}
+    return PreparedImages(None, ids, [], None, None, codes=vectors, uploaded=uploaded)
+
+
+def _compute_from_codes(run: TrainingRun, params: dict, prepared: PreparedImages, reporter: RunReporter):
+    """Layout and clustering of uploaded vectors (no training, no embedding); raises RunCancelled or RunLost."""
+    # Deferred on purpose, as in _compute.
+    from embeddings.ml.pipeline import run_pipeline_on_codes
+
+    n = len(prepared.image_ids)
+    codes, prepared.codes = prepared.codes, None  # the result holds them from here
+    result = run_pipeline_on_codes(
+        codes,
+        run_params.layout_config(params, image_count=n),
+        run_params.cluster_config(params, image_count=n),
+        on_stage=reporter.enter_stage,
+        on_progress=lambda stage, step, total, metrics: reporter.progress(step / max(1, total)),
+        should_stop=reporter.should_stop,
+    )
+    if result.cancelled:
+        reporter.check()  # raises RunCancelled or RunLost
+        raise RunCancelled()
+    return result
 
 
 def _compute(run: TrainingRun, params: dict, prepared: PreparedImages, reporter: RunReporter):
@@ -268,7 +333,8 @@ def _store_artifacts(run: TrainingRun, prepared: PreparedImages, result) -> dict
     storage.write_array(run, storage.CODES, result.codes)
     storage.write_array(run, storage.LAYOUT, result.xy)
     storage.write_array(run, storage.CLUSTERS, result.clusters)
-    storage.write_array(run, storage.RECONSTRUCTION_ERRORS, result.recon_error)
+    if result.recon_error is not None:  # runs on uploaded vectors have no decoder, hence no errors
+        storage.write_array(run, storage.RECONSTRUCTION_ERRORS, result.recon_error)
     # Near-duplicate pairs for the review queue: once here, not in every request.
     return run_near_duplicates_store(run=run, codes=result.codes, image_ids=prepared.image_ids)
 
@@ -277,21 +343,29 @@ def _run_metrics(
     params: dict, prepared: PreparedImages, result, chunk_info: dict, duplicate_info: dict, started: float
 ) -> dict:
     codes, errors = result.codes, result.recon_error
+    embedding_seconds = result.timings.get("embedding")
     return {
+        "embedding": params["embedding"],
+        **({"uploaded_embedding": prepared.uploaded} if prepared.uploaded else {}),
         "n_images": len(prepared.image_ids),
         "n_unreadable": len(prepared.unreadable),
         "unreadable": prepared.unreadable[:50],
         "n_clusters": len(np.unique(result.clusters)),
         "code_size": int(codes.shape[1]),
-        "input_size": int(prepared.input_size),
-        "channels": int(prepared.channels),
+        "input_size": None if prepared.input_size is None else int(prepared.input_size),
+        "channels": None if prepared.channels is None else int(prepared.channels),
         "final_loss": float(result.loss_curve[-1]) if result.loss_curve else None,
         "epoch_losses": [float(v) for v in result.loss_curve],
         "epochs_run": int(result.epochs_run),
         "stopped_early": bool(result.stopped_early),
-        "mean_reconstruction_error": float(errors.mean()),
+        # Which encoder objective trained the codes, and why ('auto: 3-channel photos'); autoencoder runs only.
+        **run_params.objective_metrics(params, channels=prepared.channels),
+        # None: unknown (uploaded vectors: no reconstruction to measure).
+        "mean_reconstruction_error": None if errors is None else float(errors.mean()),
         "layout_method": run_params.layout_config(params, image_count=len(codes)).method,
-        "embedding_images_per_second": round(len(codes) / max(result.timings["embedding"], 1e-9), 1),
+        "embedding_images_per_second": (
+            None if embedding_seconds is None else round(len(codes) / max(embedding_seconds, 1e-9), 1)
+        ),
         "embedding_chunks": chunk_info,
         **duplicate_info,
         "total_seconds": round(time.perf_counter() - started, 3),
@@ -321,7 +395,7 @@ def _store_rows(
                     x=float(xy[i, 0]),
                     y=float(xy[i, 1]),
                     cluster=int(labels[i]),
-                    reconstruction_error=float(errors[i]),
+                    reconstruction_error=None if errors is None else float(errors[i]),
                 )
                 for i, image_id in enumerate(image_ids)
             ),

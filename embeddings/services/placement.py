@@ -4,6 +4,10 @@ The run's own model embeds the new images; each is put on the map near its
 code-space neighbors (ml.layout.place_new_points) and into their cluster
 (ml.clustering.assign_clusters).  Rows are marked placed_after_run and the run's
 placed_count says how many, so the map page can offer a full re-run.
+
+A run on uploaded vectors has no model to embed a new image with: its new
+images stay off the map, and the run's metrics say how many and why
+(`unplaced_images`, `unplaced_reason`) until a new upload and run include them.
 """
 
 from __future__ import annotations
@@ -114,6 +118,26 @@ def _after_placement(run: TrainingRun) -> None:
     pipeline.run_map_cache_warm(run_id=run.pk)
 
 
+UNPLACED_REASON = "no vector for them in the run's upload: upload vectors for every image and start a new run"
+
+
+def _note_unplaceable(run: TrainingRun) -> None:
+    """Records on a run of uploaded vectors how many of the dataset's images it cannot show."""
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().filter(pk=run.pk).first()
+        if locked is None:
+            return
+        count = images_missing_from_run(locked).count()
+        metrics = dict(locked.metrics or {})
+        if metrics.get("unplaced_images", 0) == count:
+            return
+        metrics["unplaced_images"] = count
+        metrics["unplaced_reason"] = UNPLACED_REASON if count else ""
+        TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics)
+    if count:
+        logger.info("run %s is on uploaded vectors: %s new image(s) cannot be placed", run.pk, count)
+
+
 def images_place_execute(*, run_id: int, image_ids=None) -> int:
     """Embed and place images into a succeeded run; returns how many were placed.
 
@@ -125,6 +149,9 @@ def images_place_execute(*, run_id: int, image_ids=None) -> int:
 
     run = TrainingRun.objects.filter(pk=run_id, status=RunStatus.SUCCEEDED).first()
     if run is None:
+        return 0
+    if (run.params or {}).get("embedding") == "uploaded":
+        _note_unplaceable(run)
         return 0
     candidates = images_missing_from_run(run)
     if image_ids is not None:

@@ -25,6 +25,7 @@ from embeddings import tasks
 from embeddings.models import ACTIVE_RUN_STATUSES, ERROR_REASON_MAX, RunStage, RunStatus, TrainingRun
 from labeling.models import Image
 
+from .embeddings_upload import uploaded_embeddings_check_run
 from .params import run_params_validate
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ def training_run_start(*, dataset, user, params: dict | None = None) -> Training
             f"A run needs at least {min_run_images()} images; this dataset has {image_count}.",
             image_count=image_count,
         )
+    # Every start path (API, runs page, start_run) refuses uploaded vectors that miss images, before queueing.
+    uploaded_embeddings_check_run(dataset=dataset, params=clean)
     task_id = str(uuid.uuid4())
     try:
         with transaction.atomic():

@@ -94,11 +94,15 @@ function showRun(run) {
   const metrics = run.metrics || {};
   const timings = Object.entries(run.stage_timings || {}).map(([stage, s]) => `${stage} ${formatSeconds(Number(s))}`);
   const facts = [];
+  const embedding = (run.params || {}).embedding;
+  if (embedding) facts.push(`embedding: ${embedding === "uploaded" ? "uploaded vectors" : embedding}`);
   if (metrics.final_loss != null) facts.push(`final loss ${Number(metrics.final_loss).toFixed(4)}`);
   if (run.image_count) facts.push(`${run.image_count} images`);
   if (run.cluster_count) facts.push(`${run.cluster_count} clusters`);
   if (metrics.epochs_run != null) facts.push(`${metrics.epochs_run} epochs`);
   if (timings.length) facts.push(timings.join(" · "));
+  // A run on uploaded vectors has no model to embed images added after it: they stay off its map.
+  if (metrics.unplaced_images) facts.push(`${metrics.unplaced_images} newer images not on the map: ${metrics.unplaced_reason}`);
   document.getElementById("live-metrics").textContent = facts.join(" · ");
   drawLoss(run);
   document.body.dataset.runStatus = run.status;
@@ -128,7 +132,8 @@ async function poll() {
     if (["queued", "running"].includes(run.status)) {
       timer = setTimeout(poll, POLL_MS);
     } else if (run.status === "succeeded") {
-      loadReconstructions(run.id);
+      if ((run.params || {}).embedding === "uploaded") showNoReconstructions();
+      else loadReconstructions(run.id);
     }
   } catch (err) {
     showError(err);
@@ -143,10 +148,18 @@ function watch(runId) {
   poll();
 }
 
+function showNoReconstructions() {
+  // Vectors made elsewhere come without a decoder: there is nothing to rebuild the images from.
+  document.getElementById("recon-grid").replaceChildren();
+  document.getElementById("recon-note").textContent = "No reconstructions for uploaded embeddings: the vectors come without a decoder that could rebuild the images.";
+  document.getElementById("reconstructions").classList.remove("hidden");
+}
+
 async function loadReconstructions(runId) {
   const section = document.getElementById("reconstructions");
   try {
     const answer = await getJSON(`/datasets/${datasetId}/runs/${runId}/reconstructions.json?n=16`);
+    document.getElementById("recon-note").textContent = "Each pair: the original (left) and what the autoencoder rebuilt from its code (right).";
     const grid = document.getElementById("recon-grid");
     grid.replaceChildren(...answer.items.map((item) => el("a", { class: "recon-pair", href: `/images/${item.image_id}/`, title: `Image ${item.image_id}` },
       el("img", { src: item.original, alt: `original ${item.image_id}` }),

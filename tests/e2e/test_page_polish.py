@@ -229,10 +229,18 @@ def test_image_page_similar_images_message_spans_the_card(browser_page, live_ser
     _open_image(page, image)
     message = page.locator("#similar > p")
     expect(message).to_have_text("Similar images appear once the dataset has a map.")
-    # One line across the card, not one thumbnail column wide (a word per line).
-    card = page.locator("#similar").bounding_box()
-    box = message.bounding_box()
-    assert box["width"] > 0.9 * card["width"] and box["height"] < 40, (box, card)
+    # One line across the card, not one thumbnail column wide (a word per line). image.js redraws the
+    # message once its similar-images request answers, so wait for the layout rather than read it once.
+    page.wait_for_function(
+        """() => {
+            const card = document.getElementById('similar').getBoundingClientRect();
+            const p = document.querySelector('#similar > p');
+            if (!p) return false;
+            const box = p.getBoundingClientRect();
+            return box.width > 0.9 * card.width && box.height < 40;
+        }""",
+        timeout=5000,
+    )
 
 
 # --- grid, upload, clusters --------------------------------------------------------------------------

@@ -50,6 +50,9 @@ def test_a_run_embeds_lays_out_and_clusters_every_image(dataset):
     assert run.metrics["n_images"] == 30 and run.metrics["n_clusters"] == run.cluster_count == 3
     assert run.metrics["code_size"] == 4 and run.metrics["final_loss"] > 0
     assert len(run.metrics["epoch_losses"]) == 3
+    # Gray images: "auto" keeps the reconstruction objective, and the run says which ran and why.
+    assert run.metrics["objective"] == "reconstruction"
+    assert run.metrics["objective_reason"].startswith("auto")
     assert set(run.stage_timings) >= {"preparing", "training", "embedding", "layout", "clustering"}
     assert run.loss_curve and all("loss" in p for p in run.loss_curve)
 

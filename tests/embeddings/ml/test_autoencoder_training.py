@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from embeddings.ml.autoencoder import ConvAutoencoder
-from embeddings.ml.config import TrainConfig, select_device
+from embeddings.ml.config import select_device
 from embeddings.ml.inference import embed_images, load_model, save_model
 from embeddings.ml.training import train_autoencoder
+from tests.embeddings.ml.tiny import tiny_train_config
 
 
 def _blobs(n=96, size=12, seed=0):
@@ -22,21 +23,7 @@ def _blobs(n=96, size=12, seed=0):
 
 
 def _config(**kw):
-    base = dict(
-        epochs=4,
-        batch_size=16,
-        code_size=4,
-        depth=2,
-        base_channels=4,
-        input_size=12,
-        channels=1,
-        patience=None,
-        learning_rate=1e-2,
-        batch_norm=False,
-        lr_schedule="constant",
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(**{"batch_norm": False, **kw})
 
 
 @pytest.mark.parametrize("size", [12, 16, 28, 33])

@@ -7,6 +7,7 @@ lower role gets 403, a user of another dataset 404 and an anonymous client
 401, and none of those three changes anything.
 """
 
+import numpy as np
 import pytest
 from django.urls import reverse
 
@@ -133,7 +134,33 @@ REQUESTS = {
     ("GET", "dataset-map"): (lambda t, u: _url("dataset-map", dataset_id=t.dataset.pk), None, 200, None),
     ("GET", "dataset-clusters"): (lambda t, u: _url("dataset-clusters", dataset_id=t.dataset.pk), None, 200, None),
     ("GET", "image-similar"): (lambda t, u: _url("image-similar", image_id=t.images[0].pk), None, 200, None),
+    ("GET", "dataset-embeddings"): (
+        lambda t, u: _url("dataset-embeddings", dataset_id=t.dataset.pk),
+        lambda t, u, p: _with_uploaded_vectors(t),
+        200,
+        None,
+    ),
+    ("POST", "dataset-embeddings"): (
+        lambda t, u: _url("dataset-embeddings", dataset_id=t.dataset.pk),
+        lambda t, u, p: {
+            "image_ids": [i.pk for i in t.images],
+            "vectors": [[float(i), 1.0] for i in range(len(t.images))],
+        },
+        201,
+        "json",
+    ),
 }
+
+
+def _with_uploaded_vectors(team):
+    """The dataset's vectors, stored before the request (a GET sends no body: None)."""
+    from embeddings.services.embeddings_upload import uploaded_embeddings_store
+
+    ids = [image.pk for image in team.images]
+    uploaded_embeddings_store(
+        dataset=team.dataset, user=team.admin, image_ids=np.asarray(ids), vectors=np.eye(len(ids), 2)
+    )
+
 
 DATASET_ENDPOINTS = sorted(key for key, action in ENDPOINT_ACTIONS.items() if action is not None)
 
