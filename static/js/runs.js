@@ -96,6 +96,8 @@ function showRun(run) {
   const facts = [];
   const embedding = (run.params || {}).embedding;
   if (embedding) facts.push(`embedding: ${embedding === "uploaded" ? "uploaded vectors" : embedding}`);
+  // Which training objective ran, and why ("auto: 3-channel photos"): photos and digits train differently.
+  if (metrics.objective) facts.push(`objective: ${metrics.objective}${metrics.objective_reason ? ` (${metrics.objective_reason})` : ""}`);
   if (metrics.final_loss != null) facts.push(`final loss ${Number(metrics.final_loss).toFixed(4)}`);
   if (run.image_count) facts.push(`${run.image_count} images`);
   if (run.cluster_count) facts.push(`${run.cluster_count} clusters`);

@@ -59,3 +59,27 @@ def test_a_run_on_uploaded_vectors_is_started_from_the_form_and_shows_no_reconst
     page.reload()
     assert "uploaded vectors" in page.text_content(f"#runs-table tr[data-run-id='{run.pk}']")
     page.watch.check(page)
+
+
+def test_a_finished_run_says_which_objective_trained_it_and_why(browser_page, team):
+    from embeddings.models import TrainingRun
+
+    dataset, admin, _ = team
+    TrainingRun.objects.create(
+        dataset=dataset,
+        created_by=admin,
+        status="succeeded",
+        stage="done",
+        progress=1.0,
+        image_count=12,
+        cluster_count=3,
+        params={"objective": "auto"},
+        metrics={"objective": "contrastive", "objective_reason": "auto: 3-channel images", "final_loss": 0.5},
+    )
+    page = browser_page
+    login(page, "alice", PASSWORD)
+    page.goto(f"/datasets/{dataset.pk}/runs/")
+    page.wait_for_function("() => document.body.dataset.runStatus === 'succeeded'")
+    assert "objective: contrastive (auto: 3-channel images)" in page.text_content("#live-metrics")
+    page.screenshot(path="/tmp/pages-runs-objective.png")
+    page.watch.check(page)
