@@ -25,33 +25,42 @@ def render_bad_parameter(request, exc: PageParameterError, dataset=None):
     return render(request, "400.html", context, status=400)
 
 
-def dataset_page(action: str = "view"):
-    """Decorator for /datasets/<dataset_id>/... pages: login, membership (404) and role (403).
+def _member_page(action: str, url_kwarg: str, resolve, dataset_of):
+    """A page decorator: login, then `resolve(user, <url_kwarg>, action)` (404 for non-members, PermissionRefused for
+    too low a role, shown as a page that says why), then the view with the resolved object.
 
-    `action` is one of the roles x actions table (core.permissions.ACTION_MIN_ROLE);
-    the wrapped view keeps it as `dataset_action`, which a test checks on every route.
+    The wrapped view keeps `action` as `dataset_action`, which a test checks on every route.
     """
 
     def decorate(view):
         @login_required
         @wraps(view)
-        def wrapper(request, dataset_id, *args, **kwargs):
+        def wrapper(request, *args, **kwargs):
+            object_id = kwargs.pop(url_kwarg)
             try:
-                dataset = dataset_for_user(request.user, dataset_id, action)
+                obj = resolve(request.user, object_id, action)
             except PermissionRefused as exc:
                 # Members may see that the page exists; say why they cannot use it.
-                member_dataset = dataset_for_user(request.user, dataset_id, "view")
-                return render_refusal(request, exc, dataset=with_actions(member_dataset))
-            dataset = with_actions(dataset)
+                member_obj = resolve(request.user, object_id, "view")
+                return render_refusal(request, exc, dataset=with_actions(dataset_of(member_obj)))
+            with_actions(dataset_of(obj))
             try:
-                return view(request, dataset, *args, **kwargs)
+                return view(request, obj, *args, **kwargs)
             except PageParameterError as exc:
-                return render_bad_parameter(request, exc, dataset=dataset)
+                return render_bad_parameter(request, exc, dataset=dataset_of(obj))
 
         wrapper.dataset_action = action
         return wrapper
 
     return decorate
+
+
+def dataset_page(action: str = "view"):
+    """Decorator for /datasets/<dataset_id>/... pages: login, membership (404) and role (403).
+
+    `action` is one of the roles x actions table (core.permissions.ACTION_MIN_ROLE).
+    """
+    return _member_page(action, "dataset_id", dataset_for_user, lambda dataset: dataset)
 
 
 def image_page(action: str = "view"):
@@ -60,26 +69,7 @@ def image_page(action: str = "view"):
     The view gets the image, whose `dataset` carries the role and what it allows;
     an unknown image and one of a dataset the user is not a member of are the same 404.
     """
-
-    def decorate(view):
-        @login_required
-        @wraps(view)
-        def wrapper(request, image_id, *args, **kwargs):
-            try:
-                image = image_for_user(request.user, image_id, action)
-            except PermissionRefused as exc:
-                member_image = image_for_user(request.user, image_id, "view")
-                return render_refusal(request, exc, dataset=with_actions(member_image.dataset))
-            with_actions(image.dataset)
-            try:
-                return view(request, image, *args, **kwargs)
-            except PageParameterError as exc:
-                return render_bad_parameter(request, exc, dataset=image.dataset)
-
-        wrapper.dataset_action = action
-        return wrapper
-
-    return decorate
+    return _member_page(action, "image_id", image_for_user, lambda image: image.dataset)
 
 
 def with_actions(dataset):
