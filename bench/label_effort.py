@@ -25,6 +25,7 @@ labels over ALL images, beside one-by-one labelling (1,000 per 1,000).
 
     .venv/bin/python bench/label_effort.py                  # digits, 1,797 images
     .venv/bin/python bench/label_effort.py --dataset mnist5k    # 5,000 MNIST digits
+    .venv/bin/python bench/label_effort.py --dataset photos     # 5,000 colour photos (held-out half)
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ sys.path.insert(0, str(REPO))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--dataset", default="digits", help="digits | mnist5k | mnist10k | mnist | synthetic (bench/datasets.py)"
+        "--dataset",
+        default="digits",
+        help="digits | mnist5k | mnist10k | mnist | fashion10k | photos (held-out 5,000) | photos10k | synthetic "
+        "(bench/datasets.py)",
     )
     p.add_argument("--n", type=int, default=None, help="use this many images (default: the whole set)")
     p.add_argument("--seed", type=int, default=0)
@@ -98,7 +102,9 @@ def write_pngs(images: np.ndarray, folder: Path) -> list[str]:
     names = []
     for i, img in enumerate(images):
         name = f"img{i:06d}.png"
-        PILImage.fromarray((img[0] * 255).round().astype(np.uint8)).save(folder / name)
+        pixels = (img * 255).round().astype(np.uint8)
+        # (1, H, W) gray or (3, H, W) colour, as PIL wants them: (H, W) or (H, W, 3).
+        PILImage.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)).save(folder / name)
         names.append(name)
     return names
 

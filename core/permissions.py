@@ -25,6 +25,9 @@ ACTION_MIN_ROLE = {
     "edit_dataset": Role.ADMIN,
     "delete_dataset": Role.ADMIN,
     "export": Role.ANNOTATOR,
+    "manage_storages": Role.ADMIN,
+    "manage_webhooks": Role.ADMIN,
+    "upload_predictions": Role.ANNOTATOR,  # the bulk-labeling role: predictions only suggest labels
 }
 
 # Declared instead of an action by endpoints that concern no dataset: the role table does not apply.

@@ -131,3 +131,41 @@ class UploadedEmbedding(models.Model):
 
     def __str__(self):
         return f"{self.count} uploaded vectors of {self.dim} for dataset {self.dataset_id}"
+
+
+# Backbone files live under backbones/<dataset>/ in the default storage (local or S3).
+BACKBONES_PREFIX = "backbones"
+
+
+class Backbone(models.Model):
+    """A pretrained image model a dataset's admin registered, for runs with `embedding: "backbone"`.
+
+    The file (a torch.export program or TorchScript, loaded without unpickling
+    Python objects: embeddings.ml.backbone) is checked at registration: it loads,
+    and a batch of the declared input size gives one finite vector of `dim`
+    values per image.
+    """
+
+    FORMATS = (("pt2", "torch.export (.pt2)"), ("torchscript", "TorchScript"))
+
+    dataset = models.ForeignKey("labeling.Dataset", on_delete=models.CASCADE, related_name="backbones")
+    name = models.CharField(max_length=100)
+    format = models.CharField(max_length=12, choices=FORMATS)
+    file = models.CharField(max_length=300, unique=True)  # its name in the default storage
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    input_height = models.PositiveIntegerField()
+    input_width = models.PositiveIntegerField()
+    channels = models.PositiveSmallIntegerField()
+    mean = models.JSONField()
+    std = models.JSONField()
+    dim = models.PositiveIntegerField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "name"], name="one_backbone_name_per_dataset")]
+
+    def __str__(self):
+        return f"backbone {self.name!r} ({self.format}, {self.dim} values) of dataset {self.dataset_id}"

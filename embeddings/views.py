@@ -7,6 +7,7 @@ first (classes, the current run, the past runs table).
 
 import base64
 
+from django.conf import settings
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 
@@ -17,6 +18,7 @@ from .api.serializers import run_data
 from .models import ACTIVE_RUN_STATUSES, RunStatus, TrainingRun
 from .selectors import active_run, current_run
 from .selectors import dataset_runs as runs_of
+from .selectors.backbones import dataset_backbones
 from .services import runs_fail_stale
 from .services.params import run_param_form_fields
 from .services.preview import run_reconstruction_preview
@@ -49,7 +51,12 @@ def dataset_map(request, dataset):
         classes=classes,
         run=run,
         active_run=active,
-        page_data={"run": _run_data(run), "initial": initial, "active_run": active},
+        page_data={
+            "run": _run_data(run),
+            "initial": initial,
+            "active_run": active,
+            "accept_min_confidence": settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE,
+        },
     )
     return render(request, "embeddings/map.html", context)
 
@@ -58,7 +65,12 @@ def dataset_map(request, dataset):
 def dataset_clusters(request, dataset):
     run = current_run(dataset)
     order = choice_param(request.GET, "order", ("size", "uncertainty"), default="size")
-    context = page_context(dataset, "clusters", run=run, order=order, page_data={"run": _run_data(run), "order": order})
+    page_data = {
+        "run": _run_data(run),
+        "order": order,
+        "accept_min_confidence": settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE,
+    }
+    context = page_context(dataset, "clusters", run=run, order=order, page_data=page_data)
     return render(request, "embeddings/clusters.html", context)
 
 
@@ -74,6 +86,13 @@ def dataset_runs(request, dataset):
             (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else None
         )
     fields = run_param_form_fields()
+    for field in fields:
+        if field["name"] == "backbone":
+            # A menu of the dataset's registered backbones instead of an id to type (none: only "none").
+            field["choices"] = [
+                {"value": str(b.pk), "label": f"{b.name} ({b.dim} values, #{b.pk})", "selected": False}
+                for b in dataset_backbones(dataset)
+            ]
     context = page_context(
         dataset,
         "runs",

@@ -16,6 +16,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.authentication import get_authorization_header
 
 from core.api.authentication import ExpiringTokenAuthentication
+from core.object_storage import original_url
 from core.permissions import membership_role, role_allows
 from labeling.models import Image
 from labeling.uploads import CONTENT_TYPES, clean_text
@@ -61,7 +62,18 @@ def _serve(request, image_id: int, which: str):
         return redirect_to_login(request.get_full_path())
     image = (
         Image.objects.filter(pk=image_id)
-        .only("id", "dataset_id", "file", "thumbnail", "format", "sha256", "original_name")
+        .only(
+            "id",
+            "dataset_id",
+            "file",
+            "thumbnail",
+            "format",
+            "sha256",
+            "original_name",
+            "storage",
+            "storage_key",
+            "missing_since",
+        )
         .first()
     )
     # Not a member, or a role the table does not let see images: the image does not exist for them.
@@ -69,7 +81,8 @@ def _serve(request, image_id: int, which: str):
         raise Http404("No such image.")
 
     field = image.file if which == "file" else image.thumbnail
-    if not field.name:
+    in_bucket = which == "file" and not field.name and image.storage_id is not None
+    if not field.name and not in_bucket:
         raise Http404("No such file.")
     if which == "file":
         content_type = CONTENT_TYPES.get(image.format)
@@ -80,6 +93,13 @@ def _serve(request, image_id: int, which: str):
         filename = f"thumbnail-{image.pk}{ext}"
     if content_type is None:  # never guess: an unknown type is not served
         raise Http404("No such file.")
+
+    if in_bucket:  # kept where it lives (labeling.services.storages): a short-lived presigned URL
+        if image.missing_since is not None:
+            raise Http404("The original is no longer in its bucket.")
+        response = HttpResponseRedirect(original_url(image, content_type=content_type, filename=filename))
+        patch_cache_control(response, private=True, no_store=True)
+        return response
 
     etag = f'"{image.sha256}-{which}"'
     storage = field.storage

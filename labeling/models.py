@@ -97,10 +97,25 @@ class Image(models.Model):
     original_name = models.CharField(max_length=255)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     uploaded_at = models.DateTimeField(auto_now_add=True)
+    # An image synced from a bucket (labeling.services.storages) is kept there by reference: `file` stays
+    # empty unless the storage copies originals, and the original is read from (storage, storage_key).
+    storage = models.ForeignKey(
+        "Storage", null=True, blank=True, on_delete=models.RESTRICT, related_name="images", db_index=False
+    )
+    # Defaults in the database too: ingest inserts rows with raw SQL that names only its own columns.
+    storage_key = models.CharField(max_length=1024, blank=True, default="", db_default="")
+    storage_etag = models.CharField(max_length=200, blank=True, default="", db_default="")
+    # Set when a sync no longer lists the object; the row stays (labels are kept) until it comes back.
+    missing_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.UniqueConstraint(fields=["dataset", "sha256"], name="unique_image_per_dataset")]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "sha256"], name="unique_image_per_dataset"),
+            models.UniqueConstraint(
+                fields=["storage", "storage_key"], condition=Q(storage__isnull=False), name="one_image_per_object"
+            ),
+        ]
 
     def __str__(self):
         return self.original_name
@@ -113,6 +128,7 @@ class AnnotationSource(models.TextChoices):
     SUGGESTION = "suggestion", "Suggestion accepted"
     REVIEW = "review", "Review"
     IMPORT = "import", "Import"
+    PREDICTION = "prediction", "Model prediction accepted"
     UNDO = "undo", "Undo"
 
 
@@ -209,3 +225,123 @@ class ReviewResolution(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["dataset", "kind", "object_id"])]
+
+
+class Webhook(models.Model):
+    """A URL outside simlabel that is told about a dataset's events (labeling.services.webhooks)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list)  # event names, e.g. ["labels.changed", "run.succeeded"]
+    # Signs each body (HMAC-SHA256); kept as is because signing needs it, shown once when created.
+    secret = models.CharField(max_length=128)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one event to one webhook; retries of an event share its delivery_id."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    delivery_id = models.UUIDField()
+    event = models.CharField(max_length=40)
+    body = models.TextField()  # the exact bytes signed and sent, so every attempt sends the same
+    attempt = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True, default="")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["delivery_id", "attempt"], name="one_row_per_delivery_attempt")]
+
+
+class Storage(models.Model):
+    """An S3-compatible bucket and prefix whose images a dataset uses where they live (read-only)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="storages")
+    endpoint_url = models.URLField(max_length=500, blank=True, default="")  # empty: AWS itself
+    bucket = models.CharField(max_length=63)
+    prefix = models.CharField(max_length=1024, blank=True, default="")  # "" or ending with "/"
+    region = models.CharField(max_length=64, blank=True, default="")
+    # Access key id and secret as one Fernet token (core.object_storage): never stored or shown in clear.
+    credentials = models.TextField()
+    copy_originals = models.BooleanField(default=False)  # copy originals into the project's storage too
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+class StorageSync(models.Model):
+    """One sync of a storage: its state, progress and report live here; the API polls this row."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    storage = models.ForeignKey(Storage, on_delete=models.CASCADE, related_name="syncs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)  # 0..1 over the objects to fetch
+    objects_done = models.PositiveIntegerField(default=0)
+    objects_total = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["storage"], condition=Q(status__in=["queued", "running"]), name="one_active_sync_per_storage"
+            )
+        ]
+
+
+class Prediction(models.Model):
+    """One model's class for one image, uploaded from outside (labeling.services.predictions).
+
+    A suggestion like the neighbors' label spreading: it labels nothing until someone accepts it.
+    Re-uploading a model replaces all of that model's rows.
+    """
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="predictions")
+    # Indexed by (image, model) below, which also serves lookups by image alone.
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="predictions", db_index=False)
+    model = models.CharField(max_length=100)
+    # A class deleted takes its predictions along: they name a class that no longer exists.
+    label_class = models.ForeignKey(LabelClass, on_delete=models.CASCADE, related_name="predictions")
+    confidence = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model"], name="one_prediction_per_image_and_model"),
+            models.CheckConstraint(
+                condition=Q(confidence__gte=0.0) & Q(confidence__lte=1.0), name="prediction_confidence_in_0_1"
+            ),
+        ]
+        indexes = [models.Index(fields=["dataset", "model"])]

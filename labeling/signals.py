@@ -3,7 +3,10 @@
 from django.contrib.auth import get_user_model
 from django.db.models.signals import post_save
 
+from embeddings.models import TrainingRun
+from embeddings.signals import run_finished
 from labeling.services.tokens import tokens_revoke
+from labeling.services.webhooks import run_finished_notify
 
 
 def revoke_tokens_on_password_change(sender, instance, **kwargs):
@@ -16,7 +19,13 @@ def revoke_tokens_on_password_change(sender, instance, **kwargs):
         tokens_revoke(user=instance)
 
 
+def webhooks_on_run_finished(sender, run, **kwargs):
+    # embeddings may not import labeling, so a run's end reaches the webhooks through this signal.
+    run_finished_notify(run=run)
+
+
 def connect() -> None:
+    run_finished.connect(webhooks_on_run_finished, sender=TrainingRun, dispatch_uid="simlabel-webhooks-run-finished")
     post_save.connect(
         revoke_tokens_on_password_change,
         sender=get_user_model(),

@@ -23,6 +23,8 @@ from . import selectors
 from .api import serializers as api_serializers
 from .forms import DatasetForm, LabelClassForm, MemberAddForm, MemberRoleForm
 from .models import AnnotationSource, Dataset, Role
+from .selectors.predictions import image_predictions
+from .selectors.webhooks import webhooks_overview
 from .services.datasets import (
     CLASS_PALETTE,
     dataset_create,
@@ -121,6 +123,7 @@ def dataset_detail(request, dataset):
         class_form=LabelClassForm(),
         roles=Role.choices,
         next_class_color=CLASS_PALETTE[len(classes) % len(CLASS_PALETTE)],
+        webhooks=webhooks_overview(dataset) if "manage_webhooks" in dataset.allowed else None,
     )
     return render(request, "labeling/dataset_detail.html", context)
 
@@ -304,6 +307,7 @@ def image_detail(request, image):
         next_id=next_id,
         position=position,
         suggested=suggested,
+        predictions=image_predictions(image),
         page_data={"image": image_data},
     )
     return render(request, "labeling/image_detail.html", context)

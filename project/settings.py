@@ -234,6 +234,16 @@ SIMLABEL_MAX_JSON_BYTES = env_int("SIMLABEL_MAX_JSON_BYTES", 5 * 1024 * 1024)
 # One upload of a dataset's own embeddings (POST /api/datasets/{id}/embeddings/): 100,000 images x 512
 # float32 values is 205 MB as .npy; JSON and CSV spell the same numbers in about 2.5 times the bytes.
 SIMLABEL_MAX_EMBEDDING_BYTES = env_int("SIMLABEL_MAX_EMBEDDING_BYTES", 256 * 1024 * 1024)
+# One backbone file (POST /api/datasets/{id}/backbones/): it is loaded in memory to be checked; DINOv2 ViT-S/14
+# exported is about 90 MB, OpenCLIP ViT-B/32's image tower about 350 MB, ViT-L models 1.2 GB.
+SIMLABEL_MAX_BACKBONE_BYTES = env_int("SIMLABEL_MAX_BACKBONE_BYTES", 1024 * 1024 * 1024)
+# One label file (POST /api/datasets/{id}/annotations/import/): it is parsed in memory, and a Label Studio
+# export of 100,000 tasks is about 50 MB.
+SIMLABEL_MAX_LABEL_IMPORT_BYTES = env_int("SIMLABEL_MAX_LABEL_IMPORT_BYTES", 64 * 1024 * 1024)
+# One upload of a model's predictions (POST /api/datasets/{id}/predictions/): at most this many items
+# (images), and a JSON body of at most this many bytes (100,000 items of about 70 bytes each is 7 MB).
+SIMLABEL_MAX_PREDICTION_ITEMS = env_int("SIMLABEL_MAX_PREDICTION_ITEMS", 100_000)
+SIMLABEL_MAX_PREDICTION_BYTES = env_int("SIMLABEL_MAX_PREDICTION_BYTES", 16 * 1024 * 1024)
 SIMLABEL_THUMBNAIL_SIZE = env_int("SIMLABEL_THUMBNAIL_SIZE", 128)
 DATA_UPLOAD_MAX_NUMBER_FILES = SIMLABEL_MAX_FILES_PER_REQUEST + 1
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -267,6 +277,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several request fields are named `format` with different choices; each set gets its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "LabelImportFormatEnum": "labeling.services.label_import.IMPORT_FORMATS",
+        "BackboneFormatEnum": "embeddings.ml.backbone.FORMATS",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",  # the default, kept
         "core.api.contract.document_rules",  # query parameters, body limits, error shape
@@ -329,7 +344,33 @@ SIMLABEL_MIN_RUN_IMAGES = env_int("SIMLABEL_MIN_RUN_IMAGES", 10)
 # Large datasets are embedded in chunks that idle `ml` workers pick up in parallel.
 SIMLABEL_EMBED_PARALLEL_MIN_IMAGES = env_int("SIMLABEL_EMBED_PARALLEL_MIN_IMAGES", 20_000)
 SIMLABEL_EMBED_CHUNK_SIZE = env_int("SIMLABEL_EMBED_CHUNK_SIZE", 4096)
+# Accepting suggestions without a min_confidence takes only those at least this confident (the API's
+# default and the pages' starting floor).  Confidence is calibrated, so 0.9 is the lowest floor whose
+# accepted labels stayed >= 95 % right on every draw of bench/accept_floor.py: digits with 1 % / 5 % / 20 %
+# labeled, worst seed 0.952 / 0.964 / 0.989 right, keeping 61 % / 92 % / 97 % of the correct suggestions
+# (0.85 let the 1 % draw fall to 0.929); photos (weak codes, 24-34 % right) accept almost nothing, as they should.
+SIMLABEL_ACCEPT_MIN_CONFIDENCE = 0.9
 NUMBA_CACHE_DIR = os.environ.setdefault("NUMBA_CACHE_DIR", str(VAR_DIR / "numba-cache"))
+
+# --- webhooks (labeling.services.webhooks) ---------------------------------------------------
+# Webhooks may only reach public addresses: loopback, private, link-local, multicast and reserved
+# ranges are refused unless listed here (comma-separated CIDRs, e.g. "127.0.0.1/32,10.1.0.0/16"
+# for tests or an on-premises receiver).
+SIMLABEL_WEBHOOK_ALLOWED_NETWORKS = [
+    n.strip() for n in os.environ.get("SIMLABEL_WEBHOOK_ALLOWED_NETWORKS", "").split(",") if n.strip()
+]
+SIMLABEL_WEBHOOK_TIMEOUT = float(os.environ.get("SIMLABEL_WEBHOOK_TIMEOUT", "10"))  # seconds per attempt
+SIMLABEL_WEBHOOK_MAX_ATTEMPTS = env_int("SIMLABEL_WEBHOOK_MAX_ATTEMPTS", 6)
+# Attempt n+1 waits BACKOFF * 2**(n-1) seconds after attempt n fails (10 s, 20 s, 40 s, ...), at most BACKOFF_MAX.
+SIMLABEL_WEBHOOK_BACKOFF = float(os.environ.get("SIMLABEL_WEBHOOK_BACKOFF", "10"))
+SIMLABEL_WEBHOOK_BACKOFF_MAX = float(os.environ.get("SIMLABEL_WEBHOOK_BACKOFF_MAX", "3600"))
+
+# --- images in buckets (labeling.services.storages, core.object_storage) ----------------------
+# Encrypts the buckets' credentials at rest (any long random string); derived from SECRET_KEY when unset,
+# so changing SECRET_KEY then makes stored credentials unreadable: set this in production.
+SIMLABEL_STORAGE_KEY = os.environ.get("SIMLABEL_STORAGE_KEY", "")
+SIMLABEL_STORAGE_URL_SECONDS = env_int("SIMLABEL_STORAGE_URL_SECONDS", 300)  # presigned original links
+SIMLABEL_STORAGE_FETCH_THREADS = env_int("SIMLABEL_STORAGE_FETCH_THREADS", 8)  # objects fetched at once
 
 # --- security -------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -18,6 +18,14 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet -r "$REQUIREMENTS"
     touch "$stamp"
 fi
+# The command-line client (`simlabel`, simlabel_client/; pyproject.toml packages only it), editable so it
+# follows the source; built with the venv's own setuptools, so it needs no network.
+clientstamp=".venv/.client-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$clientstamp" ] || [ ! -x .venv/bin/simlabel ]; then
+    echo "==> installing the command-line client (.venv/bin/simlabel)"
+    .venv/bin/python -m pip install -qq --no-build-isolation --no-deps -e .
+    touch "$clientstamp"
+fi
 # numba compiles UMAP's kernels on first use (~20 s on 2 cores, in the first
 # run's clustering): compile them now into the cache every later process reads.
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}"

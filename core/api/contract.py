@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 
 from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.generators import SchemaGenerator
@@ -29,9 +30,19 @@ API_PREFIX = "/api/"
 _ROUTE_PARAMETER = re.compile(r"<(?:[^>:]+:)?([^>]+)>")
 
 
+# drf-spectacular's generator is not thread-safe: two requests building the schema at once on a fresh
+# threaded server (a page that loads clusters and the map together) crash one of them with a 500.
+_schema_lock = threading.Lock()
+
+
 @functools.cache
 def _declared_query_parameters() -> dict[tuple[str, str], frozenset[str]]:
     """{(OpenAPI path, METHOD): names of its query parameters} for every operation of the schema."""
+    with _schema_lock:
+        return _schema_query_parameters()
+
+
+def _schema_query_parameters() -> dict[tuple[str, str], frozenset[str]]:
     schema = SchemaGenerator().get_schema(request=None, public=True)
     return {
         (path, method.upper()): frozenset(p["name"] for p in operation.get("parameters", ()) if p["in"] == "query")

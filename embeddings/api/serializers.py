@@ -81,6 +81,10 @@ class RunSerializer(serializers.Serializer):
     input_size = serializers.IntegerField(allow_null=True)
     channels = serializers.IntegerField(allow_null=True)
     is_current = serializers.BooleanField()
+    objective = serializers.CharField(
+        allow_null=True, help_text="the objective that trained the run's encoder (metrics.objective); null before"
+    )
+    embedding = serializers.CharField(help_text="where the codes came from: autoencoder, uploaded or backbone")
 
 
 def run_data(run, *, with_detail: bool) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -22,6 +23,8 @@ class ConvAutoencoder(nn.Module):
         depth: int = 3,
         base_channels: int = 32,
         batch_norm: bool = False,
+        convs_per_stage: int = 1,
+        normalize_codes: bool = False,
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -30,6 +33,8 @@ class ConvAutoencoder(nn.Module):
         self.depth = depth
         self.base_channels = base_channels
         self.batch_norm = batch_norm
+        self.convs_per_stage = convs_per_stage
+        self.normalize_codes = normalize_codes
 
         sides = [input_size]
         for _ in range(depth):
@@ -40,10 +45,14 @@ class ConvAutoencoder(nn.Module):
 
         encoder = []
         for i in range(depth):
-            encoder.append(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1, bias=not batch_norm))
-            if batch_norm:
-                encoder.append(nn.BatchNorm2d(widths[i + 1]))
-            encoder.append(nn.ReLU(inplace=True))
+            # The stride-2 conv that halves the side, then convs_per_stage - 1
+            # stride-1 convs at that side: a deeper encoder at the same code.
+            for j in range(convs_per_stage):
+                c_in, stride = (widths[i], 2) if j == 0 else (widths[i + 1], 1)
+                encoder.append(nn.Conv2d(c_in, widths[i + 1], 3, stride=stride, padding=1, bias=not batch_norm))
+                if batch_norm:
+                    encoder.append(nn.BatchNorm2d(widths[i + 1]))
+                encoder.append(nn.ReLU(inplace=True))
         self.encoder = nn.Sequential(*encoder, nn.Flatten(), nn.Linear(flat, code_size))
 
         self.decoder_input = nn.Sequential(nn.Linear(code_size, flat), nn.ReLU(inplace=True))
@@ -68,7 +77,12 @@ class ConvAutoencoder(nn.Module):
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        z = self.encoder(x)
+        if self.normalize_codes:
+            # Unit length: NT-Xent compares codes by angle only, so their length
+            # is noise to Euclidean neighbors, the map and the clusters.
+            z = F.normalize(z, dim=1)
+        return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h = self.decoder_input(z).view(-1, *self._bottleneck_shape)

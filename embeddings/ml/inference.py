@@ -10,7 +10,16 @@ from .config import default_cpu_threads, select_device
 
 MODEL_FORMAT = "simlabel-conv-autoencoder"
 MODEL_FORMAT_VERSION = 1
-_HYPERPARAMETERS = ("in_channels", "input_size", "code_size", "depth", "base_channels", "batch_norm")
+_HYPERPARAMETERS = (
+    "in_channels",
+    "input_size",
+    "code_size",
+    "depth",
+    "base_channels",
+    "batch_norm",
+    "convs_per_stage",
+    "normalize_codes",
+)
 
 
 def embed_images(

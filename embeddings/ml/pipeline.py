@@ -44,6 +44,8 @@ class PipelineResult:
     cpu_timings: dict[str, float] = field(default_factory=dict)  # this process's CPU seconds per stage
     cancelled: bool = False
     stopped_early: bool = False
+    # The epochs and seconds training was allowed, and why (config.training_budget); None without training.
+    training_budget: dict | None = None
 
 
 def run_pipeline(
@@ -87,6 +89,7 @@ def run_pipeline(
         trained.stopped_early,
         trained.cancelled,
     )
+    result.training_budget = trained.budget.to_dict() if trained.budget is not None else None
     if trained.cancelled:
         return result
     if after_training is not None:

@@ -23,7 +23,12 @@ reviewer can fix by dealing with it:
 - a near-duplicate pair with different classes scores 1 (one of the two
   labels is wrong unless the pair is genuinely ambiguous);
 - a reconstruction-error outlier scores between 0.25 and 0.5 (or its doubt,
-  if higher): worth a look, but below a likely mistake.
+  if higher): worth a look, but below a likely mistake;
+- an uploaded model's prediction (at least MODEL_MIN_CONFIDENCE) that disagrees
+  with an image's label scores the model's confidence (the chance the label is
+  wrong if the model is right that often); one that disagrees with an unlabeled
+  image's neighbor suggestion scores the lower of the two confidences: two
+  confident sources that disagree say most surely that one of them is wrong.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ MIXED_MINORITY_DOUBT = 0.25
 SWEEP_MIN_DOUBT = 0.05
 OUTLIER_Z = 3.5  # robust z-score of the reconstruction error
 MAX_OUTLIER_FRACTION = 0.01
+MODEL_MIN_CONFIDENCE = 0.5  # a model's prediction below this is too unsure to question a label or suggestion
 
 
 @dataclass
@@ -118,8 +124,12 @@ def rank_review_items(
     class_names: Sequence[str],
     reconstruction_error: np.ndarray | None = None,
     duplicate_pairs: Sequence[tuple[int, int, float]] = (),
+    predictions: Sequence[tuple[str, np.ndarray, np.ndarray]] = (),
 ) -> list[RankedItem]:
-    """All review items, most useful first (see the module docstring for the score)."""
+    """All review items, most useful first (see the module docstring for the score).
+
+    predictions: per uploaded model, (name, class index per image (UNLABELED: none), confidence per image).
+    """
     clusters = np.asarray(clusters, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
     suggestions = np.asarray(suggestions, dtype=np.int64)
@@ -267,6 +277,35 @@ def rank_review_items(
                 score,
                 f"unusual image: reconstruction error {z[i]:.1f} robust standard deviations above typical",
                 "outlier",
+                [i],
+                suggestions[i],
+            )
+
+    # Uploaded models that disagree with a label, or with the neighbors' suggestion for an unlabeled image.
+    for model, predicted, predicted_confidence in predictions:
+        predicted = np.asarray(predicted, dtype=np.int64)
+        predicted_confidence = np.clip(np.asarray(predicted_confidence, dtype=np.float64), 0.0, 1.0)
+        sure = (predicted != UNLABELED) & (predicted_confidence >= MODEL_MIN_CONFIDENCE)
+        for i in np.flatnonzero(sure & labeled & ~reviewed & (predicted != labels)):
+            add(
+                "image",
+                int(i),
+                predicted_confidence[i],
+                f"model {model} says {_name(class_names, predicted[i])} ({round(100 * predicted_confidence[i])} %), "
+                f"labeled {_name(class_names, labels[i])}",
+                "model_disagrees_with_label",
+                [i],
+                suggestions[i],  # what the queue's "accept" applies: the neighbors' class; relabel takes the model's
+            )
+        open_ = sure & ~labeled & (suggestions != UNLABELED) & (predicted != suggestions)
+        for i in np.flatnonzero(open_):
+            add(
+                "image",
+                int(i),
+                min(predicted_confidence[i], confidence[i]),
+                f"model {model} says {_name(class_names, predicted[i])} ({round(100 * predicted_confidence[i])} %), "
+                f"neighbors suggest {_name(class_names, suggestions[i])} ({round(100 * confidence[i])} %)",
+                "model_disagrees_with_neighbors",
                 [i],
                 suggestions[i],
             )

@@ -30,8 +30,8 @@ LAYOUT_METHODS = ("tsne", "umap")
 CLUSTER_METHODS = ("auto", "umap_kmeans", "umap_gmm", "kmeans", "gmm", "layout_kmeans")
 # Where each image's code comes from: the autoencoder trained in the run, or vectors a dataset admin
 # uploaded (POST /api/datasets/{id}/embeddings/).  More sources add a value here and a branch in the worker.
-EMBEDDINGS = ("autoencoder", "uploaded")
-EMBEDDING_LABELS = ("Autoencoder (trained in the run)", "Uploaded vectors")
+EMBEDDINGS = ("autoencoder", "uploaded", "backbone")
+EMBEDDING_LABELS = ("Autoencoder (trained in the run)", "Uploaded vectors", "Pretrained backbone")
 
 # Stages a parameter applies to, in the order the pipeline runs them.
 STAGES = ("preparing", "training", "layout", "clustering", "all")
@@ -115,7 +115,20 @@ RUN_PARAMS: tuple[RunParam, ...] = (
         choice_labels=EMBEDDING_LABELS,
         basic=True,
         help="autoencoder: train one on the images and use its codes; uploaded: use the vectors uploaded to "
-        "/api/datasets/{id}/embeddings/ (no training; every image needs one).",
+        "/api/datasets/{id}/embeddings/ (no training; every image needs one); backbone: embed every image with "
+        "a pretrained model registered at /api/datasets/{id}/backbones/ (no training).",
+    ),
+    RunParam(
+        "backbone",
+        int,
+        None,
+        "Backbone",
+        stage="training",
+        low=1,
+        high=2**31 - 1,
+        nullable=True,
+        empty="none",
+        help="With embedding backbone: the id of one of the dataset's registered backbones (required then).",
     ),
     RunParam(
         "epochs",
@@ -125,9 +138,13 @@ RUN_PARAMS: tuple[RunParam, ...] = (
         stage="training",
         low=1,
         high=1000,
+        nullable=True,
+        empty="auto",
         basic=True,
         config="train.epochs",
-        help="Passes over the training images; training stops early when the loss stops improving.",
+        help="Passes over the training images; training stops early when the loss stops improving. Empty: "
+        "chosen from the number of images and the objective (reconstruction 10; contrastive until a time budget "
+        "that grows with the images; the run's metrics say which).",
     ),
     RunParam(
         "objective",

@@ -63,4 +63,7 @@ def run_status(run: TrainingRun, *, with_detail: bool = False) -> dict:
         "cluster_count": run.cluster_count,
         "placed_count": run.placed_count,
         "is_current": current is not None and current.pk == run.pk,
+        # Which objective trained the run's encoder (None before it ran, and for runs that train none).
+        "objective": (run.metrics or {}).get("objective"),
+        "embedding": (run.params or {}).get("embedding", "autoencoder"),
     }

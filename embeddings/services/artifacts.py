@@ -10,7 +10,7 @@ Everything goes through the storage API, so it works on S3 as on local disk.
 Uploaded vectors (`embeddings/<dataset>/<folder>/`) are the dataset's content
 too: they go with the dataset, and folders no upload row names (a replaced
 upload whose delete failed, a request killed between writing and committing)
-are removed by the same command once they are an hour old.
+are removed by the same command once they are an hour old.  Backbone files (`backbones/<dataset>/`) likewise.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from embeddings import storage
-from embeddings.models import UPLOADED_EMBEDDINGS_PREFIX, TrainingRun, UploadedEmbedding
+from embeddings.models import BACKBONES_PREFIX, UPLOADED_EMBEDDINGS_PREFIX, Backbone, TrainingRun, UploadedEmbedding
 from labeling.models import Dataset
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def dataset_artifacts_delete(*, dataset_id: int) -> list[str]:
     """Delete every run artifact of a dataset (call after its rows are deleted and committed)."""
     removed = storage.delete_tree(storage.dataset_artifacts_prefix(dataset_id))
     removed += storage.delete_tree(f"{UPLOADED_EMBEDDINGS_PREFIX}/{int(dataset_id)}")
+    removed += storage.delete_tree(f"{BACKBONES_PREFIX}/{int(dataset_id)}")
     if removed:
         logger.info("deleted %d run artifact file(s) of dataset %s", len(removed), dataset_id)
     return removed
@@ -80,6 +81,7 @@ def run_artifacts_cleanup_orphans(*, dataset_id: int | None = None) -> list[str]
             if run_id not in alive:
                 removed += storage.delete_tree(f"{prefix}/{run_id}")
     removed += _uploaded_embeddings_cleanup_orphans(dataset_id=dataset_id)
+    removed += _backbones_cleanup_orphans(dataset_id=dataset_id)
     if removed:
         logger.info("deleted %d orphaned run artifact file(s)", len(removed))
     return removed
@@ -102,4 +104,23 @@ def _uploaded_embeddings_cleanup_orphans(*, dataset_id: int | None = None) -> li
             files = list(storage.walk(path))
             if all(default_storage.get_modified_time(name) < cutoff for name in files):
                 removed += storage.delete_tree(path)
+    return removed
+
+
+def _backbones_cleanup_orphans(*, dataset_id: int | None = None) -> list[str]:
+    """Backbone files whose dataset is gone, or that no backbone row names and are over an hour old (a
+    registration is written before its row commits)."""
+    removed: list[str] = []
+    for owner, prefix, _ in _live_dataset_folders(BACKBONES_PREFIX, dataset_id, removed):
+        known = set(Backbone.objects.filter(dataset_id=owner).values_list("file", flat=True))
+        cutoff = timezone.now() - UPLOAD_ORPHAN_MIN_AGE
+        try:
+            _, files = default_storage.listdir(prefix)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in files:
+            path = f"{prefix}/{name}"
+            if path not in known and default_storage.get_modified_time(path) < cutoff:
+                default_storage.delete(path)
+                removed.append(path)
     return removed

@@ -21,12 +21,16 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from core.object_storage import referenced_originals
+
 # The module, not its names: embeddings.tasks imports these services in turn.
 from embeddings import storage, tasks
 from embeddings.ml.preprocess import choose_input_spec, load_image_array
 from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
 from embeddings.selectors import map_cache_warm
+from embeddings.selectors.backbones import backbone_file_bytes, backbone_of_dataset
 from embeddings.selectors.uploaded_embeddings import uploaded_embedding_arrays, uploaded_embedding_current
+from embeddings.signals import run_finished_send
 from labeling.models import Image
 
 from . import params as run_params
@@ -117,6 +121,7 @@ def training_run_execute(*, run_id: int, worker_name: str) -> str:
         _delete_artifacts_if_deleted(run)
         return "lost"
     _after_success(run)
+    run_finished_send(run_ids=[run.pk])
     return "succeeded"
 
 
@@ -172,6 +177,8 @@ class PreparedImages:
     # Runs on uploaded vectors: the vectors (float32 N x dim, rows as image_ids) and which upload they came from.
     codes: np.ndarray | None = None
     uploaded: dict | None = None
+    # Runs on a backbone: which one embedded the images, on what device, how fast.
+    backbone: dict | None = None
 
     def hand_over(self) -> np.ndarray:
         """The images, dropping this reference: the pipeline frees them after embedding."""
@@ -184,6 +191,9 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
     started = time.perf_counter()
     if params["embedding"] == "uploaded":
         prepared = _prepare_uploaded(run, reporter)
+        result, chunk_info = _compute_from_codes(run, params, prepared, reporter), {}
+    elif params["embedding"] == "backbone":
+        prepared = _prepare_backbone(run, params, reporter)
         result, chunk_info = _compute_from_codes(run, params, prepared, reporter), {}
     else:
         prepared = _prepare(run, params, reporter)
@@ -260,6 +270,129 @@ def _prepare_uploaded(run: TrainingRun, reporter: RunReporter) -> PreparedImages
     storage.write_array(run, storage.IMAGE_IDS, ids)
     uploaded = {"id": upload.pk, "dim": upload.dim, "count": upload.count, "created_at": upload.created_at.isoformat()}
     return PreparedImages(None, ids, [], None, None, codes=vectors, uploaded=uploaded)
+
+
+# Images read, resized and embedded at a time by a backbone run: 128 x 3 x 224 x 224 float32 is 77 MB.
+BACKBONE_CHUNK_IMAGES = 128
+BACKBONE_BATCH_SIZE = 32
+
+
+def _prepare_backbone(run: TrainingRun, params: dict, reporter: RunReporter) -> PreparedImages:
+    """The preparing and embedding stages of a run on a registered backbone: every image is read, resized
+    to the backbone's input and embedded, a chunk at a time (on CUDA when the worker has it).
+
+    No training: the vectors go straight to layout and clustering.  A few
+    unreadable images are skipped, as in _prepare.
+    """
+    reporter.enter_stage(RunStage.PREPARING)
+    rows = _dataset_images(run.dataset_id)
+    if len(rows) < min_run_images():
+        raise ValueError(f"the dataset has {len(rows)} images; a run needs at least {min_run_images()}")
+    backbone = backbone_of_dataset(run.dataset_id, params["backbone"])
+    if backbone is None:
+        raise ValueError(f"backbone {params['backbone']} is not a backbone of this dataset (deleted?)")
+    spec, loaded = backbone_load_for_run(backbone, run_id=run.pk)
+    TrainingRun.objects.filter(pk=run.pk).update(channels=spec.channels, image_count=len(rows))
+    run.channels = spec.channels
+
+    reporter.enter_stage(RunStage.EMBEDDING)
+    started = time.perf_counter()
+    codes, image_ids, unreadable = backbone_embed_rows(
+        rows, backbone, spec, loaded, should_stop=reporter.check, on_progress=reporter.progress
+    )
+    seconds = time.perf_counter() - started
+    if unreadable:
+        allowed = int(len(rows) * MAX_UNREADABLE_SHARE)
+        if len(unreadable) > allowed or len(image_ids) < min_run_images():
+            first = unreadable[0]
+            raise ValueError(
+                f"{len(unreadable)} of {len(rows)} images could not be read (at most {allowed} may be skipped); "
+                f"first: image {first['id']} ({first['name']}): {first['error']}"
+            )
+    storage.write_array(run, storage.IMAGE_IDS, image_ids)
+    info = {
+        "id": backbone.pk,
+        "name": backbone.name,
+        "format": backbone.format,
+        "dim": backbone.dim,
+        "input_size": [backbone.input_height, backbone.input_width],
+        "sha256": backbone.sha256,
+        "device": str(loaded.device),
+        "images_per_second": round(len(image_ids) / max(seconds, 1e-9), 1),
+    }
+    return PreparedImages(None, image_ids, unreadable, None, spec.channels, codes=codes, backbone=info)
+
+
+def backbone_load_for_run(backbone, *, run_id: int | None = None):
+    """(BackboneSpec, LoadedBackbone) of a registered backbone, on CUDA when the worker has it and the model
+    runs there, else on the CPU."""
+    # Deferred on purpose, as in _compute: torch is the worker's.
+    from embeddings.ml.backbone import BackboneError, BackboneSpec, load_backbone, probe_backbone
+
+    spec = BackboneSpec(
+        backbone.input_height, backbone.input_width, backbone.channels, tuple(backbone.mean), tuple(backbone.std)
+    )
+    data = backbone_file_bytes(backbone)
+    loaded = load_backbone(data, backbone.format)
+    if loaded.device.type != "cpu":
+        try:
+            probe_backbone(loaded, spec)
+        except BackboneError:
+            # Some exported programs bake CPU tensors into their graph: such a model still runs, on the CPU.
+            logger.warning("run %s: backbone %s fails on %s; embedding on the CPU", run_id, backbone.pk, loaded.device)
+            loaded = load_backbone(data, backbone.format, device="cpu")
+    return spec, loaded
+
+
+def backbone_embed_rows(rows, backbone, spec, loaded, *, should_stop=None, on_progress=None):
+    """(vectors float32 N x dim, image ids int64, unreadable [{id,name,error}]) of image rows (id, file, …,
+    original name), read, resized and embedded BACKBONE_CHUNK_IMAGES at a time.
+
+    should_stop() is called between batches and may raise to stop; on_progress(fraction) after each chunk.
+    """
+    from embeddings.ml.backbone import embed_arrays, image_array
+
+    codes = np.empty((len(rows), backbone.dim), dtype=np.float32)
+    ok = np.zeros(len(rows), dtype=bool)
+    unreadable = []
+    originals = referenced_originals(r[0] for r in rows if not r[1])  # images kept in a bucket
+    for start in range(0, len(rows), BACKBONE_CHUNK_IMAGES):
+        chunk = rows[start : start + BACKBONE_CHUNK_IMAGES]
+        arrays, positions = [], []
+        for offset, row in enumerate(chunk):
+            image_id, name = row[0], row[1]
+            original = None if name else next(originals)[1]
+            try:
+                if isinstance(original, Exception):
+                    raise original
+                with io.BytesIO(original) if original is not None else storage.open_image_file(name) as fh:
+                    arrays.append(image_array(_open_image(fh), spec))
+                positions.append(start + offset)
+            except Exception as exc:  # a missing, truncated or non-image file
+                label = row[5] if len(row) > 5 else name
+                unreadable.append({"id": int(image_id), "name": str(label), "error": str(exc)[:300]})
+        if arrays:
+            vectors = embed_arrays(
+                loaded, np.stack(arrays), batch_size=BACKBONE_BATCH_SIZE, between_batches=should_stop
+            )
+            if vectors.shape[1] != backbone.dim:
+                raise ValueError(f"the backbone gave {vectors.shape[1]} values per image, not {backbone.dim}")
+            codes[positions] = vectors
+            ok[positions] = True
+        if should_stop is not None:
+            should_stop()
+        if on_progress is not None:
+            on_progress(min(len(rows), start + len(chunk)) / len(rows))
+    image_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return codes[ok], image_ids[ok], unreadable
+
+
+def _open_image(fh):
+    from PIL import Image as PILImage
+
+    image = PILImage.open(fh)
+    image.load()
+    return image
 
 
 def _compute_from_codes(run: TrainingRun, params: dict, prepared: PreparedImages, reporter: RunReporter):
@@ -347,6 +480,7 @@ def _run_metrics(
     return {
         "embedding": params["embedding"],
         **({"uploaded_embedding": prepared.uploaded} if prepared.uploaded else {}),
+        **({"backbone": prepared.backbone} if prepared.backbone else {}),
         "n_images": len(prepared.image_ids),
         "n_unreadable": len(prepared.unreadable),
         "unreadable": prepared.unreadable[:50],
@@ -358,6 +492,8 @@ def _run_metrics(
         "epoch_losses": [float(v) for v in result.loss_curve],
         "epochs_run": int(result.epochs_run),
         "stopped_early": bool(result.stopped_early),
+        # The epochs and seconds training was allowed and why ('auto: 60 s for 10000 images'); trained runs only.
+        **({"training_budget": result.training_budget} if getattr(result, "training_budget", None) else {}),
         # Which encoder objective trained the codes, and why ('auto: 3-channel photos'); autoencoder runs only.
         **run_params.objective_metrics(params, channels=prepared.channels),
         # None: unknown (uploaded vectors: no reconstruction to measure).
@@ -427,7 +563,7 @@ def _store_rows(
 
 def _dataset_images(dataset_id: int) -> list[tuple]:
     return list(
-        Image.objects.filter(dataset_id=dataset_id)
+        Image.objects.filter(dataset_id=dataset_id, missing_since__isnull=True)  # gone from their bucket
         .order_by("id")
         .values_list("id", "file", "width", "height", "mode", "original_name")
     )
@@ -441,10 +577,15 @@ def load_run_images(rows, input_size: int, channels: int, *, on_progress=None, s
     ok = np.zeros(total, dtype=bool)
     unreadable = []
     last = time.monotonic()
+    # Images kept in a bucket (no stored file) are fetched ahead in chunks by a bounded pool.
+    originals = referenced_originals(r[0] for r in rows if not r[1])
     for i, row in enumerate(rows):
         image_id, name = row[0], row[1]
+        original = None if name else next(originals)[1]
         try:
-            with storage.open_image_file(name) as fh:
+            if isinstance(original, Exception):
+                raise original
+            with io.BytesIO(original) if original is not None else storage.open_image_file(name) as fh:
                 out[i] = load_image_array(fh, input_size, channels)
             ok[i] = True
         except Exception as exc:  # a missing, truncated or non-image file

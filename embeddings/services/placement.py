@@ -8,6 +8,8 @@ placed_count says how many, so the map page can offer a full re-run.
 A run on uploaded vectors has no model to embed a new image with: its new
 images stay off the map, and the run's metrics say how many and why
 (`unplaced_images`, `unplaced_reason`) until a new upload and run include them.
+A run on a registered backbone embeds its new images with that backbone (while
+it is registered; after it is deleted they stay off, and the metrics say so).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from embeddings.ml.clustering import assign_clusters
 from embeddings.ml.layout import place_new_points
 from embeddings.models import ImageEmbedding, RunStatus, TrainingRun
 from embeddings.selectors import current_run, run_arrays
+from embeddings.selectors.backbones import backbone_of_dataset
 from labeling.models import Image
 
 # The module, not its names: pipeline places late images through this module in turn.
@@ -51,6 +54,22 @@ def _run_model(run: TrainingRun):
         while len(_models) > 3:
             _models.popitem(last=False)
     return model
+
+
+def _run_backbone(run: TrainingRun, backbone):
+    """(spec, loaded model) of a run's backbone, kept in memory beside the autoencoders (same few-runs cache)."""
+    key = ("backbone", backbone.pk, backbone.sha256)
+    with _models_lock:
+        found = _models.get(key)
+        if found is not None:
+            _models.move_to_end(key)
+            return found
+    found = pipeline.backbone_load_for_run(backbone, run_id=run.pk)
+    with _models_lock:
+        _models[key] = found
+        while len(_models) > 3:
+            _models.popitem(last=False)
+    return found
 
 
 def images_missing_from_run(run: TrainingRun):
@@ -119,10 +138,12 @@ def _after_placement(run: TrainingRun) -> None:
 
 
 UNPLACED_REASON = "no vector for them in the run's upload: upload vectors for every image and start a new run"
+BACKBONE_GONE_REASON = "the run's backbone has been deleted: start a new run to place them"
 
 
-def _note_unplaceable(run: TrainingRun) -> None:
-    """Records on a run of uploaded vectors how many of the dataset's images it cannot show."""
+def _note_unplaceable(run: TrainingRun, reason: str = UNPLACED_REASON) -> None:
+    """Records on a run that cannot embed new images (uploaded vectors, a deleted backbone) how many of the
+    dataset's images it cannot show."""
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().filter(pk=run.pk).first()
         if locked is None:
@@ -132,10 +153,10 @@ def _note_unplaceable(run: TrainingRun) -> None:
         if metrics.get("unplaced_images", 0) == count:
             return
         metrics["unplaced_images"] = count
-        metrics["unplaced_reason"] = UNPLACED_REASON if count else ""
+        metrics["unplaced_reason"] = reason if count else ""
         TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics)
     if count:
-        logger.info("run %s is on uploaded vectors: %s new image(s) cannot be placed", run.pk, count)
+        logger.info("run %s: %s new image(s) cannot be placed: %s", run.pk, count, reason)
 
 
 def images_place_execute(*, run_id: int, image_ids=None) -> int:
@@ -150,22 +171,35 @@ def images_place_execute(*, run_id: int, image_ids=None) -> int:
     run = TrainingRun.objects.filter(pk=run_id, status=RunStatus.SUCCEEDED).first()
     if run is None:
         return 0
-    if (run.params or {}).get("embedding") == "uploaded":
+    embedding = (run.params or {}).get("embedding")
+    if embedding == "uploaded":
         _note_unplaceable(run)
         return 0
+    backbone = None
+    if embedding == "backbone":
+        backbone = backbone_of_dataset(run.dataset_id, (run.params or {}).get("backbone"))
+        if backbone is None:
+            _note_unplaceable(run, BACKBONE_GONE_REASON)
+            return 0
     candidates = images_missing_from_run(run)
     if image_ids is not None:
         candidates = candidates.filter(pk__in=[int(i) for i in image_ids])
     rows = list(candidates.order_by("id").values_list("id", "file", "width", "height", "mode", "original_name"))
     if not rows:
         return 0
-    images, ids, unreadable = pipeline.load_run_images(rows, run.input_size, run.channels)
+    if backbone is not None:
+        spec, loaded = _run_backbone(run, backbone)
+        codes, ids, unreadable = pipeline.backbone_embed_rows(rows, backbone, spec, loaded)
+        errors = None  # a backbone has no decoder
+    else:
+        images, ids, unreadable = pipeline.load_run_images(rows, run.input_size, run.channels)
     for bad in unreadable:
         logger.warning("run %s: image %s (%s) could not be placed: %s", run.pk, bad["id"], bad["name"], bad["error"])
     if len(ids) == 0:
         return 0
-    model = _run_model(run)
-    codes, errors = embed_images(model, images, batch_size=pipeline.embedding_batch_size())
+    if backbone is None:
+        model = _run_model(run)
+        codes, errors = embed_images(model, images, batch_size=pipeline.embedding_batch_size())
     ref_codes = storage.read_array(run, storage.CODES)
     ref_xy = storage.read_array(run, storage.LAYOUT)
     ref_labels = storage.read_array(run, storage.CLUSTERS)
@@ -196,7 +230,7 @@ def images_place_execute(*, run_id: int, image_ids=None) -> int:
                 x=float(xy[i, 0]),
                 y=float(xy[i, 1]),
                 cluster=int(labels[i]),
-                reconstruction_error=float(errors[i]),
+                reconstruction_error=None if errors is None else float(errors[i]),
                 placed_after_run=True,
             )
             for i, image_id in enumerate(ids)

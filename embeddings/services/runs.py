@@ -23,8 +23,10 @@ from django.utils import timezone
 from core.errors import RunAlreadyActive, ServiceUnavailable, ValidationFailed
 from embeddings import tasks
 from embeddings.models import ACTIVE_RUN_STATUSES, ERROR_REASON_MAX, RunStage, RunStatus, TrainingRun
+from embeddings.signals import run_finished_send
 from labeling.models import Image
 
+from .backbones import backbone_check_run
 from .embeddings_upload import uploaded_embeddings_check_run
 from .params import run_params_validate
 
@@ -71,6 +73,7 @@ def training_run_start(*, dataset, user, params: dict | None = None) -> Training
         )
     # Every start path (API, runs page, start_run) refuses uploaded vectors that miss images, before queueing.
     uploaded_embeddings_check_run(dataset=dataset, params=clean)
+    backbone_check_run(dataset=dataset, params=clean)
     task_id = str(uuid.uuid4())
     try:
         with transaction.atomic():
@@ -97,12 +100,14 @@ def _publish_run(run: TrainingRun, task_id: str) -> None:
         tasks.run_pipeline.apply_async(args=[run.pk], task_id=task_id)
     except Exception as exc:  # kombu raises OperationalError and friends; all mean "not queued"
         # The broker's own message can name its host and port: admins only.
-        TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        failed = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
             status=RunStatus.FAILED,
             error=QUEUE_UNREACHABLE,
             error_detail=f"{QUEUE_UNREACHABLE}: {exc}",
             finished_at=timezone.now(),
         )
+        if failed:
+            run_finished_send(run_ids=[run.pk])
         logger.warning("run %s not queued: %s: %s", run.pk, QUEUE_UNREACHABLE, exc)
         raise ServiceUnavailable(
             "The task queue (broker) is not reachable, so the run could not be started. "
@@ -140,15 +145,19 @@ def runs_fail_stale(*, dataset_id: int | None = None, run_id: int | None = None)
         stale = stale.filter(dataset_id=dataset_id)
     if run_id is not None:
         stale = stale.filter(pk=run_id)
+    now = timezone.now()
     count = stale.update(
         status=RunStatus.FAILED,
         error=f"{STALE_REASON}: no heartbeat for more than {heartbeat_timeout():g} s",
         # Which worker went quiet (host and pid) is for the dataset's admins.
         error_detail=Concat(Value("worker: "), F("worker")),
-        finished_at=timezone.now(),
+        finished_at=now,
     )
     if count:
         logger.warning("marked %d stale run(s) failed", count)
+        # The runs this UPDATE failed carry its timestamp: no extra query when nothing was stale.
+        reaped = TrainingRun.objects.filter(status=RunStatus.FAILED, finished_at=now, error__startswith=STALE_REASON)
+        run_finished_send(run_ids=reaped.values_list("id", flat=True))
     return count
 
 
@@ -337,7 +346,7 @@ class RunReporter:
 
 def run_mark_finished(*, run_id: int, status: str, error: str = "", error_detail: str = "", **fields) -> bool:
     """Move a running run to its end state; False if it was not running any more."""
-    return bool(
+    finished = bool(
         TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
             status=status,
             error=error[:ERROR_REASON_MAX],
@@ -346,6 +355,9 @@ def run_mark_finished(*, run_id: int, status: str, error: str = "", error_detail
             **fields,
         )
     )
+    if finished:
+        run_finished_send(run_ids=[run_id])  # sends for succeeded and failed runs only
+    return finished
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -1,6 +1,11 @@
 """Label suggestions: each image's suggested class and confidence on the current map, stored on
 ImageEmbedding, recomputed after labels change or the map changes.
 
+The confidence of an unlabeled image's suggestion is calibrated (the "calibrated" method of
+embeddings.ml.suggestions): the measured chance that it is right, low for images far from every
+label and when few classes have labels, so a floor on it (accepting, coloring, review) means
+what it says.
+
 Recomputation is debounced.  Labeling reports every label change through
 ``dataset_labels_changed`` (after commit), a new map or newly placed images call
 ``suggestions_schedule_recompute``; it enqueues
@@ -39,7 +44,7 @@ RECOMPUTE_COUNTDOWN_S = 3
 # Shorter than the countdown: a change made after the key expires schedules a
 # new task, and by then the pending one has read (or will read) the labels.
 SCHEDULE_WINDOW_S = 2
-SUGGESTION_METHOD = "spreading"
+SUGGESTION_METHOD = "calibrated"
 SUGGESTION_NEIGHBORS = 10
 UPDATE_BATCH = 5000
 

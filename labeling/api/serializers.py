@@ -8,6 +8,7 @@ Schemathesis see the real shapes.
 
 import math
 
+from django.conf import settings
 from rest_framework import serializers
 
 from core.api.serializers import ErrorSerializer, KeywordFieldsMixin
@@ -15,6 +16,7 @@ from embeddings.ml.geometry import MAX_POLYGON_VERTICES
 from labeling.models import Role
 from labeling.selectors import image_annotation
 from labeling.services.annotations import MAX_BULK_IMAGES
+from labeling.services.exports import EXPORT_FORMATS
 
 MAX_ID = 2**63 - 1
 
@@ -381,6 +383,28 @@ class BulkResultSerializer(serializers.Serializer):
     )
 
 
+class AcceptPreviewClassSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    count = serializers.IntegerField(help_text="images that would take this class")
+
+
+class SuggestionsAcceptPreviewSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField(help_text="always true: nothing was changed")
+    total = serializers.IntegerField(help_text="images whose class the accept would change")
+    unlabeled = serializers.IntegerField(help_text="of those, images without a class now")
+    relabeled = serializers.IntegerField(help_text="of those, labeled images that would change class (include_labeled)")
+    classes = AcceptPreviewClassSerializer(many=True, help_text="per class, most images first")
+    min_confidence = serializers.FloatField(help_text="the floor used: the one sent, else the default")
+    default_min_confidence = serializers.FloatField(help_text="SIMLABEL_ACCEPT_MIN_CONFIDENCE")
+    expected = serializers.DictField(
+        child=serializers.IntegerField(),
+        allow_null=True,
+        help_text="{image id: annotation_version} of exactly these images: send it with the same body (without "
+        "dry_run) to accept this plan; a 409 if one changed meanwhile. Null above the expected limit.",
+    )
+
+
 class UndoResultSerializer(serializers.Serializer):
     action_id = serializers.IntegerField()
     undo_action_id = serializers.IntegerField()
@@ -442,6 +466,12 @@ class ReviewItemSerializer(serializers.Serializer):
         help_text="the annotation version of each of image_ids, for a resolve's `expected`",
     )
     suggested_class = serializers.IntegerField(allow_null=True)
+    label_class = serializers.IntegerField(allow_null=True, help_text="an image item's current class (null: unlabeled)")
+    confidence = serializers.FloatField(
+        allow_null=True,
+        help_text="an image item's suggestion confidence: for an unlabeled image the calibrated chance it is "
+        "right; for a labeled one the share of its neighbors that say the suggested class",
+    )
 
 
 class ReviewResolveSerializer(KeywordFieldsMixin, serializers.Serializer):
@@ -475,12 +505,31 @@ class SuggestionsAcceptSerializer(KeywordFieldsMixin, serializers.Serializer):
     )
     min_confidence = serializers.FloatField(
         required=False,
-        default=0.0,
         min_value=0.0,
         max_value=1.0,
-        help_text="Only images whose suggestion has at least this confidence (0..1) take it.",
+        help_text="Only images whose suggestion has at least this confidence (0..1, the calibrated chance it is "
+        f"right) take it. Default {settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE} (SIMLABEL_ACCEPT_MIN_CONFIDENCE); "
+        "0 takes every suggestion.",
+    )
+    include_labeled = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="also relabel labeled images whose suggestion is another class (default: unlabeled images only)",
+    )
+    dry_run = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="change nothing: answer what the accept would change (per class, total) and the `expected` "
+        "that accepts exactly that",
     )
     expected = ExpectedField()
+    source = serializers.CharField(
+        required=False,
+        default="spreading",
+        max_length=120,
+        help_text='whose suggestions: "spreading" (the neighbors\', default) or "model:<name>" (an uploaded '
+        "model's predictions, see /predictions/)",
+    )
 
     def validate_min_confidence(self, value):
         if not math.isfinite(value):  # FloatField takes "NaN", and NaN passes both bounds
@@ -495,12 +544,76 @@ class SuggestionsAcceptSerializer(KeywordFieldsMixin, serializers.Serializer):
         return attrs
 
 
+# --- label import ---------------------------------------------------------------------------------------
+
+
+class LabelImportSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CSV (name or sha256, class), COCO JSON, or a Label Studio JSON export")
+    format = serializers.ChoiceField(choices=["csv", "coco", "labelstudio"])
+    create_classes = serializers.BooleanField(
+        required=False, default=False, help_text="create the classes the file names that the dataset lacks (admins)"
+    )
+    only_unlabeled = serializers.BooleanField(
+        required=False, default=False, help_text="leave images that already have a class alone"
+    )
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown field(s): {', '.join(unknown)}.")
+        return attrs
+
+
+class LabelImportRowSerializer(KeywordFieldsMixin, serializers.Serializer):
+    row = serializers.IntegerField(help_text="CSV line, COCO annotation or Label Studio task, from 1")
+    name = serializers.CharField()
+    sha256 = serializers.CharField()
+    class_ = serializers.CharField()
+    reason = serializers.CharField()
+    image_ids = serializers.ListField(
+        child=serializers.IntegerField(), required=False, help_text="ambiguous rows: (some of) the images named so"
+    )
+
+
+class LabelImportResultSerializer(serializers.Serializer):
+    format = serializers.CharField()
+    action_id = serializers.IntegerField(allow_null=True, help_text="the one undoable action; null if nothing matched")
+    rows = serializers.IntegerField()
+    matched = serializers.IntegerField(help_text="images the file gives a class")
+    updated = serializers.IntegerField(help_text="images whose class changed")
+    unchanged = serializers.IntegerField(help_text="images that already had that class")
+    kept = serializers.IntegerField(help_text="only_unlabeled: images left alone because they had a class")
+    created_classes = serializers.ListField(child=serializers.CharField())
+    unmatched_count = serializers.IntegerField()
+    unmatched = LabelImportRowSerializer(many=True, help_text="the first 50 rows that matched no image, with why")
+    ambiguous_count = serializers.IntegerField()
+    ambiguous = LabelImportRowSerializer(many=True, help_text="the first 50 rows whose name several images share")
+
+
 # --- export ---------------------------------------------------------------------------------------------
 
 
 class ExportQuerySerializer(serializers.Serializer):
-    format = serializers.ChoiceField(choices=["json", "csv", "coco", "imagefolder"], default="json")
+    format = serializers.ChoiceField(choices=list(EXPORT_FORMATS), default="json")
     include_unlabeled = serializers.BooleanField(required=False, default=False)
+    val_fraction = serializers.FloatField(
+        required=False, help_text="yolo only: the share of each class's images that goes to val/ (0 <= x < 1)."
+    )
+    seed = serializers.IntegerField(
+        required=False, min_value=0, max_value=2**31 - 1, help_text="yolo only: the seed of the val/ split."
+    )
+
+    def validate_val_fraction(self, value):
+        if not (math.isfinite(value) and 0 <= value < 1):
+            raise serializers.ValidationError("Must be a number from 0 up to (not including) 1.")
+        return value
+
+    def validate(self, attrs):
+        if attrs["format"] != "yolo":
+            for name in ("val_fraction", "seed"):
+                if name in attrs:
+                    raise serializers.ValidationError({name: "Applies only to format=yolo."})
+        return attrs
 
 
 class ExportRowSerializer(KeywordFieldsMixin, serializers.Serializer):

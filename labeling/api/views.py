@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import Throttled
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -26,8 +26,8 @@ from core.api.authentication import token_expires_at
 from core.api.contract import ApiView, validated, validated_query
 from core.api.pagination import PAGE_PARAMETERS, StandardPagination, paginate
 from core.api.serializers import ERRORS, ErrorSerializer, error_responses
-from core.errors import PayloadTooLarge, ValidationFailed
-from core.permissions import ANYONE, SIGNED_IN, dataset_for_user
+from core.errors import PayloadTooLarge, PermissionRefused, ValidationFailed
+from core.permissions import ANYONE, SIGNED_IN, dataset_for_user, role_allows
 from labeling import selectors
 from labeling.models import LabelAction
 from labeling.selectors.review import review_queue_for_dataset
@@ -35,9 +35,11 @@ from labeling.services import annotations as annotation_services
 from labeling.services import datasets as dataset_services
 from labeling.services.exports import labels_export
 from labeling.services.images import images_ingest
+from labeling.services.label_import import labels_import
 from labeling.services.review import review_item_resolve
-from labeling.services.suggestions import suggestions_accept
+from labeling.services.suggestions import suggestions_accept, suggestions_accept_preview
 from labeling.services.tokens import token_issue, tokens_revoke
+from labeling.services.webhooks import export_ready_notify
 from project.throttling import login_failed, login_succeeded, login_wait_seconds
 
 from . import serializers as s
@@ -411,6 +413,45 @@ class BulkAnnotationView(ApiView):
         return Response(payload)
 
 
+class LabelImportView(ApiView):
+    actions = {"post": "label"}  # the bulk-labeling role; creating classes also needs manage_classes
+    parser_classes = [MultiPartParser, FormParser]
+    request_body_limit_setting = "SIMLABEL_MAX_LABEL_IMPORT_BYTES"  # read by ApiRequestBodyLimitMiddleware
+
+    @extend_schema(
+        request={"multipart/form-data": s.LabelImportSerializer},
+        responses={
+            200: s.LabelImportResultSerializer,
+            **error_responses(400, 401, 403, 404),
+            413: OpenApiResponse(ErrorSerializer, description="Larger than SIMLABEL_MAX_LABEL_IMPORT_BYTES"),
+        },
+        tags=["annotations"],
+        description="Labels images already in the dataset from a file: CSV with a name or sha256 column and a "
+        "class column, COCO (images, categories, annotations) or a Label Studio JSON export (each task's "
+        "data.image file name and its latest non-cancelled annotation's first choice). Images are matched by "
+        "sha256, else file name; rows that match no image, or whose name several images share, are reported "
+        "and left out. Classes the dataset lacks are a 400 listing them (`unknown_classes`) unless "
+        "create_classes=true (admins). Everything is one undoable action; a bad file is a 400 and nothing "
+        "changes.",
+    )
+    def post(self, request, dataset):
+        data = validated(s.LabelImportSerializer, request.data)
+        if data["create_classes"] and not role_allows(dataset.user_role, "manage_classes"):
+            raise PermissionRefused(
+                f"Your role ({dataset.user_role}) may not create classes; import without create_classes, "
+                "or ask an admin to add the classes."
+            )
+        report = labels_import(
+            dataset=dataset,
+            user=request.user,
+            file=data["file"],
+            format=data["format"],
+            create_classes=data["create_classes"],
+            only_unlabeled=data["only_unlabeled"],
+        )
+        return Response(report.as_dict())
+
+
 class ActionListView(ApiView):
     pagination_class = StandardPagination  # also tells the schema these lists are paginated
     actions = {"get": "view"}
@@ -515,27 +556,51 @@ class SuggestionsAcceptView(ApiView):
     @extend_schema(
         request=s.SuggestionsAcceptSerializer,
         responses={
-            200: s.BulkResultSerializer,
+            200: PolymorphicProxySerializer(
+                component_name="SuggestionsAcceptResult",
+                serializers=[s.BulkResultSerializer, s.SuggestionsAcceptPreviewSerializer],
+                resource_type_field_name=None,
+            ),
             **error_responses(400, 401, 403, 404),
             409: OpenApiResponse(s.StaleVersionsSerializer, description="Stale `expected` versions"),
         },
         tags=["review"],
         description="Applies each image's suggested class as one action: for the images given, a whole "
-        "cluster, or every image suggested `class` (which also narrows the other two); unlabeled images only; "
-        "images whose suggestion is below min_confidence (0..1, default 0) are left alone.",
+        "cluster, or every image suggested `class` (which also narrows the other two); unlabeled images only "
+        "unless include_labeled; images whose suggestion is below min_confidence (0..1, default "
+        f"{settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE}) are left alone. `source` "
+        "\"model:<name>\" takes an uploaded model's predictions as the suggestions instead of the neighbors'. "
+        "`dry_run: true` changes nothing and answers the would-be changes (per class, total, the floor used) "
+        "with the `expected` that accepts exactly them.",
     )
     def post(self, request, dataset):
         data = validated(s.SuggestionsAcceptSerializer, request.data)
         label_class = selectors.label_class_in_dataset(dataset, data.get("class"))
-        action = suggestions_accept(
-            dataset=dataset,
-            user=request.user,
-            image_ids=data.get("image_ids"),
-            cluster=data.get("cluster"),
-            label_class=label_class,
-            min_confidence=data.get("min_confidence", 0.0),
-            expected=data.get("expected"),
-        )
+        scope = {
+            "dataset": dataset,
+            "image_ids": data.get("image_ids"),
+            "cluster": data.get("cluster"),
+            "label_class": label_class,
+            "min_confidence": data.get("min_confidence", settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE),
+            "include_labeled": data["include_labeled"],
+            "expected": data.get("expected"),
+            "suggestion_source": data["source"],
+        }
+        if data["dry_run"]:
+            preview = suggestions_accept_preview(**scope)
+            return Response(
+                {
+                    "dry_run": True,
+                    "total": preview.total,
+                    "unlabeled": preview.unlabeled,
+                    "relabeled": preview.relabeled,
+                    "classes": [{"id": c, "name": name, "count": n} for c, name, n in preview.counts],
+                    "min_confidence": preview.min_confidence,
+                    "default_min_confidence": settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE,
+                    "expected": None if preview.expected is None else {str(i): v for i, v in preview.expected.items()},
+                }
+            )
+        action = suggestions_accept(user=request.user, **scope)
         payload = {"updated": action.image_count, "action_id": action.pk, "skipped": list(action.skipped)}
         if action.versions is not None:
             payload["versions"] = {str(i): v for i, v in action.versions.items()}
@@ -592,20 +657,33 @@ class ExportView(ApiView):
     @extend_schema(
         parameters=[s.ExportQuerySerializer],
         responses={
-            (200, "application/json"): OpenApiResponse(EXPORT_JSON_SCHEMA, description="json or coco"),
+            (200, "application/json"): OpenApiResponse(EXPORT_JSON_SCHEMA, description="json, coco or labelstudio"),
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="csv"),
-            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="imagefolder"),
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="imagefolder or yolo"),
+            (200, "application/vnd.apache.parquet"): OpenApiResponse(OpenApiTypes.BINARY, description="hf"),
             **error_responses(400, 401, 403, 404),
         },
         tags=["export"],
         description="All current labels, streamed as an attachment. JSON and CSV rows: image_id, name, sha256, "
         "class (name), class_id, author, updated. COCO: images, categories, one whole-image annotation each. "
-        "imagefolder: a zip with one folder per class (and unlabeled/ with include_unlabeled=true).",
+        "imagefolder: a zip with one folder per class (and unlabeled/ with include_unlabeled=true). "
+        "yolo: an Ultralytics classification zip, <root>/train/<class>/ and, with val_fraction, <root>/val/<class>/ "
+        "(labeled images only). hf: Parquet that Hugging Face datasets loads with image, label (a ClassLabel; "
+        "-1 unlabeled), image_id, file_name, sha256. labelstudio: Label Studio JSON tasks with a choices result "
+        "per labeled image (unlabeled ones as tasks without annotations).",
     )
     def get(self, request, dataset):
         query = validated_query(s.ExportQuerySerializer, request)
-        export = labels_export(dataset=dataset, format=query["format"], include_unlabeled=query["include_unlabeled"])
+        export = labels_export(
+            dataset=dataset,
+            format=query["format"],
+            include_unlabeled=query["include_unlabeled"],
+            val_fraction=query.get("val_fraction"),
+            seed=query.get("seed"),
+            site_url=request.build_absolute_uri("/"),
+        )
         response = StreamingHttpResponse(export.chunks, content_type=export.content_type)
+        export_ready_notify(dataset=dataset, user=request.user, query=query, filename=export.filename)
         response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
         response["Cache-Control"] = "private, no-store"
         return response

@@ -15,6 +15,7 @@ import numpy as np
 from embeddings.ml.review_ranking import rank_review_items
 from embeddings.selectors import current_map_columns, run_near_duplicates
 from labeling.models import Annotation, LabelClass, ReviewResolution
+from labeling.selectors.predictions import prediction_columns_for_images
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -84,6 +85,10 @@ def review_queue_for_dataset(dataset, limit: int = DEFAULT_LIMIT) -> list[dict]:
         class_names=[name for _, name in classes],
         reconstruction_error=recon,
         duplicate_pairs=duplicate_pairs,
+        predictions=[
+            (model, _class_indices(class_array, predicted), predicted_confidence)
+            for model, predicted, predicted_confidence in prediction_columns_for_images(dataset, image_ids)
+        ],
     )
     resolved = set(
         ReviewResolution.objects.filter(dataset=dataset, run=run).values_list("kind", "object_id").distinct()

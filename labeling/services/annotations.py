@@ -51,6 +51,7 @@ from labeling.models import (
     LabelClass,
     Role,
 )
+from labeling.services.webhooks import labels_changed_notify
 
 MAX_BULK_IMAGES = 100_000
 HISTORY_BATCH = 2000
@@ -164,8 +165,9 @@ def _lock_annotations(image_ids: list[int]) -> dict[int, _Current]:
     return current
 
 
-def _after_labels_changed(dataset_id: int) -> None:
-    """After commit: mark the dataset's labels as changed and tell embeddings (suggestions).
+def _after_labels_changed(dataset_id: int, action: LabelAction) -> None:
+    """After commit: mark the dataset's labels as changed, tell embeddings (suggestions) and the
+    dataset's webhooks (labels.changed, with `action`): every recorded label change passes here.
 
     Done after commit, not inside the transaction, so label writes never queue
     on the dataset row.
@@ -176,6 +178,7 @@ def _after_labels_changed(dataset_id: int) -> None:
         dataset_labels_changed(dataset_id=dataset_id)
 
     transaction.on_commit(run)
+    labels_changed_notify(action=action)
 
 
 def _write_changes(
@@ -311,7 +314,7 @@ def annotation_set(
         user=user,
         action=action,
     )
-    _after_labels_changed(image.dataset_id)
+    _after_labels_changed(image.dataset_id, action)
     annotation.refresh_from_db()
     annotation.action = action
     return annotation
@@ -463,7 +466,7 @@ def annotations_apply_bulk(
             mark_reviewed=mark_reviewed,
             now=timezone.now(),
         )
-        _after_labels_changed(dataset.pk)
+        _after_labels_changed(dataset.pk, action)
     return action
 
 
@@ -592,7 +595,7 @@ def label_action_undo(*, dataset: Dataset, user, action_id: int) -> dict:
             now=now,
         )
     if restored:
-        _after_labels_changed(dataset.pk)
+        _after_labels_changed(dataset.pk, undo)
     # Each restored image's new version, so a page can go on writing them without reloading.
     versions = {str(image_id): cur.version + 1 for changes in by_old_class.values() for image_id, cur in changes}
     return {
@@ -701,7 +704,7 @@ def annotations_apply_mapping(
             now=now,
         )
     if changed:
-        _after_labels_changed(dataset.pk)
+        _after_labels_changed(dataset.pk, action)
     return action
 
 
@@ -740,5 +743,5 @@ def annotations_fill_unlabeled(
         now=timezone.now(),
     )
     LabelAction.objects.filter(pk=action.pk).update(image_count=F("image_count") + len(changes))
-    _after_labels_changed(dataset.pk)
+    _after_labels_changed(dataset.pk, action)
     return len(changes)

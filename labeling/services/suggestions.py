@@ -7,12 +7,14 @@ and writes labels through labeling.services.annotations.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from core.errors import ValidationFailed
 from embeddings.models import ImageEmbedding
 from embeddings.selectors import current_run
 from labeling.models import Annotation, AnnotationSource, Dataset, LabelAction, LabelClass
+from labeling.selectors.predictions import dataset_has_model, model_of_source, prediction_suggestions
 from labeling.services import annotations
 
 
@@ -29,6 +31,7 @@ class AcceptPlan:
     class_by_image: dict[int, int]
     seen_versions: dict[int, int]
     only_unlabeled: bool
+    class_now: dict[int, int | None]  # each of those images' class when read (None: unlabeled)
 
 
 def suggestions_accept_plan(
@@ -40,6 +43,7 @@ def suggestions_accept_plan(
     min_confidence: float = 0.0,
     include_labeled: bool = False,
     expected=None,
+    suggestion_source: str | None = None,
 ) -> AcceptPlan:
     """The read half of suggestions_accept (see there); writes nothing."""
     if image_ids is not None and cluster is not None:
@@ -51,12 +55,18 @@ def suggestions_accept_plan(
     if not 0.0 <= min_confidence <= 1.0:
         raise ValidationFailed("min_confidence must be a number between 0 and 1.", field="min_confidence")
     expected = annotations.clean_expected(expected)
+    model = model_of_source(suggestion_source)  # None: the neighbors' suggestions (label spreading)
+    if model is not None and not (model and dataset_has_model(dataset, model)):
+        raise ValidationFailed(
+            'source must be "spreading" or "model:<name>" of a model with predictions in this dataset.',
+            field="source",
+        )
     run = current_run(dataset)
-    if run is None:
+    if run is None and (model is None or cluster is not None):
         raise ValidationFailed("This dataset has no map yet, so there are no suggestions.")
-    rows = ImageEmbedding.objects.filter(
-        run=run, suggested_class__isnull=False, suggestion_confidence__gte=min_confidence
-    )
+    rows = ImageEmbedding.objects.filter(run=run)
+    if model is None:
+        rows = rows.filter(suggested_class__isnull=False, suggestion_confidence__gte=min_confidence)
     wanted = None
     if image_ids is not None:
         try:
@@ -77,8 +87,16 @@ def suggestions_accept_plan(
     if label_class is not None:
         if label_class.dataset_id != dataset.pk:
             raise ValidationFailed("That class belongs to another dataset.", field="class")
-        rows = rows.filter(suggested_class=label_class)
-    suggested = dict(rows.values_list("image_id", "suggested_class_id"))
+        rows = rows.filter(suggested_class=label_class) if model is None else rows
+    if model is None:
+        suggested = dict(rows.values_list("image_id", "suggested_class_id"))
+    else:
+        suggested = prediction_suggestions(
+            dataset=dataset, model=model, min_confidence=min_confidence, label_class=label_class
+        )
+        if cluster is not None:
+            in_cluster = set(rows.values_list("image_id", flat=True))
+            suggested = {i: c for i, c in suggested.items() if i in in_cluster}
     if wanted is not None:
         suggested = {i: c for i, c in suggested.items() if i in wanted}
     if expected is not None:
@@ -97,7 +115,10 @@ def suggestions_accept_plan(
     else:
         mapping = {i: c for i, c in suggested.items() if current.get(i, (None, 0))[0] is None}
     seen = {i: current.get(i, (None, 0))[1] for i in mapping}
-    return AcceptPlan(class_by_image=mapping, seen_versions=seen, only_unlabeled=not include_labeled)
+    class_now = {i: current.get(i, (None, 0))[0] for i in mapping}
+    return AcceptPlan(
+        class_by_image=mapping, seen_versions=seen, only_unlabeled=not include_labeled, class_now=class_now
+    )
 
 
 def suggestions_accept(
@@ -110,8 +131,9 @@ def suggestions_accept(
     min_confidence: float = 0.0,
     include_labeled: bool = False,
     mark_reviewed: bool = False,
-    source: str = AnnotationSource.SUGGESTION,
+    source: str | None = None,
     expected=None,
+    suggestion_source: str | None = None,
 ) -> LabelAction:
     """Applies each image's suggested class as ONE LabelAction.
 
@@ -129,7 +151,13 @@ def suggestions_accept(
     left alone are in action.skipped.  `expected` ({image id: version}, what the
     client saw) narrows the scope to the images it lists and makes the accept
     conditional: a listed image changed since is a 409, nothing changed.
+    `suggestion_source` "model:<name>" takes the classes of that model's uploaded predictions
+    (labeling.services.predictions) instead of the neighbors' ("spreading", the default); the
+    labels' source is then `prediction` unless `source` says otherwise.
     """
+    if source is None:
+        model = model_of_source(suggestion_source)
+        source = AnnotationSource.SUGGESTION if model is None else AnnotationSource.PREDICTION
     plan = suggestions_accept_plan(
         dataset=dataset,
         image_ids=image_ids,
@@ -138,6 +166,7 @@ def suggestions_accept(
         min_confidence=min_confidence,
         include_labeled=include_labeled,
         expected=expected,
+        suggestion_source=suggestion_source,
     )
     return annotations.annotations_apply_mapping(
         dataset=dataset,
@@ -148,4 +177,68 @@ def suggestions_accept(
         expected=expected,
         if_versions=plan.seen_versions,
         only_unlabeled=plan.only_unlabeled,
+    )
+
+
+@dataclass(frozen=True)
+class AcceptPreview:
+    """What an accept would change now, computed as suggestions_accept would, written nowhere.
+
+    counts: (class id, class name, images that would take it), most first;
+    unlabeled / relabeled: how many of those have no class now / another one;
+    expected: {image id: annotation version} of exactly those images, to send
+    back as the accept's `expected` (None when more than clean_expected takes):
+    the accept then changes only them and is a 409 if one changed meanwhile.
+    """
+
+    min_confidence: float
+    counts: list[tuple[int, str, int]]
+    unlabeled: int
+    relabeled: int
+    expected: dict[int, int] | None
+
+    @property
+    def total(self) -> int:
+        return self.unlabeled + self.relabeled
+
+
+def suggestions_accept_preview(
+    *,
+    dataset: Dataset,
+    image_ids=None,
+    cluster: int | None = None,
+    label_class: LabelClass | None = None,
+    min_confidence: float = 0.0,
+    include_labeled: bool = False,
+    expected=None,
+    suggestion_source: str | None = None,
+) -> AcceptPreview:
+    """The accept's dry run: the same plan, less what the write would leave alone (images that
+    already have the suggested class, and labeled ones unless include_labeled).  Reads only."""
+    plan = suggestions_accept_plan(
+        dataset=dataset,
+        image_ids=image_ids,
+        cluster=cluster,
+        label_class=label_class,
+        min_confidence=min_confidence,
+        include_labeled=include_labeled,
+        expected=expected,
+        suggestion_source=suggestion_source,
+    )
+    changes = {
+        image_id: class_id
+        for image_id, class_id in plan.class_by_image.items()
+        if plan.class_now[image_id] != class_id and not (plan.only_unlabeled and plan.class_now[image_id] is not None)
+    }
+    per_class = Counter(changes.values())
+    names = dict(LabelClass.objects.filter(dataset=dataset, id__in=per_class).values_list("id", "name"))
+    counts = sorted(((c, names[c], n) for c, n in per_class.items()), key=lambda row: (-row[2], row[1]))
+    unlabeled = sum(1 for image_id in changes if plan.class_now[image_id] is None)
+    fits = len(changes) <= annotations.MAX_BULK_IMAGES
+    return AcceptPreview(
+        min_confidence=float(min_confidence),
+        counts=counts,
+        unlabeled=unlabeled,
+        relabeled=len(changes) - unlabeled,
+        expected={i: plan.seen_versions[i] for i in sorted(changes)} if fits else None,
     )

@@ -144,6 +144,28 @@ export function classChip(cls, extra = "") {
   return chip;
 }
 
+// A class menu for a bulk label that never picks a class by itself (the first
+// option used to be selected by default, so a click labeled a cluster as the
+// first class): `suggested` (a class) is pre-selected and marked "suggested",
+// otherwise a "Choose a class…" placeholder is, and `button` stays disabled
+// until a class is chosen.  menu.chosen() is the chosen class or null.
+export function classMenu(classes, { suggested = null, button = null, label = "Class", className = "" } = {}) {
+  const menu = el("select", { "aria-label": label, class: className },
+    el("option", { value: "", disabled: true, selected: !suggested }, "Choose a class…"),
+    ...classes.map((cls) => el("option", { value: cls.id, selected: Boolean(suggested) && cls.id === suggested.id },
+      suggested && cls.id === suggested.id ? `${cls.name} (suggested)` : cls.name)));
+  const byId = new Map(classes.map((cls) => [String(cls.id), cls]));
+  menu.chosen = () => byId.get(menu.value) || null;
+  const sync = () => {
+    if (!button) return;
+    button.disabled = !menu.chosen();
+    button.title = menu.chosen() ? "" : "Choose a class first";
+  };
+  menu.addEventListener("change", sync);
+  sync();
+  return menu;
+}
+
 // A thumbnail tile for image `id`; the caller wires clicks.
 export function thumbTile(id, { cls = null, title = "", tag = "button", href = null } = {}) {
   const attrs = { class: "thumb", dataset: { imageId: id }, title: title || `Image ${id}` };

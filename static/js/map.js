@@ -441,22 +441,88 @@ function renderCounts() {
 const suggestionsCard = document.getElementById("suggestions-card");
 const minConfidenceInput = document.getElementById("suggestions-min-confidence");
 
+// The floor starts at the server's default (SIMLABEL_ACCEPT_MIN_CONFIDENCE, chosen by measurement).
+const defaultFloor = data.accept_min_confidence ?? 0;
+// The neighbors' confidences are calibrated (a floor of f keeps labels about f right); an uploaded
+// model's are its own, so the note says so instead of promising what was not measured.
+function describeFloor(source) {
+  const note = document.getElementById("suggestions-default-floor");
+  if (!note) return;
+  const pct = Math.round(100 * defaultFloor);
+  note.textContent = source === "spreading"
+    ? `(default ${pct} %: accepted labels about that often right)`
+    : `(default ${pct} %: this model's own confidence, not calibrated here)`;
+}
+if (minConfidenceInput) {
+  minConfidenceInput.value = String(Math.round(100 * defaultFloor));
+  describeFloor("spreading");
+}
+
 function minConfidence() {
   const value = Number(minConfidenceInput.value);
   return Number.isFinite(value) ? Math.min(1, Math.max(0, value / 100)) : 0;
+}
+
+// Whose suggestions the card offers: "spreading" (the neighbors', in the map's
+// columns) or "model:<name>" (an uploaded model's predictions, fetched once and
+// laid onto the points' order again after each refresh).
+const sourceSelect = document.getElementById("suggestions-source");
+const suggestionSource = { value: "spreading", predictions: null, columns: null, points: null };
+
+function suggestionColumns() {
+  const p = state.points;
+  if (suggestionSource.value === "spreading" || !suggestionSource.predictions) return { suggestion: p.suggestion, confidence: p.confidence };
+  if (suggestionSource.points !== p) {
+    const { image_ids: ids, class: cls, confidence } = suggestionSource.predictions;
+    const suggestion = new Int32Array(p.n).fill(-1);
+    const conf = new Float32Array(p.n).fill(NaN);
+    for (let k = 0; k < ids.length; k++) {
+      const i = p.indexOfId.get(ids[k]);
+      if (i !== undefined) { suggestion[i] = cls[k]; conf[i] = confidence[k]; }
+    }
+    suggestionSource.columns = { suggestion, confidence: conf };
+    suggestionSource.points = p;
+  }
+  return suggestionSource.columns;
+}
+
+async function loadSuggestionSources() {
+  if (!sourceSelect) return;
+  const answer = await getJSON(`/api/datasets/${datasetId}/predictions/`);
+  const models = (answer && answer.models) || [];
+  for (const m of models) sourceSelect.append(el("option", { value: `model:${m.model}` }, `Model ${m.model} (${m.count})`));
+  document.getElementById("suggestions-source-row").classList.toggle("hidden", !models.length);
+  sourceSelect.addEventListener("change", () => chooseSuggestionSource(sourceSelect.value).catch(showError));
+  if (models.length) renderSuggestions();
+}
+
+async function chooseSuggestionSource(value) {
+  closeAcceptPreview(); // a preview of the other source's suggestions no longer applies
+  suggestionSource.value = value;
+  describeFloor(value);
+  suggestionSource.predictions = null;
+  suggestionSource.points = null;
+  if (value !== "spreading") {
+    const model = value.slice("model:".length);
+    suggestionSource.predictions = await getJSON(`/api/datasets/${datasetId}/predictions/${encodeURIComponent(model)}/`);
+  }
+  document.getElementById("suggestions-who").textContent =
+    value === "spreading" ? "whose neighbors suggest a class" : `with a class predicted by model ${value.slice("model:".length)}`;
+  renderSuggestions();
 }
 
 // Points whose suggestion is waiting to be accepted: unlabeled, suggested
 // (`classId`, or any class when null), in the cluster filter, above the floor.
 function pendingIndices(classId = null) {
   const p = state.points;
+  const s = suggestionColumns();
   const floor = minConfidence();
   const out = [];
   for (let i = 0; i < p.n; i++) {
-    if (p.cls[i] !== -1 || p.suggestion[i] === -1) continue;
-    if (classId !== null && p.suggestion[i] !== classId) continue;
+    if (p.cls[i] !== -1 || s.suggestion[i] === -1) continue;
+    if (classId !== null && s.suggestion[i] !== classId) continue;
     if (state.clusterFilter !== null && p.cluster[i] !== state.clusterFilter) continue;
-    if (!(p.confidence[i] >= floor)) continue;
+    if (!(s.confidence[i] >= floor)) continue;
     out.push(i);
   }
   return out;
@@ -464,10 +530,10 @@ function pendingIndices(classId = null) {
 
 function renderSuggestions() {
   if (!suggestionsCard) return;
-  const p = state.points;
+  const s = suggestionColumns();
   const pending = new Map();
-  for (const i of pendingIndices()) pending.set(p.suggestion[i], (pending.get(p.suggestion[i]) || 0) + 1);
-  const anySuggestion = p.suggestion.some((v) => v !== -1);
+  for (const i of pendingIndices()) pending.set(s.suggestion[i], (pending.get(s.suggestion[i]) || 0) + 1);
+  const anySuggestion = state.points.suggestion.some((v) => v !== -1) || (sourceSelect && sourceSelect.options.length > 1);
   suggestionsCard.classList.toggle("hidden", !anySuggestion);
   document.getElementById("suggestions-scope").textContent = state.clusterFilter === null ? "" : ` in cluster ${state.clusterFilter}`;
   const rows = [...pending.entries()].sort((a, b) => b[1] - a[1]).map(([classId, count]) => {
@@ -475,30 +541,121 @@ function renderSuggestions() {
     if (!cls) return null;
     return el("div", { class: "count-row", dataset: { suggestedClass: classId } },
       el("span", { class: "chip", style: { "--class-color": cls.color } }, el("span", { class: "swatch" }), cls.name),
-      el("button", { type: "button", class: "small accept-class", onclick: () => acceptSuggestions(cls) },
+      el("button", { type: "button", class: "small accept-class", onclick: () => previewAccept(cls).catch(showError) },
         `Accept ${count}`));
   }).filter(Boolean);
+  if (rows.length > 1) {
+    const total = [...pending.values()].reduce((a, b) => a + b, 0);
+    rows.unshift(el("div", { class: "count-row accept-all-row" }, el("span", { class: "small", text: "All classes" }),
+      el("button", { type: "button", class: "small accept-all", onclick: () => previewAccept(null).catch(showError) },
+        `Accept ${total}`)));
+  }
+  const floor = `${Math.round(100 * minConfidence())} %`;
   document.getElementById("suggestion-rows").replaceChildren(
-    ...(rows.length ? rows : [el("span", { class: "muted small", text: "Nothing to accept here." })]));
+    ...(rows.length ? rows : [el("span", { class: "muted small", text: `Nothing to accept above the floor (${floor}).` })]));
 }
 
-async function acceptSuggestions(cls) {
-  const body = { class: cls.id, min_confidence: minConfidence() };
+// Accepting is two steps: "Accept N" asks the server for a dry run of exactly the
+// images counted (their versions as `expected`) and shows what would change, per
+// class, at which floor; Confirm sends the dry run's own `expected`, so the accept
+// changes exactly the previewed images or, if one changed meanwhile, nothing (409).
+const acceptUrl = `/api/datasets/${datasetId}/suggestions/accept/`;
+const acceptPreviewBox = suggestionsCard ? el("div", {
+  id: "accept-preview", class: "accept-preview hidden",
+  style: { "border-top": "1px solid #dee2e6", "margin-top": ".6rem", "padding-top": ".5rem" },
+}) : null;
+if (acceptPreviewBox) suggestionsCard.append(acceptPreviewBox);
+let acceptPreview = null; // {cls (null: every class), body, answer}
+let acceptPreviewTurn = 0; // only the latest dry run is shown
+let acceptFloorTimer = null;
+
+function acceptBody(cls) {
+  const body = { min_confidence: minConfidence(), source: suggestionSource.value };
+  const indices = pendingIndices(cls ? cls.id : null);
+  if (cls) body.class = cls.id;
   if (state.clusterFilter !== null) body.cluster = state.clusterFilter;
-  // Exactly the images the "Accept N" count was made of, at the versions read.
-  const expected = seenVersions(pendingIndices(cls.id));
+  else if (!cls) body.image_ids = indices.map((i) => state.points.ids[i]);
+  // Exactly the images the count was made of, at the versions read.
+  const expected = seenVersions(indices);
   if (expected) body.expected = expected;
+  return body;
+}
+
+async function previewAccept(cls) {
+  const turn = ++acceptPreviewTurn;
+  const body = acceptBody(cls);
+  const answer = body.image_ids && !body.image_ids.length
+    ? { total: 0, unlabeled: 0, relabeled: 0, classes: [], min_confidence: body.min_confidence, expected: {} }
+    : await postJSON(acceptUrl, { ...body, dry_run: true });
+  if (turn !== acceptPreviewTurn) return;
+  acceptPreview = { cls, body, answer };
+  renderAcceptPreview();
+}
+
+function closeAcceptPreview() {
+  acceptPreviewTurn++;
+  acceptPreview = null;
+  renderAcceptPreview();
+}
+
+function renderAcceptPreview() {
+  if (!acceptPreviewBox) return;
+  acceptPreviewBox.classList.toggle("hidden", !acceptPreview);
+  if (!acceptPreview) { acceptPreviewBox.replaceChildren(); return; }
+  const { cls, answer } = acceptPreview;
+  const floor = `${Math.round(100 * answer.min_confidence)} %`;
+  const cancel = el("button", { type: "button", class: "small cancel-accept", onclick: closeAcceptPreview }, "Cancel");
+  if (!answer.total) {
+    acceptPreviewBox.replaceChildren(
+      el("p", { class: "small nothing-to-accept", text: `Nothing to accept above the floor (confidence at least ${floor}).` }),
+      cancel);
+    return;
+  }
+  const rows = answer.classes.map((c) => {
+    const known = classById.get(c.id) || { name: c.name, color: UNLABELED_COLOR };
+    return el("div", { class: "count-row", dataset: { previewClass: c.id } },
+      el("span", { class: "chip", style: { "--class-color": known.color } }, el("span", { class: "swatch" }), c.name),
+      el("span", { class: "preview-count", text: String(c.count) }));
+  });
+  const images = `${answer.total} image${answer.total === 1 ? "" : "s"}`;
+  const relabeled = answer.relabeled ? `, ${answer.relabeled} of them relabeled` : "";
+  acceptPreviewBox.replaceChildren(
+    el("p", { class: "small accept-summary" },
+      el("strong", { text: `Would label ${images}` }),
+      ` ${cls ? `as ${cls.name}` : "with their suggested class"} at confidence at least ${floor}${relabeled}:`),
+    el("div", { class: "counts" }, ...rows),
+    el("div", { class: "row", style: { "margin-top": ".4rem" } },
+      el("button", { type: "button", class: "primary small confirm-accept", onclick: () => confirmAccept() }, `Confirm: accept ${answer.total}`),
+      cancel));
+}
+
+async function confirmAccept() {
+  if (!acceptPreview) return;
+  const { cls, body, answer } = acceptPreview;
+  const send = { ...body };
+  if (answer.expected) send.expected = answer.expected; // the previewed images, as the server read them
   for (const button of suggestionsCard.querySelectorAll("button")) button.disabled = true;
   try {
-    const result = await postJSON(`/api/datasets/${datasetId}/suggestions/accept/`, body);
+    const result = await postJSON(acceptUrl, send);
     const updated = result.updated ?? 0;
+    closeAcceptPreview();
     await refresh();
-    rememberAction(result.action_id, `Accepted ${updated} suggestion${updated === 1 ? "" : "s"} of ${cls.name}`);
+    const what = suggestionSource.value === "spreading" ? "suggestion" : "prediction";
+    rememberAction(result.action_id, `Accepted ${updated} ${what}${updated === 1 ? "" : "s"}${cls ? ` of ${cls.name}` : ""}`);
   } catch (err) {
+    closeAcceptPreview();
     await reportWriteError(err, () => refresh());
   } finally {
     for (const button of suggestionsCard.querySelectorAll("button")) button.disabled = false;
   }
+}
+
+// A floor changed while a preview is open previews again (after typing stops).
+function floorChanged() {
+  if (!acceptPreview) return;
+  clearTimeout(acceptFloorTimer);
+  const { cls } = acceptPreview;
+  acceptFloorTimer = setTimeout(() => previewAccept(cls).catch(showError), 250);
 }
 
 const colorSelect = document.getElementById("color-mode");
@@ -553,7 +710,7 @@ function wireControls() {
   document.getElementById("mode-box").addEventListener("click", () => setDragmode("select"));
   document.getElementById("mode-pan").addEventListener("click", () => setDragmode("pan"));
   document.getElementById("selection-clear").addEventListener("click", () => clearSelection());
-  minConfidenceInput?.addEventListener("input", () => { if (state.points) renderSuggestions(); });
+  minConfidenceInput?.addEventListener("input", () => { if (state.points) { renderSuggestions(); floorChanged(); } });
   const buttons = document.getElementById("class-buttons");
   if (buttons) classButtons(buttons, classes, (cls) => applyClass(cls));
   document.addEventListener("keydown", (event) => {
@@ -582,6 +739,7 @@ async function start() {
       if (state.clusterFilter !== null && state.colorMode === "class" && !classes.length) state.colorMode = "cluster";
       fillFilterOptions();
       await draw();
+      await loadSuggestionSources().catch(showError);
     }
   } catch (err) {
     showError(err);

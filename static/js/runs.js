@@ -96,6 +96,7 @@ function showRun(run) {
   const facts = [];
   const embedding = (run.params || {}).embedding;
   if (embedding) facts.push(`embedding: ${embedding === "uploaded" ? "uploaded vectors" : embedding}`);
+  if (metrics.backbone) facts.push(`backbone: ${metrics.backbone.name} (${metrics.backbone.dim} values, ${metrics.backbone.device}, ${metrics.backbone.images_per_second} images/s)`);
   // Which training objective ran, and why ("auto: 3-channel photos"): photos and digits train differently.
   if (metrics.objective) facts.push(`objective: ${metrics.objective}${metrics.objective_reason ? ` (${metrics.objective_reason})` : ""}`);
   if (metrics.final_loss != null) facts.push(`final loss ${Number(metrics.final_loss).toFixed(4)}`);
@@ -134,7 +135,7 @@ async function poll() {
     if (["queued", "running"].includes(run.status)) {
       timer = setTimeout(poll, POLL_MS);
     } else if (run.status === "succeeded") {
-      if ((run.params || {}).embedding === "uploaded") showNoReconstructions();
+      if (["uploaded", "backbone"].includes((run.params || {}).embedding)) showNoReconstructions();
       else loadReconstructions(run.id);
     }
   } catch (err) {
@@ -153,7 +154,7 @@ function watch(runId) {
 function showNoReconstructions() {
   // Vectors made elsewhere come without a decoder: there is nothing to rebuild the images from.
   document.getElementById("recon-grid").replaceChildren();
-  document.getElementById("recon-note").textContent = "No reconstructions for uploaded embeddings: the vectors come without a decoder that could rebuild the images.";
+  document.getElementById("recon-note").textContent = "No reconstructions for uploaded embeddings or a pretrained backbone: the vectors come without a decoder that could rebuild the images.";
   document.getElementById("reconstructions").classList.remove("hidden");
 }
 

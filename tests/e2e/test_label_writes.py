@@ -189,17 +189,21 @@ def test_accepting_suggestions_that_lost_a_race_writes_nothing(browser_page, liv
     page = browser_page
     _open_map(page, dataset)
     cat_row = page.locator(f"#suggestion-rows [data-suggested-class='{cat.pk}']")
+    page.fill("#suggestions-min-confidence", "0")  # few labels: every confidence is under the default floor
     expect(cat_row.locator("button")).to_have_text("Accept 8")
+    cat_row.locator("button").click()
+    expect(page.locator("#accept-preview .accept-summary")).to_contain_text("Would label 8 images")
 
-    # bob labels one of the eight as dog while alice looks at the count.
+    # bob labels one of the eight as dog while alice looks at the preview.
     annotation_set(image=Image.objects.get(pk=blob_a[4]), label_class=dog, user=bob)
     before = _labels(dataset)
-    cat_row.locator("button").click()
+    page.click("#accept-preview button.confirm-accept")
     expect(page.locator("#toast .notice.conflict")).to_contain_text("someone else changed 1 of these images")
     assert _labels(dataset) == before
     # The card now counts the seven still waiting, and accepting them works.
     expect(cat_row.locator("button")).to_have_text("Accept 7")
     cat_row.locator("button").click()
+    page.click("#accept-preview button.confirm-accept")
     expect(page.locator("#toast .notice", has_text="Accepted 7 suggestions of cat")).to_be_visible()
     labels = _labels(dataset)
     assert labels[blob_a[4]] == dog.pk and all(labels[i] == cat.pk for i in blob_a if i != blob_a[4])

@@ -1,6 +1,6 @@
 """Accepting suggestions in headless Chromium: one class at a time from the map's
 Suggestions card (with a confidence floor, and undo), and a whole cluster from
-the cluster page, each one request and one action."""
+the cluster page, each one action after its preview."""
 
 import pytest
 
@@ -40,13 +40,16 @@ def test_accept_suggestions_by_class_and_by_cluster(browser_page, live_server, m
     card = page.locator("#suggestions-card")
     assert card.is_visible()
     cat_row = page.locator(f"#suggestion-rows [data-suggested-class='{cat.pk}']")
+    # Two labels per blob keep every confidence under the default floor (90 %); 0 shows them all.
+    page.fill("#suggestions-min-confidence", "0")
     assert cat_row.locator("button").inner_text() == "Accept 18"
 
     # A confidence floor of 50 % leaves the unsure image out of the count and of the action.
     page.fill("#suggestions-min-confidence", "50")
     assert cat_row.locator("button").inner_text() == "Accept 17"
     before = LabelAction.objects.count()
-    cat_row.locator("button").click()
+    cat_row.locator("button").click()  # previews (tests/e2e/test_accept_preview_browser.py), then confirm
+    page.click("#accept-preview button.confirm-accept")
     page.wait_for_selector("#undo-last")
     labels = _labels(dataset)
     assert all(labels[i] == cat.pk for i in blob_a if i != unsure)
@@ -60,11 +63,13 @@ def test_accept_suggestions_by_class_and_by_cluster(browser_page, live_server, m
     page.wait_for_function("() => document.getElementById('count-unlabeled').textContent === '36'")
     assert set(_labels(dataset)) == set(blob_a[:2] + blob_b[:2])
 
-    # The cluster page accepts the dog cluster's suggestions in one click.
+    # The cluster page accepts the dog cluster's suggestions (sure ones: above the floor) after a preview.
+    ImageEmbedding.objects.filter(run=run, image_id__in=blob_b).update(suggestion_confidence=0.95)
     page.goto(f"/datasets/{dataset.pk}/clusters/")
     page.wait_for_selector("body[data-clusters-ready=true]")
     dog_card = page.locator(".card", has=page.locator("h2", has_text="Cluster 1"))
     dog_card.locator("button.accept-suggestions").click()
+    dog_card.locator("button.confirm-accept").click()
     page.wait_for_selector("#last-action")
     labels = _labels(dataset)
     assert all(labels[i] == dog.pk for i in blob_b)

@@ -87,3 +87,31 @@ def test_cluster_page_without_a_map(client, team):
     client.force_login(users["annotator"])
     html = client.get(f"/datasets/{dataset.pk}/clusters/").content.decode()
     assert "No map yet, so no clusters" in html and "clusters.js" not in html
+
+
+def test_runs_form_offers_the_datasets_backbones_by_name(client, team, make_dataset):
+    from embeddings.services.backbones import backbone_register
+    from tests.embeddings.backbone_models import MEAN, SIZE, STD, torchscript_bytes
+
+    dataset, users, _ = team
+    client.force_login(users["admin"])
+    html = client.get(f"/datasets/{dataset.pk}/runs/").content.decode()
+    assert '<select id="p-backbone" name="backbone"' in html and "tiny-cnn" not in html
+
+    def register(target, name):
+        return backbone_register(
+            dataset=target,
+            user=users["admin"],
+            name=name,
+            data=torchscript_bytes(),
+            fmt="torchscript",
+            input_size=(SIZE, SIZE),
+            mean=MEAN,
+            std=STD,
+        )
+
+    mine = register(dataset, "tiny-cnn")
+    register(make_dataset("Elsewhere", admin=users["admin"]), "not-this-one")
+    html = client.get(f"/datasets/{dataset.pk}/runs/").content.decode()
+    assert f'<option value="{mine.pk}">tiny-cnn (7 values, #{mine.pk})</option>' in html
+    assert "not-this-one" not in html

@@ -26,7 +26,7 @@ CONFIGS = {"train": TrainConfig(), "layout": LayoutConfig(), "cluster": ClusterC
 
 def test_the_measured_defaults_are_the_ml_configs_own():
     assert {
-        "epochs": 10,
+        "epochs": None,
         "code_size": 32,
         "batch_size": 128,
         "learning_rate": 0.003,

@@ -287,6 +287,6 @@ def test_warm_requests_read_no_per_image_rows_of_the_run(planted):
         assert review_queue_for_dataset(dataset, limit=100) == expected
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     # Positions, clusters and reconstruction errors come from the run's cached
-    # arrays; only labels, suggestions, reviews and resolutions are read fresh.
+    # arrays; only labels, suggestions, reviews, resolutions and uploaded predictions are read fresh.
     assert "reconstruction_error" not in sql and '"cluster"' not in sql, sql
-    assert len(queries) <= 6, [q["sql"] for q in queries.captured_queries]
+    assert len(queries) <= 7, [q["sql"] for q in queries.captured_queries]

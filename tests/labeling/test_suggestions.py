@@ -222,8 +222,10 @@ def test_accept_through_the_api_passes_min_confidence(mapped):
     assert response.json()["updated"] == 17  # 20 in the blob, 2 labeled, 1 below 0.5
     labels = dict(Annotation.objects.values_list("image_id", "label_class_id"))
     assert labels.get(unsure) is None and labels[blob_a[6]] == cat.pk
-    # Without it, everything with a suggestion takes it.
+    # Without it the default floor applies (tests/labeling/test_accept_preview.py); 0 takes every suggestion.
     response = client.post(url, {"image_ids": [unsure]}, format="json")
+    assert response.status_code == 200 and response.json()["updated"] == 0
+    response = client.post(url, {"image_ids": [unsure], "min_confidence": 0}, format="json")
     assert response.status_code == 200 and response.json()["updated"] == 1
     assert Annotation.objects.get(image_id=unsure).label_class_id == cat.pk
 
@@ -283,7 +285,8 @@ def test_accept_by_class_through_the_api(mapped, make_dataset):
         response = client.post(url, bad, format="json")
         assert response.status_code == 400, (bad, response.content)
     assert Annotation.objects.filter(label_class__isnull=False).count() == 4
-    response = client.post(url, {"class": cat.pk}, format="json")
+    # Two labels per blob leave every confidence under the default floor: take them all.
+    response = client.post(url, {"class": cat.pk, "min_confidence": 0}, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["updated"] == 18
     assert LabelAction.objects.get(pk=response.json()["action_id"]).label_class_id == cat.pk

@@ -64,7 +64,9 @@ def db_snapshot() -> dict:
         LabelAction,
         LabelClass,
         Membership,
+        Prediction,
         ReviewResolution,
+        Webhook,
     )
 
     return {
@@ -79,6 +81,10 @@ def db_snapshot() -> dict:
         "history": AnnotationHistory.objects.count(),
         "runs": list(TrainingRun.objects.order_by("id").values_list("id", "status", "cancel_requested")),
         "resolutions": ReviewResolution.objects.count(),
+        "webhooks": list(Webhook.objects.order_by("id").values_list("id", "url")),
+        "predictions": list(
+            Prediction.objects.order_by("id").values_list("id", "image_id", "model", "label_class_id", "confidence")
+        ),
     }
 
 

@@ -60,6 +60,10 @@ def _url(route, team, **overrides):
         "user_id": team.extra.pk,
         "action_id": 10**9,
         "run_id": 10**9,
+        "backbone_id": 10**9,
+        "storage_id": 10**9,
+        "webhook_id": 10**9,
+        "model": "no-such-model",
         **overrides,
     }
     return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(ids[m.group(1)]), route)

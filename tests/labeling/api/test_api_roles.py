@@ -7,6 +7,8 @@ lower role gets 403, a user of another dataset 404 and an anonymous client
 401, and none of those three changes anything.
 """
 
+import uuid
+
 import numpy as np
 import pytest
 from django.urls import reverse
@@ -28,6 +30,12 @@ def _image_upload(team, actor, make_png):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return {"files": [SimpleUploadedFile("new.png", make_png(size=(9, 9), seed=424242), content_type="image/png")]}
+
+
+def _label_file(team):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile("labels.csv", f"name,class\n{team.images[2].original_name},dog\n".encode())
 
 
 # (method, route) -> (url(team, actor), body(team, actor, make_png), success status, request format)
@@ -101,6 +109,12 @@ REQUESTS = {
         200,
         "json",
     ),
+    ("POST", "annotation-import"): (
+        lambda t, u: _url("annotation-import", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"file": _label_file(t), "format": "csv"},
+        200,
+        "multipart",
+    ),
     ("GET", "action-list"): (lambda t, u: _url("action-list", dataset_id=t.dataset.pk), None, 200, None),
     ("POST", "action-undo"): (
         lambda t, u: _url("action-undo", dataset_id=t.dataset.pk, action_id=t.own_action.pk),
@@ -122,6 +136,77 @@ REQUESTS = {
         "json",
     ),
     ("GET", "export"): (lambda t, u: _url("export", dataset_id=t.dataset.pk) + "?format=csv", None, 200, None),
+    ("GET", "webhook-list"): (lambda t, u: _url("webhook-list", dataset_id=t.dataset.pk), None, 200, None),
+    ("POST", "webhook-list"): (
+        lambda t, u: _url("webhook-list", dataset_id=t.dataset.pk),
+        # A public address literal: creating a webhook resolves its host but sends nothing.
+        lambda t, u, p: {"url": "https://93.184.215.14/hook", "events": ["labels.changed"]},
+        201,
+        "json",
+    ),
+    ("DELETE", "webhook-detail"): (
+        lambda t, u: _url("webhook-detail", dataset_id=t.dataset.pk, webhook_id=t.webhook.pk),
+        lambda t, u, p: _with_webhook(t),
+        204,
+        None,
+    ),
+    ("GET", "dataset-backbones"): (lambda t, u: _url("dataset-backbones", dataset_id=t.dataset.pk), None, 200, None),
+    ("POST", "dataset-backbones"): (
+        lambda t, u: _url("dataset-backbones", dataset_id=t.dataset.pk),
+        lambda t, u, p: _backbone_upload(),
+        201,
+        "multipart",
+    ),
+    ("GET", "dataset-backbone"): (
+        lambda t, u: _url("dataset-backbone", dataset_id=t.dataset.pk, backbone_id=t.backbone.pk),
+        lambda t, u, p: _with_backbone(t),
+        200,
+        None,
+    ),
+    ("DELETE", "dataset-backbone"): (
+        lambda t, u: _url("dataset-backbone", dataset_id=t.dataset.pk, backbone_id=t.backbone.pk),
+        lambda t, u, p: _with_backbone(t),
+        204,
+        None,
+    ),
+    ("GET", "storage-list"): (lambda t, u: _url("storage-list", dataset_id=t.dataset.pk), None, 200, None),
+    ("POST", "storage-list"): (
+        lambda t, u: _url("storage-list", dataset_id=t.dataset.pk),
+        lambda t, u, p: _bucket_to_connect(),
+        201,
+        "json",
+    ),
+    ("GET", "storage-detail"): (
+        lambda t, u: _url("storage-detail", dataset_id=t.dataset.pk, storage_id=t.storage.pk),
+        lambda t, u, p: _with_storage(t),
+        200,
+        None,
+    ),
+    ("POST", "storage-sync"): (
+        lambda t, u: _url("storage-sync", dataset_id=t.dataset.pk, storage_id=t.storage.pk),
+        lambda t, u, p: _with_storage(t),
+        202,
+        None,
+    ),
+    ("GET", "prediction-list"): (lambda t, u: _url("prediction-list", dataset_id=t.dataset.pk), None, 200, None),
+    ("POST", "prediction-list"): (
+        lambda t, u: _url("prediction-list", dataset_id=t.dataset.pk),
+        lambda t, u, p: {"model": "resnet", "items": [{"image_id": t.images[0].pk, "class": "cat", "confidence": 0.9}]},
+        200,
+        "json",
+    ),
+    ("GET", "prediction-detail"): (
+        lambda t, u: _url("prediction-detail", dataset_id=t.dataset.pk, model="resnet"),
+        lambda t, u, p: _with_predictions(t),
+        200,
+        None,
+    ),
+    ("DELETE", "prediction-detail"): (
+        lambda t, u: _url("prediction-detail", dataset_id=t.dataset.pk, model="resnet"),
+        lambda t, u, p: _with_predictions(t),
+        204,
+        None,
+    ),
     ("GET", "run-list"): (lambda t, u: _url("run-list", dataset_id=t.dataset.pk), None, 200, None),
     ("POST", "run-list"): (
         lambda t, u: _url("run-list", dataset_id=t.dataset.pk),
@@ -150,6 +235,76 @@ REQUESTS = {
         "json",
     ),
 }
+
+
+def _backbone_upload() -> dict:
+    """A tiny TorchScript model and its declared input: the body that registers a backbone."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.embeddings.backbone_models import MEAN, SIZE, STD, torchscript_bytes
+
+    return {
+        "file": SimpleUploadedFile("tiny.pt", torchscript_bytes()),
+        "name": f"tiny-{uuid.uuid4().hex[:8]}",
+        "input_size": f"{SIZE},{SIZE}",
+        "mean": ",".join(map(str, MEAN)),
+        "std": ",".join(map(str, STD)),
+    }
+
+
+def _with_backbone(team):
+    """A registered backbone of the dataset, made before the request (no body: None)."""
+    from embeddings.services.backbones import backbone_register
+    from tests.embeddings.backbone_models import MEAN, SIZE, STD, torchscript_bytes
+
+    team.backbone = backbone_register(
+        dataset=team.dataset,
+        user=team.admin,
+        name=f"tiny-{uuid.uuid4().hex[:8]}",
+        data=torchscript_bytes(),
+        fmt="torchscript",
+        input_size=(SIZE, SIZE),
+        mean=MEAN,
+        std=STD,
+    )
+
+
+def _with_webhook(team):
+    """A webhook of the dataset, made before the request (a DELETE sends no body: None)."""
+    from labeling.models import Webhook
+
+    team.webhook = Webhook.objects.create(dataset=team.dataset, url="https://93.184.215.14/hook", secret="s")
+
+
+def _with_predictions(team):
+    """Model "resnet"'s predictions for the dataset, stored before the request (no body: None)."""
+    from labeling.services.predictions import predictions_upload
+
+    items = [{"image_id": image.pk, "class": "dog", "confidence": 0.8} for image in team.images]
+    predictions_upload(dataset=team.dataset, model="resnet", items=items)
+
+
+def _bucket_to_connect() -> dict:
+    """A new bucket on the tests' S3 server (tests/s3_server.py) and the body that connects it."""
+    import uuid
+
+    from tests.s3_server import s3_client, s3_server
+
+    server, name = s3_server(), f"roles-{uuid.uuid4().hex[:12]}"
+    s3_client(server).create_bucket(Bucket=name)
+    return {key: server[key] for key in ("endpoint_url", "region", "access_key_id", "secret_access_key")} | {
+        "bucket": name
+    }
+
+
+def _with_storage(team):
+    """A connected storage of the dataset, made before the request (no body: None)."""
+    from core.object_storage import credentials_encrypt
+    from labeling.models import Storage
+
+    team.storage = Storage.objects.create(
+        dataset=team.dataset, bucket="some-bucket", credentials=credentials_encrypt("id", "secret")
+    )
 
 
 def _with_uploaded_vectors(team):
@@ -245,5 +400,6 @@ def test_role_table_shape():
         "delete_dataset",
         "upload",
         "edit_dataset",
+        "manage_webhooks",
     ):
         assert allowed(action) == {"admin"}

@@ -1,0 +1,107 @@
+"""Calibrated suggestion confidence on toy code sets: the chance a suggestion is right."""
+
+import numpy as np
+
+from embeddings.ml.suggestions import UNLABELED, suggest_calibrated, suggest_classes, suggest_spreading
+
+
+def blobs(n_per=40, n_blobs=3, spread=0.3, gap=6.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = np.eye(n_blobs, 6) * gap
+    codes = np.concatenate([rng.normal(0.0, spread, size=(n_per, 6)) + c for c in centers]).astype(np.float32)
+    return codes, np.repeat(np.arange(n_blobs), n_per)
+
+
+def ece(confidence, correct, bins=10):
+    which = np.clip((confidence * bins).astype(int), 0, bins - 1)
+    return sum(
+        (which == b).mean() * abs(correct[which == b].mean() - confidence[which == b].mean())
+        for b in range(bins)
+        if (which == b).any()
+    )
+
+
+def test_calibrated_is_the_default_method():
+    codes, truth = blobs()
+    labels = np.full(len(codes), UNLABELED)
+    labels[[0, 40, 80]] = [0, 1, 2]
+    a = suggest_classes(codes, labels, n_classes=3)
+    b = suggest_calibrated(codes, labels, n_classes=3)
+    assert np.array_equal(a.confidence, b.confidence)
+
+
+def test_one_class_labeled_gives_other_classes_low_confidence():
+    """The demo's failure: one class labeled, the old share says 1.0 everywhere."""
+    codes, truth = blobs(gap=2.5, spread=0.6)  # touching blobs: labels reach every image
+    labels = np.full(len(codes), UNLABELED)
+    labels[:28] = 0  # 70 % of blob 0
+    old = suggest_spreading(codes, labels, n_classes=3, k=8)
+    new = suggest_calibrated(codes, labels, n_classes=3, k=8)
+    others = truth != 0
+    assert (old.confidence[others] > 0.99).all()  # what the issue saw
+    assert new.confidence[others].max() <= 0.5
+    assert new.confidence[others].mean() < 0.1
+    assert (new.other[others] > 0.5).all()  # "none of the labeled classes"
+    # The rest of the labeled blob is still suggested its class, with some confidence.
+    rest = (truth == 0) & (labels == UNLABELED)
+    assert (new.classes[rest] == 0).all()
+    assert new.confidence[rest].mean() > new.confidence[others].mean() + 0.2
+
+
+def test_a_whole_labeled_cluster_leaves_the_rest_unsure():
+    codes, truth = blobs(gap=2.5, spread=0.6)
+    labels = np.full(len(codes), UNLABELED)
+    labels[:40] = 0  # every image of blob 0, as when a cluster is labeled at once
+    new = suggest_calibrated(codes, labels, n_classes=3, k=8)
+    assert (new.classes[40:] == 0).all()  # the only class there is to suggest...
+    assert new.confidence[40:].max() < 0.2  # ...but not 1.0 from a single class
+
+
+def test_every_class_labeled_in_clean_blobs_is_confident_and_sums_to_one():
+    codes, truth = blobs()
+    labels = np.full(len(codes), UNLABELED)
+    for blob in range(3):
+        labels[blob * 40 : blob * 40 + 6] = blob
+    s = suggest_calibrated(codes, labels, n_classes=3, k=8)
+    open_ = labels == UNLABELED
+    assert (s.classes[open_] == truth[open_]).all()
+    assert s.confidence[open_].min() > 0.8
+    assert np.allclose(s.other, 0.0)
+    assert np.allclose(s.probabilities.sum(axis=1) + s.other, 1.0, atol=1e-5)
+
+
+def test_overlapping_classes_get_confidence_near_their_accuracy():
+    """Two of three blobs overlap: suggestions there are often wrong, and the
+    confidence says so (the old share is sure of them)."""
+    rng = np.random.default_rng(1)
+    codes, truth = blobs(n_per=150, spread=1.0, gap=2.0, seed=1)
+    labels = np.full(len(codes), UNLABELED)
+    chosen = rng.choice(len(codes), size=60, replace=False)
+    labels[chosen] = truth[chosen]
+    open_ = labels == UNLABELED
+    new = suggest_calibrated(codes, labels, n_classes=3, k=10)
+    old = suggest_spreading(codes, labels, n_classes=3, k=10)
+    correct = (new.classes[open_] == truth[open_]).astype(float)
+    assert 0.4 < correct.mean() < 0.95  # a hard case, not a trivial one
+    new_ece = ece(new.confidence[open_], correct)
+    assert new_ece < 0.08
+    assert new_ece < ece(old.confidence[open_], correct)
+
+
+def test_a_labeled_image_keeps_what_its_neighbors_say():
+    codes, truth = blobs()
+    labels = truth.copy()
+    labels[3] = 1  # a mistake planted in blob 0
+    s = suggest_calibrated(codes, labels, n_classes=3, k=8)
+    assert s.classes[3] == 0 and s.confidence[3] > 0.8
+
+
+def test_nothing_labeled_and_deterministic():
+    codes, _ = blobs()
+    labels = np.full(len(codes), UNLABELED)
+    empty = suggest_calibrated(codes, labels, n_classes=3)
+    assert (empty.classes == UNLABELED).all() and (empty.confidence == 0).all()
+    labels[[1, 50, 90]] = [0, 1, 2]
+    a = suggest_calibrated(codes, labels, n_classes=3)
+    b = suggest_calibrated(codes, labels, n_classes=3)
+    assert np.array_equal(a.confidence, b.confidence) and np.array_equal(a.classes, b.classes)
