@@ -13,7 +13,6 @@ whose accepted labels stay >= 95 % right on every draw (the worst seed).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -22,24 +21,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.calibration import FRACTIONS, K, load_photos, pca_codes  # noqa: E402
-from bench.datasets import load_dataset  # noqa: E402
+from bench.calibration import FRACTIONS, K, code_sets, parse_args, print_table, random_labels  # noqa: E402
 from embeddings.ml.suggestions import UNLABELED, knn_graph_of, suggest_calibrated  # noqa: E402
 
 FLOORS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
 
 
 def measure(name: str, codes: np.ndarray, truth: np.ndarray, seeds: int) -> list[str]:
-    n, n_classes = len(codes), int(truth.max()) + 1
+    n_classes = int(truth.max()) + 1
     graph = knn_graph_of(codes, K)
     lines = []
     for fraction in FRACTIONS:
         per_floor = {f: [] for f in FLOORS}
         for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            labels = np.full(n, UNLABELED)
-            chosen = rng.choice(n, size=max(2, round(fraction * n)), replace=False)
-            labels[chosen] = truth[chosen]
+            labels = random_labels(truth, fraction, seed)
             open_ = labels == UNLABELED
             s = suggest_calibrated(codes, labels, n_classes=n_classes, k=K, graph=graph)
             correct = s.classes[open_] == truth[open_]
@@ -60,24 +55,14 @@ def measure(name: str, codes: np.ndarray, truth: np.ndarray, seeds: int) -> list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos-dev-10k.npz"))
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    sets = []
-    x, y = load_dataset("digits")
-    sets.append(("digits", pca_codes(x, 32), y))
-    if Path(args.photos).exists():
-        x, y = load_photos(args.photos)
-        sets.append(("photos", pca_codes(x, 64), y))
-    else:
-        print(f"(no photos at {args.photos}; digits only)")
+    args = parse_args(__doc__)
+    sets = code_sets(args.photos)
     t0 = time.perf_counter()
-    print("| dataset | labeled | floor | share accepted | accuracy of accepted | share of correct kept |")
-    print("|---|---|---|---|---|---|")
-    for name, codes, truth in sets:
-        for line in measure(name, codes, truth, args.seeds):
-            print(line, flush=True)
+    print_table(
+        "| dataset | labeled | floor | share accepted | accuracy of accepted | share of correct kept |",
+        sets,
+        lambda name, codes, truth: measure(name, codes, truth, args.seeds),
+    )
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

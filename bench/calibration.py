@@ -63,17 +63,52 @@ def load_photos(path: str) -> tuple[np.ndarray, np.ndarray]:
         return f["X"].astype(np.float32) / 255.0, f["y"].astype(np.int64)
 
 
+def random_labels(truth: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A random `fraction` of the images (at least 2) labeled with their true class, the rest UNLABELED."""
+    n = len(truth)
+    labels = np.full(n, UNLABELED)
+    chosen = np.random.default_rng(seed).choice(n, size=max(2, round(fraction * n)), replace=False)
+    labels[chosen] = truth[chosen]
+    return labels
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    """The options of the benches on calibrated suggestions: --photos and --seeds."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos-dev-10k.npz"))
+    parser.add_argument("--seeds", type=int, default=3)
+    return parser.parse_args()
+
+
+def code_sets(photos: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, PCA codes, true classes) of digits, and of the photos when the file is there."""
+    x, y = load_dataset("digits")
+    sets = [("digits", pca_codes(x, 32), y)]
+    if Path(photos).exists():
+        x, y = load_photos(photos)
+        sets.append(("photos", pca_codes(x, 64), y))
+    else:
+        print(f"(no photos at {photos}; digits only)")
+    return sets
+
+
+def print_table(header: str, sets, rows_of) -> None:
+    """A Markdown table: the header, then rows_of(name, codes, truth) of each set, printed as they come."""
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name, codes, truth in sets:
+        for line in rows_of(name, codes, truth):
+            print(line, flush=True)
+
+
 def measure(name: str, codes: np.ndarray, truth: np.ndarray, seeds: int) -> list[str]:
-    n, n_classes = len(codes), int(truth.max()) + 1
+    n_classes = int(truth.max()) + 1
     graph = knn_graph_of(codes, K)
     lines = []
     for fraction in FRACTIONS:
         stats = {"old": [], "calibrated": []}
         for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            labels = np.full(n, UNLABELED)
-            chosen = rng.choice(n, size=max(2, round(fraction * n)), replace=False)
-            labels[chosen] = truth[chosen]
+            labels = random_labels(truth, fraction, seed)
             open_ = labels == UNLABELED
             for method, fn in (("old", suggest_spreading), ("calibrated", suggest_calibrated)):
                 s = fn(codes, labels, n_classes=n_classes, k=K, graph=graph)
@@ -131,34 +166,22 @@ def one_class_check(name: str, codes: np.ndarray, truth: np.ndarray) -> list[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos-dev-10k.npz"))
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    sets = []
-    x, y = load_dataset("digits")
-    sets.append(("digits", pca_codes(x, 32), y))
-    if Path(args.photos).exists():
-        x, y = load_photos(args.photos)
-        sets.append(("photos", pca_codes(x, 64), y))
-    else:
-        print(f"(no photos at {args.photos}; digits only)")
+    args = parse_args(__doc__)
+    sets = code_sets(args.photos)
     t0 = time.perf_counter()
-    print("| dataset | labeled | method | accuracy | mean confidence | ECE (10 bins, mean of seeds) |")
-    print("|---|---|---|---|---|---|")
-    for name, codes, truth in sets:
-        for line in measure(name, codes, truth, args.seeds):
-            print(line, flush=True)
+    print_table(
+        "| dataset | labeled | method | accuracy | mean confidence | ECE (10 bins, mean of seeds) |",
+        sets,
+        lambda name, codes, truth: measure(name, codes, truth, args.seeds),
+    )
     print()
     print("One class labeled, each class in turn:")
-    print(
+    print_table(
         "| dataset | labeled | method | max confidence, other classes | images of other classes > 0.5 "
-        "| mean confidence, rest of the class |"
+        "| mean confidence, rest of the class |",
+        sets,
+        one_class_check,
     )
-    print("|---|---|---|---|---|---|")
-    for name, codes, truth in sets:
-        for line in one_class_check(name, codes, truth):
-            print(line, flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

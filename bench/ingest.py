@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _setup_django(var_dir: Path) -> None:
+def setup_django(var_dir: Path) -> None:
+    """Django on this var folder (media under it), migrated when it is a fresh SQLite one (no DATABASE_URL)."""
     os.environ.setdefault("SIMLABEL_VAR_DIR", str(var_dir))
     os.environ["MEDIA_ROOT"] = str(var_dir / "bench-media")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
@@ -151,7 +152,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="simlabel-bench-ingest-"))
     var_dir = Path(os.environ.get("SIMLABEL_VAR_DIR") or work / "var")
     try:
-        _setup_django(var_dir)
+        setup_django(var_dir)
         from django.contrib.auth import get_user_model
 
         from labeling.models import Dataset, Image

@@ -1,41 +1,52 @@
 """How many actions does it take to label a dataset with simlabel?
 
-A simulated annotator who knows every image's true class works a labeled
-dataset only through the app's own services, the way a person would:
+A simulated annotator who knows every image's true class works a dataset the
+way a person would, through the REST API (``--through-api``: DRF's APIClient
+against the real endpoints) or the services those endpoints call (the
+default).  First the images are uploaded and a run with default parameters
+(and the given seed) is executed synchronously in this process.  Then each
+strategy starts from no labels on that same map, with these steps:
 
-1. upload the images (images_ingest_path) and run the pipeline
-   (training_run_start + training_run_execute, synchronously);
-2. label whole clusters, largest first, with the class most of their images
-   show: every cluster (strategy 'none'), or until every class it has seen has
-   a labeled cluster (the others);
-3. accept the suggestions (strategy 'class': one class at a time, the class
-   with most pending suggestions first, as the map's Suggestions card does;
-   'cluster': one cluster at a time, most confident first; 'all': everything
-   in one request), or none;
-4. work the review queue from the top: for each item, select the images that
-   are wrong and share one true class and relabel them (one action per class
-   fixed, biggest group first; a lone stray in a cluster item is left for
-   later), or accept the item's suggestions when that fixes more, or mark the
-   item reviewed when nothing in it is wrong (a "review mark").
+- clusters: label every cluster, largest first, with the class most of its
+  images show (``POST …/annotations/bulk/ {class, cluster}``);
+- one per class: label clusters largest first until every class seen has one;
+- accept: preview the suggestions at the API's default floor
+  (``POST …/suggestions/accept/ {dry_run: true}``, settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE)
+  and accept them one class per action, most numerous first; again while a
+  preview still offers some;
+- review: work the review queue from the top (``GET …/review/?limit=1``,
+  ``POST …/review/resolve/``): relabel the wrong images of the item, one action
+  per true class, or accept the item's suggestion when that fixes more, or mark
+  it reviewed when nothing in it is wrong (a "review mark", counted apart);
+- retrain: on reaching 100 and again 200 actions per 1,000 images, start a run
+  with default parameters (``POST …/runs/``, counted as one action), execute it
+  here, accept again (if the strategy accepts) and carry on on the new map.
 
-An action is one request that applies one class to one image, a selection or
-a cluster (review marks change no label and are counted separately).  It
-prints the actions per 1,000 images needed to reach 95 % and 98 % correct
-labels over ALL images, beside one-by-one labelling (1,000 per 1,000).
+When a strategy's steps run out (the queue is empty or it has none) the
+annotator labels the images still unlabeled one by one.  An action is one
+request that applies a class to an image, a selection or a cluster, or starts a
+run.  Clicks are counted too: one per action, plus, for a review relabel, the
+clicks that select its images in the item (each image, or "select all" and
+click off the rest, whichever is fewer).  Each strategy stops at 400 actions
+per 1,000 images.  Printed per
+dataset: the share of ALL images labeled correctly (unlabeled count as wrong)
+after 50, 100, 200 and 400 actions per 1,000 images, and the actions per 1,000
+to reach 80, 90, 95 and 98 %, beside one-by-one labeling (accuracy = actions/1,000).
 
-    .venv/bin/python bench/label_effort.py                  # digits, 1,797 images
-    .venv/bin/python bench/label_effort.py --dataset mnist5k    # 5,000 MNIST digits
-    .venv/bin/python bench/label_effort.py --dataset photos     # 5,000 colour photos (held-out half)
+    .venv/bin/python bench/label_effort.py --through-api                        # digits, 1,797 images
+    .venv/bin/python bench/label_effort.py --through-api --dataset photos --n 1000
+    .venv/bin/python bench/label_effort.py --through-api --dataset fashion --n 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,35 +54,41 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+CHECKPOINTS = (50, 100, 200, 400)  # actions per 1,000 images
+GOALS = (0.80, 0.90, 0.95, 0.98)
+RETRAIN_AT = (100, 200)  # actions per 1,000 images
+STRATEGIES = {
+    # name: (first step, accept suggestions, work the review queue, retrain)
+    "clusters": ("every", False, False, False),
+    "one-per-class+accept": ("one", True, False, False),
+    "clusters+review": ("every", False, True, False),
+    "one-per-class+accept+review": ("one", True, True, False),
+    "clusters+review+retrain": ("every", False, True, True),
+    "one-per-class+accept+review+retrain": ("one", True, True, True),
+}
+STRATEGY_WORDS = {
+    "clusters": "(a) label every cluster",
+    "one-per-class+accept": "(b) one cluster per class, accept suggestions per class (floor)",
+    "clusters+review": "(a)+(c) every cluster, review queue",
+    "one-per-class+accept+review": "(b)+(c) one per class, accept (floor), review queue",
+    "clusters+review+retrain": "(a)+(c)+(d) every cluster, review queue, runs at 100 and 200 (done-when)",
+    "one-per-class+accept+review+retrain": "(b)+(c)+(d) one per class, accept, review, runs at 100 and 200",
+}
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--dataset",
         default="digits",
-        help="digits | mnist5k | mnist10k | mnist | fashion10k | photos (held-out 5,000) | photos10k | synthetic "
+        help="digits | mnist5k | mnist10k | mnist | fashion | fashion10k | photos (held-out 5,000) | photos10k "
         "(bench/datasets.py)",
     )
-    p.add_argument("--n", type=int, default=None, help="use this many images (default: the whole set)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="default: the pipeline's")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's")
-    p.add_argument("--n-clusters", type=int, default=None, help="default: the pipeline's choice (about sqrt(N/2))")
-    p.add_argument("--layout", default="umap", choices=["tsne", "umap"])
-    p.add_argument(
-        "--clusters-per-class",
-        type=int,
-        default=1,
-        help="phase 2 labels clusters until each class seen has this many labeled clusters",
-    )
-    p.add_argument(
-        "--accept-scope",
-        default="none,class,cluster,all",
-        help="comma-separated strategies, each run on the same map: 'none' labels every cluster and "
-        "accepts no suggestion; 'class' accepts suggestions one class per action, 'cluster' one "
-        "cluster per action, 'all' every suggestion in one action",
-    )
-    p.add_argument("--max-review-actions", type=int, default=400)
+    p.add_argument("--n", type=int, default=None, help="a seeded sample of this many images (default: the whole set)")
+    p.add_argument("--seed", type=int, default=0, help="the sample's and the runs' seed")
+    p.add_argument("--through-api", action="store_true", help="every read and action through the REST endpoints")
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated, of {', '.join(STRATEGIES)}")
+    p.add_argument("--budget", type=int, default=400, help="actions per 1,000 images after which a strategy stops")
     p.add_argument("--database-url", default=None, help="default: a fresh SQLite file in a temp dir")
     p.add_argument("--workdir", default=None, help="default: a temp dir, deleted afterwards")
     return p.parse_args(argv)
@@ -109,177 +126,197 @@ def write_pngs(images: np.ndarray, folder: Path) -> list[str]:
     return names
 
 
-SCOPE_WORDS = {
-    "class": "one class per action",
-    "cluster": "one cluster per action",
-    "all": "all in one action",
-    "none": "none (every cluster labeled instead)",
-}
+def execute_run(run_id: int) -> float:
+    """Does what an ml worker would, here and now; then what a succeeded run's follow-up task does."""
+    from embeddings.models import RunStatus, TrainingRun
+    from embeddings.services import training_run_execute
+
+    t = time.perf_counter()
+    outcome = training_run_execute(run_id=run_id, worker_name="label-effort bench")
+    run = TrainingRun.objects.get(pk=run_id)
+    if run.status != RunStatus.SUCCEEDED:
+        raise SystemExit(f"run {run_id} {outcome}: {run.error}")
+    return time.perf_counter() - t
+
+
+class OutOfBudget(Exception):
+    pass
 
 
 class Annotator:
-    """Knows the truth; acts only through the app's services; counts actions."""
+    """Knows the truth; acts only through its backend (API or services); counts actions."""
 
-    def __init__(self, dataset, user, truth_by_image: dict[int, int], class_by_digit: dict):
+    def __init__(self, backend, dataset, truth: dict[int, int], class_of: dict[int, int], budget: int, params: dict):
+        self.backend = backend
         self.dataset = dataset
-        self.user = user
-        self.truth = truth_by_image
-        self.class_by_digit = class_by_digit
-        self.digit_by_class = {c.pk: d for d, c in class_by_digit.items()}
+        self.truth = truth  # image id -> true class id
+        self.class_of = class_of  # true label -> class id
+        self.n = len(truth)
+        self.budget = budget
+        self.params = params
+        self.retrain_due = [math.ceil(k * self.n / 1000) for k in RETRAIN_AT]
+        self.retrain = False
+        self.accepts = False
         self.actions = 0
         self.review_marks = 0
-        self.milestones: dict[float, int] = {}
-        self.log: list[tuple[int, float, str]] = []
+        self.runs_started: list[int] = []
+        self.run_seconds = 0.0
+        self.clicks = 0  # an action's clicks: 1, or 1 + the clicks that select a relabel's images in the item
+        self.curve: list[tuple[int, float, int]] = [(0, 0.0, 0)]
 
-    # --- what the annotator sees ---------------------------------------------------------
+    # --- the measurement (not an action: the bench reads the database) -------------------------
+    def accuracy(self) -> float:
+        from labeling.models import Annotation
+
+        labels = dict(Annotation.objects.filter(dataset=self.dataset).values_list("image_id", "label_class_id"))
+        return sum(1 for i, c in self.truth.items() if labels.get(i) == c) / self.n
+
     def labels(self) -> dict[int, int | None]:
         from labeling.models import Annotation
 
         return dict(Annotation.objects.filter(dataset=self.dataset).values_list("image_id", "label_class_id"))
 
-    def accuracy(self) -> float:
-        labels = self.labels()
-        correct = sum(1 for i, d in self.truth.items() if labels.get(i) == self.class_by_digit[d].pk)
-        return correct / len(self.truth)
-
     def refresh_suggestions(self):
-        # A person waits the few seconds the debounced recompute takes.
+        # A person waits the few seconds the debounced recompute takes; the bench has no worker to run it.
         from embeddings.services.suggestions import suggestions_recompute
 
         suggestions_recompute(dataset=self.dataset)
 
-    def acted(self, what: str):
+    def acted(self, clicks: int = 1):
         self.actions += 1
-        acc = self.accuracy()
-        self.log.append((self.actions, acc, what))
-        for goal in (0.95, 0.98):
-            if acc >= goal and goal not in self.milestones:
-                self.milestones[goal] = self.actions
+        self.clicks += clicks
+        self.curve.append((self.actions, self.accuracy(), self.clicks))
+        if self.actions >= self.budget:
+            raise OutOfBudget
 
-    # --- phases ----------------------------------------------------------------------------------
-    def label_clusters(self, clusters_per_class: int | None):
-        """Largest first, each with the class most of its images show; None: every cluster."""
-        from embeddings.selectors import dataset_clusters
-        from labeling.services.annotations import annotations_apply_to_cluster
-
-        labeled_per_digit = Counter()
-        for cluster in dataset_clusters(self.dataset, order="size"):
-            digits = Counter(self.truth[i] for i in cluster["image_ids"] if i in self.truth)
-            if not digits:
-                continue
-            majority = digits.most_common(1)[0][0]
-            if clusters_per_class is not None and labeled_per_digit[majority] >= clusters_per_class:
-                continue  # looking at a cluster is free; this class is covered already
-            annotations_apply_to_cluster(
-                dataset=self.dataset, user=self.user, label_class=self.class_by_digit[majority], cluster=cluster["id"]
-            )
-            labeled_per_digit[majority] += 1
-            self.acted(f"label cluster {cluster['id']} as {majority}")
-
-    def accept_suggestions(self, scope: str):
-        from embeddings.models import ImageEmbedding
-        from embeddings.selectors import current_run
-        from labeling.services.suggestions import suggestions_accept
-
+    def checkpoint(self):
+        """Between two requests: start the run that is due, if this strategy retrains."""
+        if not (self.retrain and self.retrain_due and self.actions >= self.retrain_due[0]):
+            return
+        self.retrain_due.pop(0)
+        run_id = self.backend.start_run(dict(self.params))
+        self.runs_started.append(run_id)
+        self.run_seconds += execute_run(run_id)
         self.refresh_suggestions()
-        if scope == "none":
-            return
-        if scope == "all":
-            suggestions_accept(dataset=self.dataset, user=self.user)
-            self.acted("accept all suggestions")
-            return
-        run = current_run(self.dataset)
-        labels = self.labels()
-        if scope == "class":
-            # The map's suggestion panel: "accept 412 x seven", most numerous first.
-            pending = Counter(
-                class_id
-                for image_id, class_id in ImageEmbedding.objects.filter(
-                    run=run, suggested_class__isnull=False
-                ).values_list("image_id", "suggested_class_id")
-                if labels.get(image_id) is None
-            )
-            for class_id, _ in pending.most_common():
-                suggestions_accept(
-                    dataset=self.dataset, user=self.user, label_class=self.class_by_digit[self.digit_by_class[class_id]]
-                )
-                self.acted(f"accept suggestions of class {self.digit_by_class[class_id]}")
-            return
-        by_cluster = defaultdict(list)
-        for image_id, cluster, conf in ImageEmbedding.objects.filter(
-            run=run, suggested_class__isnull=False
-        ).values_list("image_id", "cluster", "suggestion_confidence"):
-            if labels.get(image_id) is None:
-                by_cluster[cluster].append(conf)
-        order = sorted(by_cluster, key=lambda c: -float(np.mean(by_cluster[c])))
-        for cluster in order:
-            suggestions_accept(dataset=self.dataset, user=self.user, cluster=cluster)
-            self.acted(f"accept suggestions of cluster {cluster}")
+        self.acted()
+        if self.accepts:
+            self.accept_per_class()
 
-    def work_review_queue(self, max_actions: int, goal: float = 0.98):
-        from embeddings.models import ImageEmbedding
-        from embeddings.selectors import current_run
-        from labeling.selectors.review import review_queue_for_dataset
-        from labeling.services.review import review_item_resolve
+    # --- steps --------------------------------------------------------------------------------
+    def label_clusters(self, every: bool):
+        covered = Counter()
+        for cluster in self.backend.clusters():
+            votes = Counter(self.truth[i] for i in cluster["image_ids"] if i in self.truth)
+            if not votes:
+                continue
+            majority = votes.most_common(1)[0][0]
+            if not every and covered[majority]:
+                continue  # looking at a cluster is free; this class is covered already
+            self.checkpoint()
+            self.backend.label_cluster(cluster["id"], majority)
+            covered[majority] += 1
+            self.acted()
 
-        run = current_run(self.dataset)
-        spent = 0
-        while spent < max_actions and self.accuracy() < goal:
+    def accept_per_class(self):
+        """The Suggestions card: preview at the default floor, accept class by class; again while it offers more."""
+        for _ in range(10):
             self.refresh_suggestions()
-            queue = review_queue_for_dataset(self.dataset, limit=1)
-            if not queue:
-                break
-            item = queue[0]
+            offered = self.backend.accept_preview()
+            if not offered:
+                return
+            for class_id, _count in offered:
+                self.checkpoint()
+                self.backend.accept_class(class_id)
+                self.acted()
+
+    def work_review_queue(self):
+        marks_left = self.n  # an endless run of items with nothing wrong would stop here
+        while self.accuracy() < 1.0:
+            self.checkpoint()
+            self.refresh_suggestions()
+            item = self.backend.review_top()
+            if item is None:
+                return
             labels = self.labels()
             ids = [i for i in item["image_ids"] if i in self.truth]
-            wrong = [i for i in ids if labels.get(i) != self.class_by_digit[self.truth[i]].pk]
+            wrong = [i for i in ids if labels.get(i) != self.truth[i]]
             if not wrong:
-                review_item_resolve(
-                    dataset=self.dataset, user=self.user, kind=item["kind"], object_id=item["id"], outcome="reviewed"
-                )
+                self.backend.resolve(item, "reviewed")
                 self.review_marks += 1
+                marks_left -= 1
+                if marks_left <= 0:
+                    return
                 continue
-            suggested = dict(
-                ImageEmbedding.objects.filter(run=run, image_id__in=ids).values_list("image_id", "suggested_class_id")
-            )
-            fixed_by_accept = sum(1 for i in wrong if suggested.get(i) == self.class_by_digit[self.truth[i]].pk)
+            suggested = self.backend.suggestions()
+            fixed_by_accept = sum(1 for i in wrong if suggested.get(i) == self.truth[i])
             broken_by_accept = sum(1 for i in ids if i not in wrong and suggested.get(i) not in (None, labels.get(i)))
             groups = Counter(self.truth[i] for i in wrong)
-            digit, size = groups.most_common(1)[0]
-            if fixed_by_accept - broken_by_accept > size:
-                review_item_resolve(
-                    dataset=self.dataset, user=self.user, kind=item["kind"], object_id=item["id"], outcome="accepted"
-                )
-                spent += 1
-                self.acted(f"accept {item['kind']} {item['id']} ({item['reason'][:60]})")
+            if fixed_by_accept - broken_by_accept > groups.most_common(1)[0][1]:
+                self.backend.resolve(item, "accepted")
+                self.acted()
                 continue
             # Lasso the item, deselect what is right: one action per true class among the wrong
             # ones, biggest first.  In a cluster item a lone stray of some class is left for later
             # (it comes back as an image item if its neighbors disagree): one click for one image
             # is the most expensive fix there is.
-            for rank, (digit, size) in enumerate(groups.most_common()):
+            for rank, (class_id, size) in enumerate(groups.most_common()):
                 if rank and size == 1 and item["kind"] == "cluster":
                     continue
-                selection = [i for i in wrong if self.truth[i] == digit]
-                review_item_resolve(
-                    dataset=self.dataset,
-                    user=self.user,
-                    kind=item["kind"],
-                    object_id=item["id"],
-                    outcome="relabelled",
-                    label_class=self.class_by_digit[digit],
-                    image_ids=selection,
-                )
-                spent += 1
-                self.acted(f"relabel {len(selection)} of {item['kind']} {item['id']} as {digit}")
-                if spent >= max_actions:
-                    break
+                selection = [i for i in wrong if self.truth[i] == class_id]
+                self.backend.resolve(item, "relabelled", class_id=class_id, image_ids=selection)
+                # Click each image, or "select all" and click off the others, whichever is fewer; then the class.
+                self.acted(clicks=1 + min(len(selection), 1 + len(item["image_ids"]) - len(selection)))
+
+    def label_one_by_one(self):
+        """When the strategy's steps run out: the images still unlabeled, one request each."""
+        for image_id in self.backend.unlabeled_ids():
+            self.checkpoint()
+            self.backend.label_image(image_id, self.truth[image_id])
+            self.acted()
+
+    def work(self, strategy: str):
+        first, accepts, reviews, retrains = STRATEGIES[strategy]
+        self.accepts, self.retrain = accepts, retrains
+        try:
+            self.label_clusters(every=first == "every")
+            if accepts:
+                self.accept_per_class()
+            if reviews:
+                self.work_review_queue()
+            self.label_one_by_one()
+        except OutOfBudget:
+            pass
+
+    # --- the report ---------------------------------------------------------------------------
+    def accuracy_at(self, per_1000: int) -> float:
+        limit = per_1000 * self.n / 1000
+        return [acc for a, acc, _ in self.curve if a <= limit][-1]
+
+    def per_1000_to(self, goal: float, clicks: bool = False) -> float | None:
+        return next((1000 * (c if clicks else a) / self.n for a, acc, c in self.curve if acc >= goal), None)
+
+
+def reset_dataset(dataset, keep_run_id: int):
+    """Back to an unlabeled dataset on the first map, so strategies compare on equal terms."""
+    from embeddings.models import ImageEmbedding, TrainingRun
+    from labeling.models import Annotation, AnnotationHistory, LabelAction, ReviewResolution
+
+    TrainingRun.objects.filter(dataset=dataset, id__gt=keep_run_id).delete()  # a retraining strategy's runs
+    AnnotationHistory.objects.filter(dataset=dataset).delete()
+    Annotation.objects.filter(dataset=dataset).delete()
+    LabelAction.objects.filter(dataset=dataset).delete()
+    ReviewResolution.objects.filter(dataset=dataset).delete()
+    ImageEmbedding.objects.filter(run__dataset=dataset).update(suggested_class=None, suggestion_confidence=None)
 
 
 def main(argv=None):
     args = parse_args(argv)
     from bench.datasets import load_dataset
 
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise SystemExit(f"unknown strategies {unknown}; one of {list(STRATEGIES)}")
     x, y = load_dataset(args.dataset, args.n, args.seed)
     tmp = tempfile.TemporaryDirectory(prefix="simlabel-bench-") if args.workdir is None else None
     workdir = Path(args.workdir or tmp.name)
@@ -287,95 +324,86 @@ def main(argv=None):
     t_start = time.perf_counter()
     setup_django(workdir, args.database_url)
 
+    from django.conf import settings
     from django.contrib.auth import get_user_model
 
-    from embeddings.models import RunStatus, TrainingRun
-    from embeddings.services import training_run_execute, training_run_start
+    from bench._effort_backends import ApiBackend, ServiceBackend
+    from embeddings.ml.run_params import run_param_defaults
+    from embeddings.models import TrainingRun
     from labeling.models import Image
     from labeling.services.datasets import dataset_create, label_class_create
     from labeling.services.images import images_ingest_path
 
     user = get_user_model().objects.create_user(username=f"bench{int(time.time())}", password="x-Bench-123")
     dataset = dataset_create(user=user, name=f"{args.dataset} label-effort bench")
-    digits = sorted(set(int(v) for v in y))
-    class_by_digit = {d: label_class_create(dataset=dataset, name=str(d)) for d in digits}
+    truths = sorted(set(int(v) for v in y))
+    class_of = {t: label_class_create(dataset=dataset, name=str(t)).pk for t in truths}
+    backend = (ApiBackend if args.through_api else ServiceBackend)(dataset, user)
 
     names = write_pngs(x, workdir / "images")
-    truth_by_name = {name: int(label) for name, label in zip(names, y)}
+    truth_by_name = {name: class_of[int(label)] for name, label in zip(names, y)}
     t = time.perf_counter()
     report = images_ingest_path(dataset=dataset, user=user, path=workdir / "images")
     t_ingest = time.perf_counter() - t
-    truth = {}
-    for image_id, original_name in Image.objects.filter(dataset=dataset).values_list("id", "original_name"):
-        truth[image_id] = truth_by_name[Path(original_name).name]
+    truth = {
+        image_id: truth_by_name[Path(original_name).name]
+        for image_id, original_name in Image.objects.filter(dataset=dataset).values_list("id", "original_name")
+    }
     n = len(truth)
 
-    params = {"layout_method": args.layout, "seed": args.seed}
-    if args.epochs:
-        params["epochs"] = args.epochs
-    if args.batch_size:
-        params["batch_size"] = args.batch_size
-    if args.n_clusters:
-        params["n_clusters"] = args.n_clusters
-    run = training_run_start(dataset=dataset, user=user, params=params)
-    t = time.perf_counter()
-    outcome = training_run_execute(run_id=run.pk, worker_name="label-effort bench")
-    t_pipeline = time.perf_counter() - t
-    run = TrainingRun.objects.get(pk=run.pk)
-    if run.status != RunStatus.SUCCEEDED:
-        raise SystemExit(f"pipeline {outcome}: {run.error}")
-
-    per_k = lambda a: f"{1000.0 * a / n:.1f}" if a is not None else "not reached"  # noqa: E731
-    print()
+    params = {"seed": args.seed}  # everything else the run form's defaults
+    first_run = backend.start_run(params)
+    t_pipeline = execute_run(first_run)
+    run = TrainingRun.objects.get(pk=first_run)
+    learns_from_labels = "use_labels" in run_param_defaults()
     print(
-        f"dataset {args.dataset}: {n} images ({len(report.skipped)} duplicates skipped), {len(digits)} classes, "
-        f"{run.cluster_count} clusters; ingest {t_ingest:.0f} s, pipeline {t_pipeline:.0f} s"
+        f"\ndataset {args.dataset}: {n} images ({len(report.skipped)} duplicates skipped), {len(truths)} classes, "
+        f"{run.cluster_count} clusters on the first map; ingest {t_ingest:.0f} s, first run {t_pipeline:.0f} s; "
+        f"seed {args.seed}; through the {backend.name}; accept floor "
+        f"{settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE}; runs {'learn' if learns_from_labels else 'do NOT learn'} "
+        f"from labels (use_labels {'present' if learns_from_labels else 'absent'})",
+        flush=True,
     )
-    rows = []
-    annotators = []
-    for scope in [s.strip() for s in args.accept_scope.split(",") if s.strip()]:
-        reset_labels(dataset)
-        annotator = Annotator(dataset, user, truth, class_by_digit)
+    budget = math.ceil(args.budget * n / 1000)
+    results = []
+    for strategy in strategies:
+        reset_dataset(dataset, first_run)
+        annotator = Annotator(backend, dataset, truth, class_of, budget, params)
         t = time.perf_counter()
-        annotator.label_clusters(None if scope == "none" else args.clusters_per_class)
-        after_clusters = (annotator.actions, annotator.accuracy())
-        annotator.accept_suggestions(scope)
-        after_accept = (annotator.actions, annotator.accuracy())
-        annotator.work_review_queue(args.max_review_actions)
-        final = (annotator.actions, annotator.accuracy())
-        print(f"\nstrategy: accept suggestions {SCOPE_WORDS[scope]} (labelling {time.perf_counter() - t:.0f} s)")
-        print(f"  after labelling clusters:    {after_clusters[0]:4d} actions, {100 * after_clusters[1]:.1f} % correct")
-        print(f"  after accepting suggestions: {after_accept[0]:4d} actions, {100 * after_accept[1]:.1f} % correct")
+        annotator.work(strategy)
         print(
-            f"  after the review queue:      {final[0]:4d} actions, {100 * final[1]:.1f} % correct "
-            f"(+ {annotator.review_marks} review marks, which change no label)"
+            f"  {strategy}: {annotator.actions} actions, {100 * annotator.accuracy():.1f} % correct, "
+            f"{annotator.clicks} clicks, {annotator.review_marks} review marks, {len(annotator.runs_started)} runs ({annotator.run_seconds:.0f} s); "
+            f"{time.perf_counter() - t:.0f} s",
+            flush=True,
         )
-        rows.append((scope, annotator))
-        annotators.append(annotator)
-    print()
-    print(f"| {args.dataset}, {n} images | actions to 95 % | per 1,000 images | actions to 98 % | per 1,000 images |")
-    print("|---|---|---|---|---|")
-    for scope, annotator in rows:
-        a95, a98 = annotator.milestones.get(0.95), annotator.milestones.get(0.98)
-        name = f"simlabel, accept suggestions {SCOPE_WORDS[scope]}"
-        print(f"| {name} | {a95 or 'not reached'} | {per_k(a95)} | {a98 or 'not reached'} | {per_k(a98)} |")
-    print(f"| one-by-one labelling | {int(np.ceil(0.95 * n))} | 950 | {int(np.ceil(0.98 * n))} | 980 |")
-    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+        results.append((strategy, annotator))
+
+    def pct(v):
+        return f"{100 * v:.1f}"
+
+    def per_k(v):
+        return f"> {args.budget}" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+    head = " | ".join(f"@{k}" for k in CHECKPOINTS if k <= args.budget)
+    goals = " | ".join(f"to {round(100 * g)} %" for g in GOALS) + " | clicks to 95 %"
+    print(f"\n| {args.dataset}, {n} images, seed {args.seed} | {head} | {goals} |")
+    print("|---" * (2 + len([k for k in CHECKPOINTS if k <= args.budget]) + len(GOALS)) + "|")
+    for strategy, a in results:
+        cells = [pct(a.accuracy_at(k)) for k in CHECKPOINTS if k <= args.budget]
+        cells += [per_k(a.per_1000_to(g)) for g in GOALS]
+        clicks95 = a.per_1000_to(0.95, clicks=True)
+        cells.append("-" if clicks95 is None else per_k(clicks95))
+        print(f"| {STRATEGY_WORDS[strategy]} | {' | '.join(cells)} |")
+    cells = [f"{k / 10:.1f}" for k in CHECKPOINTS if k <= args.budget] + [f"{1000 * g:.0f}" for g in GOALS] + ["950"]
+    print(f"| one-by-one labeling | {' | '.join(cells)} |")
+    print(
+        f"\n(accuracy in % of all images after N actions per 1,000; then actions per 1,000 to reach each goal; "
+        f"total {time.perf_counter() - t_start:.0f} s)"
+    )
     if tmp is not None:
         tmp.cleanup()
-    return annotators
-
-
-def reset_labels(dataset):
-    """Back to an unlabeled dataset on the same map, so strategies compare on equal terms."""
-    from embeddings.models import ImageEmbedding
-    from labeling.models import Annotation, AnnotationHistory, LabelAction, ReviewResolution
-
-    AnnotationHistory.objects.filter(dataset=dataset).delete()
-    Annotation.objects.filter(dataset=dataset).delete()
-    LabelAction.objects.filter(dataset=dataset).delete()
-    ReviewResolution.objects.filter(dataset=dataset).delete()
-    ImageEmbedding.objects.filter(run__dataset=dataset).update(suggested_class=None, suggestion_confidence=None)
+    return results
 
 
 if __name__ == "__main__":

@@ -29,19 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def _setup_django(var_dir: Path) -> None:
-    os.environ.setdefault("SIMLABEL_VAR_DIR", str(var_dir))
-    os.environ["MEDIA_ROOT"] = str(var_dir / "bench-media")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    if not os.environ.get("DATABASE_URL"):
-        call_command("migrate", verbosity=0)
+from bench.ingest import setup_django  # noqa: E402
 
 
 def pngs(n: int, size: int):
@@ -68,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["SIMLABEL_STORAGE_FETCH_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory(prefix="simlabel-storage-bench-") as tmp:
-        _setup_django(Path(tmp))
+        setup_django(Path(tmp))
         run(args)
 
 

@@ -58,6 +58,8 @@ class TrainingRun(models.Model):
     cluster_count = models.PositiveIntegerField(default=0)
     # Images embedded and placed on this map after the run, without retraining.
     placed_count = models.PositiveIntegerField(default=0)
+    # Started by auto-retrain (embeddings.services.retrain), not by a person: created_by is None then.
+    started_automatically = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-id"]

@@ -79,6 +79,19 @@ def recompute_suggestions(dataset_id: int, requested_at: str | None = None) -> s
     return services.suggestions_recompute_if_stale(dataset_id=dataset_id, requested_at=requested_at)
 
 
+@shared_task(
+    name="embeddings.tasks.auto_retrain",
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=1,
+    max_retries=3,
+)
+def auto_retrain(dataset_id: int) -> str:
+    """Starts a default run when the dataset's auto-retrain is on and a retrain is suggested; idempotent
+    (a second check finds the run active, or too recent).  Returns what happened (services.retrain)."""
+    return services.training_run_start_auto(dataset_id=dataset_id)
+
+
 # When celery beat runs, it reaps dead runs every minute; without beat the views
 # that show runs (run status, run lists, the map and runs pages) and the run-start
 # service call runs_fail_stale themselves first: selectors only read.

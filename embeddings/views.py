@@ -19,6 +19,7 @@ from .models import ACTIVE_RUN_STATUSES, RunStatus, TrainingRun
 from .selectors import active_run, current_run
 from .selectors import dataset_runs as runs_of
 from .selectors.backbones import dataset_backbones
+from .selectors.retrain import retrain_advice
 from .services import runs_fail_stale
 from .services.params import run_param_form_fields
 from .services.preview import run_reconstruction_preview
@@ -30,6 +31,14 @@ RECONSTRUCTIONS_MAX = 32
 def _run_data(run: TrainingRun | None) -> dict | None:
     """The run in the API's shape (GET /api/runs/<id>/), for the page's data."""
     return None if run is None else run_data(run, with_detail=False)
+
+
+def _retrain_data(dataset) -> dict:
+    """The retrain offer in the API's shape (GET /api/datasets/<id>/retrain/), for static/js/retrain.js."""
+    advice = retrain_advice(dataset)
+    advice["can_start_run"] = "start_run" in dataset.allowed
+    advice["last_run_started_at"] = advice["last_run_started_at"] and advice["last_run_started_at"].isoformat()
+    return advice
 
 
 @dataset_page("view")
@@ -56,6 +65,7 @@ def dataset_map(request, dataset):
             "initial": initial,
             "active_run": active,
             "accept_min_confidence": settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE,
+            "retrain": _retrain_data(dataset),
         },
     )
     return render(request, "embeddings/map.html", context)
@@ -65,10 +75,12 @@ def dataset_map(request, dataset):
 def dataset_clusters(request, dataset):
     run = current_run(dataset)
     order = choice_param(request.GET, "order", ("size", "uncertainty"), default="size")
+    runs_fail_stale(dataset_id=dataset.pk)  # the retrain offer must not wait on a dead worker's run
     page_data = {
         "run": _run_data(run),
         "order": order,
         "accept_min_confidence": settings.SIMLABEL_ACCEPT_MIN_CONFIDENCE,
+        "retrain": _retrain_data(dataset),
     }
     context = page_context(dataset, "clusters", run=run, order=order, page_data=page_data)
     return render(request, "embeddings/clusters.html", context)

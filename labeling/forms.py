@@ -8,6 +8,7 @@ from .models import Dataset, LabelClass, Role
 class DatasetForm(forms.Form):
     name = forms.CharField(max_length=Dataset._meta.get_field("name").max_length)
     description = forms.CharField(required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 3}))
+    auto_retrain = forms.BooleanField(required=False)
 
 
 class MemberAddForm(forms.Form):

@@ -29,6 +29,9 @@ class Dataset(models.Model):
     # When the last suggestion recompute read the labels; a scheduled recompute
     # requested before this is already covered and skips (debouncing).
     suggestions_computed_at = models.DateTimeField(null=True, blank=True)
+    # Start a default run by itself when enough new labels arrived since the last one
+    # (embeddings.services.retrain; the dataset's admins turn it on).
+    auto_retrain = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["id"]

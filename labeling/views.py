@@ -118,7 +118,10 @@ def dataset_detail(request, dataset):
         members=members,
         latest_run=dataset_runs(dataset).first(),
         current_run=current_run(dataset),
-        dataset_form=DatasetForm(initial={"name": dataset.name, "description": dataset.description}),
+        dataset_form=DatasetForm(
+            initial={"name": dataset.name, "description": dataset.description, "auto_retrain": dataset.auto_retrain}
+        ),
+        auto_retrain_minutes=f"{settings.SIMLABEL_AUTO_RETRAIN_MIN_MINUTES:g}",
         member_form=MemberAddForm(),
         class_form=LabelClassForm(),
         roles=Role.choices,

@@ -350,6 +350,11 @@ SIMLABEL_EMBED_CHUNK_SIZE = env_int("SIMLABEL_EMBED_CHUNK_SIZE", 4096)
 # labeled, worst seed 0.952 / 0.964 / 0.989 right, keeping 61 % / 92 % / 97 % of the correct suggestions
 # (0.85 let the 1 % draw fall to 0.929); photos (weak codes, 24-34 % right) accept almost nothing, as they should.
 SIMLABEL_ACCEPT_MIN_CONFIDENCE = 0.9
+# Auto-retrain (a dataset setting) starts at most one run per dataset in this many minutes
+# (embeddings.services.retrain); the retrain offer needs max(50, 5 % of the images) labels new to the map.
+SIMLABEL_AUTO_RETRAIN_MIN_MINUTES = float(os.environ.get("SIMLABEL_AUTO_RETRAIN_MIN_MINUTES", "30"))
+SIMLABEL_RETRAIN_MIN_NEW_LABELS = env_int("SIMLABEL_RETRAIN_MIN_NEW_LABELS", 50)
+SIMLABEL_RETRAIN_MIN_NEW_SHARE = float(os.environ.get("SIMLABEL_RETRAIN_MIN_NEW_SHARE", "0.05"))
 NUMBA_CACHE_DIR = os.environ.setdefault("NUMBA_CACHE_DIR", str(VAR_DIR / "numba-cache"))
 
 # --- webhooks (labeling.services.webhooks) ---------------------------------------------------

@@ -37,3 +37,9 @@ ERRORS = {
 def error_responses(*codes) -> dict:
     """The schema's responses for these error codes, for @extend_schema(responses={...})."""
     return {code: ERRORS[code] for code in codes}
+
+
+def upload_error_responses(too_large: str) -> dict:
+    """error_responses for a write that takes a bounded request body: 400, 401, 403, 404, and 413 described as
+    `too_large` (which limit it passed: "Larger than SIMLABEL_MAX_BACKBONE_BYTES")."""
+    return {**error_responses(400, 401, 403, 404), 413: OpenApiResponse(ErrorSerializer, description=too_large)}

@@ -13,7 +13,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from core.api.contract import ApiView
-from core.api.serializers import ErrorSerializer, error_responses
+from core.api.serializers import ErrorSerializer, error_responses, upload_error_responses
 from core.errors import NotFound, PayloadTooLarge, ValidationFailed
 from embeddings.selectors.backbones import backbone_describe, backbone_of_dataset, dataset_backbones
 from embeddings.services.backbones import backbone_delete, backbone_register, max_backbone_bytes
@@ -61,8 +61,7 @@ class BackboneListView(ApiView):
         request={"multipart/form-data": BackboneFormSerializer},
         responses={
             201: BackboneSerializer,
-            **error_responses(400, 401, 403, 404),
-            413: OpenApiResponse(ErrorSerializer, description="Larger than SIMLABEL_MAX_BACKBONE_BYTES"),
+            **upload_error_responses("Larger than SIMLABEL_MAX_BACKBONE_BYTES"),
         },
         tags=["backbones"],
         description="Register a pretrained model for runs with embedding=backbone. The file must load with "

@@ -85,6 +85,9 @@ class RunSerializer(serializers.Serializer):
         allow_null=True, help_text="the objective that trained the run's encoder (metrics.objective); null before"
     )
     embedding = serializers.CharField(help_text="where the codes came from: autoencoder, uploaded or backbone")
+    started_automatically = serializers.BooleanField(
+        help_text="started by the dataset's auto-retrain, not by a person (created_by is none then)"
+    )
 
 
 def run_data(run, *, with_detail: bool) -> dict:
@@ -111,6 +114,14 @@ class MapSerializer(KeywordFieldsMixin, serializers.Serializer):
     )
     suggestion = serializers.ListField(child=serializers.IntegerField(allow_null=True))
     confidence = serializers.ListField(child=serializers.FloatField(allow_null=True))
+
+
+class MapQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(
+        choices=["json", "binary"],
+        required=False,
+        help_text="binary: typed arrays for the map page (README: the map's binary format); json by default",
+    )
 
 
 class ClusterQuerySerializer(serializers.Serializer):

@@ -1,10 +1,11 @@
 from django.urls import path
 
-from . import backbones, views
+from . import backbones, retrain, views
 
 urlpatterns = [
     path("datasets/<int:dataset_id>/runs/", views.RunListView.as_view(), name="run-list"),
     path("datasets/<int:dataset_id>/map/", views.MapView.as_view(), name="dataset-map"),
+    path("datasets/<int:dataset_id>/retrain/", retrain.RetrainAdviceView.as_view(), name="dataset-retrain"),
     path("datasets/<int:dataset_id>/clusters/", views.ClusterListView.as_view(), name="dataset-clusters"),
     path("datasets/<int:dataset_id>/embeddings/", views.UploadedEmbeddingView.as_view(), name="dataset-embeddings"),
     path("datasets/<int:dataset_id>/backbones/", backbones.BackboneListView.as_view(), name="dataset-backbones"),

@@ -8,22 +8,28 @@ or selector and answers in the resource's one shape (embeddings.api.serializers)
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from django.http import HttpResponse, HttpResponseNotModified
 from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from core.api.contract import ApiView, validated, validated_query
 from core.api.pagination import PAGE_PARAMETERS, StandardPagination, paginate
-from core.api.serializers import ErrorSerializer, error_responses
+from core.api.serializers import ErrorSerializer, error_responses, upload_error_responses
 from core.errors import NotFound
 from core.permissions import dataset_object_for_user, role_allows
 from embeddings.models import TrainingRun
-from embeddings.selectors import dataset_clusters, dataset_map_encoded, dataset_runs, image_similar
+from embeddings.selectors import dataset_clusters, dataset_map_binary, dataset_map_encoded, dataset_runs, image_similar
+from embeddings.selectors.map_binary import MEDIA_TYPE as MAP_BINARY_MEDIA_TYPE
 from embeddings.selectors.uploaded_embeddings import uploaded_embedding_current, uploaded_embedding_describe
 from embeddings.services import runs_fail_stale, training_run_cancel, training_run_check_liveness, training_run_start
 from embeddings.services.embeddings_upload import uploaded_embeddings_store
@@ -112,8 +118,7 @@ class UploadedEmbeddingView(ApiView):
         },
         responses={
             201: s.UploadedEmbeddingSerializer,
-            **error_responses(400, 401, 403, 404),
-            413: OpenApiResponse(ErrorSerializer, description="Larger than SIMLABEL_MAX_EMBEDDING_BYTES"),
+            **upload_error_responses("Larger than SIMLABEL_MAX_EMBEDDING_BYTES"),
         },
         tags=["embeddings"],
         description="One vector per image, replacing the dataset's earlier upload: a .npy (N x D floats) with "
@@ -153,31 +158,79 @@ class RunCancelView(RunApiView):
         return Response(run_payload(run, with_detail=with_detail))
 
 
+class MapBinaryRenderer(BaseRenderer):
+    """Lets DRF's negotiation accept `?format=binary` and the binary media type; MapView sends the bytes itself."""
+
+    media_type = MAP_BINARY_MEDIA_TYPE
+    format = "binary"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
+
+
+class MapOctetStreamRenderer(MapBinaryRenderer):
+    media_type = "application/octet-stream"
+
+
+class MapNegotiation(DefaultContentNegotiation):
+    """Chooses by the Accept header only: `?format=` is MapView's own query parameter, checked with the
+    others (400 when unknown, repeated or empty), where DRF's own reading would answer 404."""
+
+    settings = SimpleNamespace(URL_FORMAT_OVERRIDE=None)
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:  # as before the binary format: an Accept naming neither gets the JSON
+            return renderers[0], renderers[0].media_type
+
+
 class MapView(ApiView):
     actions = {"get": "view"}
+    renderer_classes = [JSONRenderer, MapBinaryRenderer, MapOctetStreamRenderer]
+    content_negotiation_class = MapNegotiation
 
     @extend_schema(
-        responses={200: s.MapSerializer, **error_responses(401, 404)},
+        parameters=[s.MapQuerySerializer],
+        responses={
+            (200, "application/json"): s.MapSerializer,
+            (200, MAP_BINARY_MEDIA_TYPE): OpenApiTypes.BINARY,
+            **error_responses(400, 401, 404),
+        },
         tags=["map"],
-        description="The current map's points as columns; run is null and the columns empty before the first run.",
+        description="The current map's points as columns; run is null and the columns empty before the first run. "
+        "`?format=binary` (or `Accept: application/vnd.simlabel.map`) sends them as typed arrays (README).",
     )
     def get(self, request, dataset):
-        # Sent as pre-encoded JSON (and pre-gzipped, which GZipMiddleware then
-        # leaves alone): at 100,000 points re-encoding and compressing the
-        # unchanging columns on every request would cost most of a second.
+        query = validated_query(s.MapQuerySerializer, request)
+        binary = query.get("format", request.accepted_renderer.format) == "binary"
+        # Sent pre-encoded (and pre-gzipped, which GZipMiddleware then leaves
+        # alone): at 100,000 points re-encoding and compressing the unchanging
+        # columns on every request would cost most of a second.
         wants_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
-        encoded = dataset_map_encoded(dataset, gzip=wants_gzip)
+        encode = dataset_map_binary if binary else dataset_map_encoded
+        encoded = encode(dataset, gzip=wants_gzip)
         seen = [tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))]
         if encoded.etag.removeprefix("W/") in seen or "*" in seen:
             response = HttpResponseNotModified()
         else:
-            response = HttpResponse(encoded.content, content_type="application/json")
+            content_type = MAP_BINARY_MEDIA_TYPE if binary else "application/json"
+            response = HttpResponse(encoded.content, content_type=content_type)
             if encoded.gzipped:
                 response["Content-Encoding"] = "gzip"
         response["ETag"] = encoded.etag
         response["Cache-Control"] = "private, no-cache"
-        patch_vary_headers(response, ("Accept-Encoding",))
+        patch_vary_headers(response, ("Accept", "Accept-Encoding"))
         return response
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Errors (404, 400) are JSON whatever format was asked for.
+        if isinstance(response, Response) and getattr(request, "accepted_renderer", None) is not None:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 class ClusterListView(ApiView):

@@ -47,10 +47,16 @@ def _cache_umap_kernels() -> None:
     import umap.layouts
     import umap.umap_
     import umap.utils
+
+    enable_kernel_caching((umap.umap_, umap.layouts, umap.utils))
+
+
+def enable_kernel_caching(modules) -> None:
+    """Turn numba's disk cache on for the kernels the modules define without it."""
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
 
-    for module in (umap.umap_, umap.layouts, umap.utils):
+    for module in modules:
         for value in vars(module).values():
             if (
                 isinstance(value, Dispatcher)
@@ -63,20 +69,20 @@ def _cache_umap_kernels() -> None:
 def umap_embed(codes, n_components: int, n_neighbors: int, min_dist: float, seed, n_jobs: int = 2, n_epochs=None):
     """UMAP of the codes.  A seed makes it reproducible but single-threaded.
 
-    The neighbor graph is computed exactly with scikit-learn and handed to
-    UMAP: for ~32-d codes that takes 0.5 s at 10,000 points, where UMAP's own
-    NN-descent cost ~40 s in a fresh process (numba compiling it) and the
-    whole UMAP call went from 45 s to 5-10 s, with the same cluster accuracy.
+    The neighbor graph comes from ``neighbors.knn_graph_with_self`` and is
+    handed to UMAP: exact for up to tens of thousands of codes (0.5 s at 10,000
+    ~32-d codes, where UMAP's own NN-descent cost ~40 s in a fresh process,
+    numba compiling it), NN-descent, seeded, above.
     """
     import warnings
 
-    from sklearn.neighbors import NearestNeighbors
+    from .neighbors import knn_graph_with_self
 
     umap = import_umap()
     n = len(codes)
     n_neighbors = min(n_neighbors, max(2, n - 1))
     # UMAP expects each point to be its own first neighbor.
-    dists, idx = NearestNeighbors(n_neighbors=n_neighbors, n_jobs=n_jobs).fit(codes).kneighbors(codes)
+    idx, dists = knn_graph_with_self(codes, n_neighbors, n_jobs=n_jobs, seed=seed if seed is not None else 0)
     reducer = umap.UMAP(
         n_components=n_components,
         n_neighbors=n_neighbors,

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
 
 from ._umap import umap_embed
 from .config import LayoutConfig
-from .neighbors import NeighborIndex
+from .neighbors import NeighborIndex, parallel_threads, resolve_threads, use_approximate
 
 ProgressFn = Callable[[int, int, dict], None]
 FFT_MIN_POINTS = 5000
 
 
 def resolve_n_jobs(n_jobs: int | None) -> int:
-    """None: all cores (at most 8)."""
-    if n_jobs is None or n_jobs < 1:
-        return max(1, min(8, os.cpu_count() or 1))
-    return n_jobs
+    """None: the cores this process may run on (at most 8)."""
+    return resolve_threads(n_jobs)
 
 
 def normalize_xy(xy: np.ndarray, extent: float = 50.0) -> np.ndarray:
@@ -58,8 +55,9 @@ def _tsne(codes: np.ndarray, config: LayoutConfig, on_progress: ProgressFn | Non
         early_exaggeration_iter=config.early_exaggeration_iter,
         n_iter=config.n_iter,
         exaggeration=config.exaggeration,
-        # Exact neighbors: codes are ~10-d, where a tree search beats Annoy's build.
-        neighbors="exact",
+        # Exact neighbors: codes are ~10-d, where a tree search beats Annoy's build,
+        # up to the size where the approximate search wins (neighbors.use_approximate).
+        neighbors="annoy" if use_approximate(n) else "exact",
         # FFT-interpolated repulsion has a fixed grid cost that dominates below a
         # few thousand points, where Barnes-Hut is cheaper (2.7 s vs 0.1 s CPU at 150).
         negative_gradient_method="fft" if n >= FFT_MIN_POINTS else "bh",
@@ -70,7 +68,9 @@ def _tsne(codes: np.ndarray, config: LayoutConfig, on_progress: ProgressFn | Non
         callbacks_every_iters=every,
         verbose=False,
     )
-    return np.asarray(tsne.fit(np.asarray(codes, dtype=np.float64)))
+    # openTSNE's exact search is scikit-learn's: its joblib loops must run on threads in a worker.
+    with parallel_threads(config.n_jobs):
+        return np.asarray(tsne.fit(np.asarray(codes, dtype=np.float64)))
 
 
 def _tiny_layout(codes: np.ndarray) -> np.ndarray:

@@ -46,6 +46,8 @@ class PipelineResult:
     stopped_early: bool = False
     # The epochs and seconds training was allowed, and why (config.training_budget); None without training.
     training_budget: dict | None = None
+    # Labeled images training learned from (training.train_autoencoder's labels); 0: none.
+    labels_used: int = 0
 
 
 def run_pipeline(
@@ -60,6 +62,7 @@ def run_pipeline(
     after_training: Callable[[TrainResult], None] | None = None,
     embed: EmbedFn | None = None,
     device=None,
+    labels: np.ndarray | None = None,
 ) -> PipelineResult:
     """Train, embed, lay out and cluster the images (N, C, H, W) float32 in [0, 1].
 
@@ -69,6 +72,8 @@ def run_pipeline(
     training and between stages: a cancelled result has the later fields None.
     after_training(trained) runs once the model is trained, before embedding;
     embed(model, images) -> (codes, errors) replaces single-process embedding.
+    labels (N,) are the images' class indices, -1 unlabeled, for training to
+    learn from (None: none; config.choose_labels decides whether a run passes them).
 
     images is dropped after embedding, so a caller that hands over its only
     reference frees the largest array before the layout.
@@ -81,7 +86,7 @@ def run_pipeline(
     start, finish, report, cancelled = _stage_helpers(result, on_stage, on_progress, should_stop)
 
     start("training")
-    trained = train_autoencoder(images, train_config, report("training"), should_stop, device=device)
+    trained = train_autoencoder(images, train_config, report("training"), should_stop, device=device, labels=labels)
     finish("training")
     result.model, result.loss_curve = trained.model, trained.loss_curve
     result.epochs_run, result.stopped_early, result.cancelled = (
@@ -90,6 +95,7 @@ def run_pipeline(
         trained.cancelled,
     )
     result.training_budget = trained.budget.to_dict() if trained.budget is not None else None
+    result.labels_used = trained.labels_used
     if trained.cancelled:
         return result
     if after_training is not None:

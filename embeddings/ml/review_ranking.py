@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .neighbors import knn_graph, near_duplicate_pairs
+from .neighbors import knn_graph, near_duplicate_pairs, near_duplicates_among
 
 UNLABELED = -1
 DOUBT_FLOOR = 0.2
@@ -347,20 +347,5 @@ def near_duplicates(codes: np.ndarray, threshold: float | None = None) -> tuple[
 def near_duplicates_of(codes: np.ndarray, rows: np.ndarray, threshold: float) -> np.ndarray:
     """Pairs (a < b, PAIR_DTYPE, row indices) within threshold that involve one of
     `rows`: the pairs new images add to a map whose other pairs are known."""
-    from sklearn.neighbors import NearestNeighbors
-
-    codes = np.asarray(codes, dtype=np.float32)
-    rows = np.unique(np.asarray(rows, dtype=np.int64))
-    if len(codes) < 2 or len(rows) == 0 or threshold <= 0:
-        return np.zeros(0, dtype=PAIR_DTYPE)
-    index = NearestNeighbors().fit(codes)
-    distances, neighbors = index.radius_neighbors(codes[rows], radius=threshold)
-    found = [
-        (int(r), int(j), float(d)) for r, js, ds in zip(rows, neighbors, distances) for j, d in zip(js, ds) if j != r
-    ]
-    if not found:
-        return np.zeros(0, dtype=PAIR_DTYPE)
-    pairs = np.array([(min(a, b), max(a, b), d) for a, b, d in found], dtype=PAIR_DTYPE)
-    _, first = np.unique(np.stack([pairs["a"], pairs["b"]], axis=1), axis=0, return_index=True)
-    pairs = pairs[first]
-    return pairs[np.lexsort((pairs["b"], pairs["a"], pairs["distance"]))]
+    pairs = near_duplicates_among(codes, rows, threshold)
+    return np.array(pairs, dtype=PAIR_DTYPE) if pairs else np.zeros(0, dtype=PAIR_DTYPE)

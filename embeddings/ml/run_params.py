@@ -20,7 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import OBJECTIVES, TRAIN_MAX_IMAGES, ClusterConfig, LayoutConfig, TrainConfig
+from .config import (
+    LABELS_MIN_PER_CLASS,
+    LABELS_MIN_TOTAL,
+    OBJECTIVES,
+    TRAIN_MAX_IMAGES,
+    USE_LABELS,
+    ClusterConfig,
+    LayoutConfig,
+    TrainConfig,
+)
 
 _TRAIN = TrainConfig()
 _LAYOUT = LayoutConfig()
@@ -157,6 +166,18 @@ RUN_PARAMS: tuple[RunParam, ...] = (
         help="What the encoder learns. reconstruction: to redraw each image (color and layout); contrastive: "
         "also to give two altered views of an image (cropped, flipped, recolored) the same code, which groups "
         "photos by what they show. Auto: contrastive for color images, reconstruction for gray.",
+    ),
+    RunParam(
+        "use_labels",
+        str,
+        USE_LABELS[0],
+        "Learn from labels",
+        stage="training",
+        choices=USE_LABELS,
+        help=f"auto: the encoder also learns from the images people have labeled (labeled images of one class "
+        f"are drawn together), once {LABELS_MIN_TOTAL} labeled images are in 2 or more classes of "
+        f"{LABELS_MIN_PER_CLASS} or more; off: it learns from the images alone. The run's metrics say how many "
+        f"labeled images it used and why.",
     ),
     RunParam(
         "code_size",

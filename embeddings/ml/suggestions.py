@@ -173,6 +173,27 @@ def _spread_shares(w, s, labels: np.ndarray, n_classes: int, alpha: float, itera
     return shares
 
 
+@dataclass
+class _SpreadingGraph:
+    labels: np.ndarray
+    n_classes: int
+    labeled: np.ndarray  # indices of the labeled images
+    w: object  # the symmetric affinity (sparse)
+    s: object  # D^-1/2 W D^-1/2 (sparse)
+
+
+def _spreading_graph(codes: np.ndarray, labels: np.ndarray, n_classes: int | None, k: int, graph):
+    """The checked inputs and the normalized graph label spreading runs on, or the
+    empty Suggestions when there is nothing to spread (under two images, no class
+    or no label)."""
+    codes, labels, n_classes = _check(codes, labels, n_classes)
+    labeled = np.flatnonzero(labels != UNLABELED)
+    if len(codes) < 2 or n_classes == 0 or len(labeled) == 0:
+        return _empty(len(codes), n_classes)
+    w, s = _normalized_graph(codes, k, graph)
+    return _SpreadingGraph(labels, n_classes, labeled, w, s)
+
+
 def suggest_spreading(
     codes: np.ndarray,
     labels: np.ndarray,
@@ -193,13 +214,10 @@ def suggest_spreading(
     and hide a mistake, so a labeled image gets the vote of its k nearest
     images instead: labeled neighbors vote their label, unlabeled ones
     their spread shares, weighted by the same Gaussian affinity."""
-    codes, labels, n_classes = _check(codes, labels, n_classes)
-    n = len(codes)
-    labeled = np.flatnonzero(labels != UNLABELED)
-    if n < 2 or n_classes == 0 or len(labeled) == 0:
-        return _empty(n, n_classes)
-    w, s = _normalized_graph(codes, k, graph)
-    return _finish(_spread_shares(w, s, labels, n_classes, alpha, iterations) ** sharpen)
+    graph = _spreading_graph(codes, labels, n_classes, k, graph)
+    if isinstance(graph, Suggestions):
+        return graph
+    return _finish(_spread_shares(graph.w, graph.s, graph.labels, graph.n_classes, alpha, iterations) ** sharpen)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -325,12 +343,11 @@ def suggest_calibrated(
     that say its suggested class, as in ``suggest_spreading``: the review queue
     reads it as the chance that the label is a mistake.
     """
-    codes, labels, n_classes = _check(codes, labels, n_classes)
-    n = len(codes)
-    labeled = np.flatnonzero(labels != UNLABELED)
-    if n < 2 or n_classes == 0 or len(labeled) == 0:
-        return _empty(n, n_classes)
-    w, s = _normalized_graph(codes, k, graph)
+    graph = _spreading_graph(codes, labels, n_classes, k, graph)
+    if isinstance(graph, Suggestions):
+        return graph
+    labels, n_classes, labeled, w, s = graph.labels, graph.n_classes, graph.labeled, graph.w, graph.s
+    n = len(labels)
     ones = np.ones((n, 1))
 
     total = _spread(s, ones, alpha, iterations)[:, 0]

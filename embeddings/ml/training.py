@@ -24,6 +24,7 @@ from .config import (
     training_budget,
 )
 from .contrastive import nt_xent
+from .supervised import supcon_loss
 
 ProgressFn = Callable[[int, int, dict], None]
 
@@ -43,6 +44,8 @@ class TrainResult:
     objective_reason: str = ""
     # The epochs and seconds training was allowed (config.training_budget).
     budget: TrainingBudget | None = None
+    # Labeled images the supervised term trained on (0: none).
+    labels_used: int = 0
 
 
 def set_seeds(seed: int) -> None:
@@ -124,6 +127,7 @@ def train_autoencoder(
     on_progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     device=None,
+    labels: np.ndarray | None = None,
 ) -> TrainResult:
     """Train a ConvAutoencoder on float32 images (N, C, H, W) in [0, 1], with
     the objective config.objective names (config.choose_objective).
@@ -134,6 +138,11 @@ def train_autoencoder(
     once more with 'epoch' and 'epoch_loss' (its mean) only, after a 'loss'
     report of any steps not yet reported.  should_stop() is polled before every step; when
     it returns True training stops and the result has cancelled=True.
+
+    labels: each image's class index (N,), -1 for unlabeled.  With labeled
+    images of 2 or more classes, every step also trains config.labels_weight x
+    SupCon (supervised.py) on two views of config.labels_batch_size labeled
+    images; all labeled images stay in training when max_train_images samples the rest.
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
@@ -145,17 +154,20 @@ def train_autoencoder(
         )
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(training_threads(config))
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
     try:
-        return _train(images, config, on_progress, should_stop, device)
+        return _train(images, config, on_progress, should_stop, device, labels)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(images, config: TrainConfig, on_progress, should_stop, device) -> TrainResult:
+def _train(images, config: TrainConfig, on_progress, should_stop, device, labels=None) -> TrainResult:
     started = time.perf_counter()
     device = device or select_device()
     set_seeds(config.seed)
     rng = np.random.default_rng(config.seed)
+    labeled_data, labeled_classes = _labeled_images(images, labels, device)
     if config.max_train_images is not None and len(images) > config.max_train_images:
         subset = np.sort(rng.choice(len(images), config.max_train_images, replace=False))
         images = images[subset]
@@ -195,6 +207,15 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
         projected = head(codes) if head is not None else codes
         return recon + config.contrastive_weight * nt_xent(*projected.chunk(2), temperature=config.temperature)
 
+    def supervised_loss() -> torch.Tensor:
+        # A fresh draw of labeled images each step, two views each, so a class's few examples
+        # are seen often and under the changes the encoder should ignore.
+        pick = torch.randperm(len(labeled_data), generator=generator)[: config.labels_batch_size].to(device)
+        chosen = labeled_data[pick]
+        both = torch.cat([augment(chosen, views, generator), augment(chosen, views, generator)])
+        classes = labeled_classes[pick].repeat(2)
+        return config.labels_weight * supcon_loss(model.encode(both), classes, config.labels_temperature)
+
     steps_per_epoch = max(1, -(-n // config.batch_size))
     budget = training_budget(config, n, objective)
     total_steps = steps_per_epoch * budget.epochs
@@ -232,6 +253,8 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
             else:
                 inputs = _augment(target, config, generator) if (config.noise_std or config.max_shift) else target
                 loss = loss_fn(model(inputs), target)
+            if labeled_data is not None:
+                loss = loss + supervised_loss()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -287,4 +310,18 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device) -> Tra
         objective=objective,
         objective_reason=objective_reason,
         budget=budget,
+        labels_used=0 if labeled_data is None else len(labeled_data),
     )
+
+
+def _labeled_images(images: np.ndarray, labels: np.ndarray | None, device):
+    """(images, class indices) of the labeled images as tensors, or (None, None) when
+    fewer than 2 classes are labeled (SupCon needs another class to push away from)."""
+    if labels is None:
+        return None, None
+    labels = np.asarray(labels, dtype=np.int64)
+    labeled = np.flatnonzero(labels >= 0)
+    if len(np.unique(labels[labeled])) < 2:
+        return None, None
+    data = torch.from_numpy(np.ascontiguousarray(images[labeled])).to(device)
+    return data, torch.from_numpy(labels[labeled]).to(device)

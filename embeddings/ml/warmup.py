@@ -20,6 +20,7 @@ import numpy as np
 
 from ._umap import ensure_numba_cache_dir, umap_embed
 from .config import ClusterConfig, LayoutConfig
+from .neighbors import knn_graph
 
 # Enough points for UMAP's spectral initialization and the neighbor counts
 # the pipeline uses (30), small enough to take well under a second once compiled.
@@ -43,6 +44,9 @@ def warm_up(n_points: int = WARMUP_POINTS, dim: int = WARMUP_DIM) -> float:
     )
     # The UMAP map (LayoutConfig.method == "umap").
     umap_embed(codes, 2, layout.n_neighbors, layout.min_dist, layout.seed, 1, n_epochs=200)
+    # The approximate kNN graph (pynndescent), which datasets of
+    # neighbors.APPROXIMATE_MIN_POINTS and more use.
+    knn_graph(codes, 10, method="approximate")
     return time.perf_counter() - start
 
 

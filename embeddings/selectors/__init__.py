@@ -29,6 +29,7 @@ from .map import (
     dataset_map_points,
     map_cache_warm,
 )
+from .map_binary import dataset_map_binary
 from .run_arrays import (
     CACHE_PREFIX,
     NEAR_DUPLICATES,
@@ -55,6 +56,7 @@ __all__ = [
     "current_map_columns",
     "current_run",
     "dataset_clusters",
+    "dataset_map_binary",
     "dataset_map_encoded",
     "dataset_map_points",
     "dataset_runs",

@@ -237,8 +237,11 @@ def map_cache_warm(run: TrainingRun) -> None:
     near-duplicate pairs, the encoded map) so the first visitor after the run
     does not pay for it.  Call after a run succeeds or images are placed;
     harmless to call twice."""
+    from .map_binary import _static_binary  # map_binary builds on this module
+
     arrays = run_arrays(run)
     _static_map(run, arrays)
+    _static_binary(arrays)
     arrays.codes()
     arrays.reconstruction_errors()
     run_near_duplicates(run)

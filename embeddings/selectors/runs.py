@@ -66,4 +66,5 @@ def run_status(run: TrainingRun, *, with_detail: bool = False) -> dict:
         # Which objective trained the run's encoder (None before it ran, and for runs that train none).
         "objective": (run.metrics or {}).get("objective"),
         "embedding": (run.params or {}).get("embedding", "autoencoder"),
+        "started_automatically": run.started_automatically,
     }

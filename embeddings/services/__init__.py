@@ -7,6 +7,7 @@ from .near_duplicates import run_near_duplicates_add, run_near_duplicates_store
 from .params import run_params_validate
 from .pipeline import embedding_chunk_execute, run_map_cache_warm, training_run_execute
 from .placement import images_place_execute, images_place_on_current_map
+from .retrain import retrain_schedule_auto, training_run_start_auto
 from .runs import (
     runs_fail_stale,
     training_run_cancel,
@@ -25,6 +26,7 @@ __all__ = [
     "embedding_chunk_execute",
     "images_place_execute",
     "images_place_on_current_map",
+    "retrain_schedule_auto",
     "run_map_cache_warm",
     "run_near_duplicates_add",
     "run_near_duplicates_store",
@@ -37,4 +39,5 @@ __all__ = [
     "training_run_check_liveness",
     "training_run_execute",
     "training_run_start",
+    "training_run_start_auto",
 ]

@@ -25,13 +25,14 @@ from core.object_storage import referenced_originals
 
 # The module, not its names: embeddings.tasks imports these services in turn.
 from embeddings import storage, tasks
+from embeddings.ml.config import choose_labels
 from embeddings.ml.preprocess import choose_input_spec, load_image_array
 from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
 from embeddings.selectors import map_cache_warm
 from embeddings.selectors.backbones import backbone_file_bytes, backbone_of_dataset
 from embeddings.selectors.uploaded_embeddings import uploaded_embedding_arrays, uploaded_embedding_current
 from embeddings.signals import run_finished_send
-from labeling.models import Image
+from labeling.models import Annotation, Image
 
 from . import params as run_params
 from . import placement
@@ -179,6 +180,11 @@ class PreparedImages:
     uploaded: dict | None = None
     # Runs on a backbone: which one embedded the images, on what device, how fast.
     backbone: dict | None = None
+    # Each image's class index as people labeled it when the run read them (-1: unlabeled), rows as image_ids;
+    # None for runs that train nothing.
+    classes: np.ndarray | None = None
+    # Why training learned from those labels or not (config.choose_labels), once decided.
+    labels_reason: str = ""
 
     def hand_over(self) -> np.ndarray:
         """The images, dropping this reference: the pipeline frees them after embedding."""
@@ -225,16 +231,44 @@ def _prepare(run: TrainingRun, params: dict, reporter: RunReporter) -> PreparedI
         on_progress=lambda done, total: reporter.progress(done / total),
         should_stop=reporter.check,
     )
-    if unreadable:
-        allowed = int(len(rows) * MAX_UNREADABLE_SHARE)
-        if len(unreadable) > allowed or len(image_ids) < min_run_images():
-            first = unreadable[0]
-            raise ValueError(
-                f"{len(unreadable)} of {len(rows)} images could not be read (at most {allowed} may be skipped); "
-                f"first: image {first['id']} ({first['name']}): {first['error']}"
-            )
+    _check_unreadable(rows, image_ids, unreadable)
     storage.write_array(run, storage.IMAGE_IDS, image_ids)
-    return PreparedImages(images, image_ids, unreadable, input_size, channels)
+    # Read after run_claim set started_at: the run saw every label given before it started.
+    classes = image_classes(run.dataset_id, image_ids)
+    return PreparedImages(images, image_ids, unreadable, input_size, channels, classes=classes)
+
+
+def _check_unreadable(rows, image_ids: np.ndarray, unreadable: list) -> None:
+    """Fail the run when more images could not be read than may be skipped, naming the first."""
+    if not unreadable:
+        return
+    allowed = int(len(rows) * MAX_UNREADABLE_SHARE)
+    if len(unreadable) > allowed or len(image_ids) < min_run_images():
+        first = unreadable[0]
+        raise ValueError(
+            f"{len(unreadable)} of {len(rows)} images could not be read (at most {allowed} may be skipped); "
+            f"first: image {first['id']} ({first['name']}): {first['error']}"
+        )
+
+
+def image_classes(dataset_id: int, image_ids: np.ndarray) -> np.ndarray:
+    """int64 (N,): each image's current class as an index into the dataset's labeled classes (by class id),
+    -1 for an unlabeled image; rows as image_ids."""
+    pairs = np.array(
+        Annotation.objects.filter(dataset_id=dataset_id, label_class__isnull=False).values_list(
+            "image_id", "label_class_id"
+        ),
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    classes = np.full(len(image_ids), -1, dtype=np.int64)
+    if not len(pairs):
+        return classes
+    _, indices = np.unique(pairs[:, 1], return_inverse=True)
+    order = np.argsort(pairs[:, 0])
+    found = np.searchsorted(pairs[order, 0], image_ids).clip(0, len(pairs) - 1)
+    hit = pairs[order, 0][found] == image_ids
+    classes[hit] = indices[order][found[hit]]
+    return classes
 
 
 def _prepare_uploaded(run: TrainingRun, reporter: RunReporter) -> PreparedImages:
@@ -301,14 +335,7 @@ def _prepare_backbone(run: TrainingRun, params: dict, reporter: RunReporter) -> 
         rows, backbone, spec, loaded, should_stop=reporter.check, on_progress=reporter.progress
     )
     seconds = time.perf_counter() - started
-    if unreadable:
-        allowed = int(len(rows) * MAX_UNREADABLE_SHARE)
-        if len(unreadable) > allowed or len(image_ids) < min_run_images():
-            first = unreadable[0]
-            raise ValueError(
-                f"{len(unreadable)} of {len(rows)} images could not be read (at most {allowed} may be skipped); "
-                f"first: image {first['id']} ({first['name']}): {first['error']}"
-            )
+    _check_unreadable(rows, image_ids, unreadable)
     storage.write_array(run, storage.IMAGE_IDS, image_ids)
     info = {
         "id": backbone.pk,
@@ -427,6 +454,8 @@ def _compute(run: TrainingRun, params: dict, prepared: PreparedImages, reporter:
 
     n = len(prepared.image_ids)
     chunk_info: dict = {}
+    labels = choose_labels(prepared.classes, params["use_labels"])
+    prepared.labels_reason = labels.reason
 
     def on_progress(stage, step, total, metrics):
         point = loss_point(step, metrics) if stage == RunStage.TRAINING else None
@@ -451,6 +480,7 @@ def _compute(run: TrainingRun, params: dict, prepared: PreparedImages, reporter:
         should_stop=reporter.should_stop,
         after_training=after_training,
         embed=embed,
+        labels=labels.classes,
     )
     if result.cancelled:
         reporter.check()  # raises RunCancelled or RunLost
@@ -503,6 +533,10 @@ def _run_metrics(
             None if embedding_seconds is None else round(len(codes) / max(embedding_seconds, 1e-9), 1)
         ),
         "embedding_chunks": chunk_info,
+        # Labeled images training learned from (0: none) and why (config.choose_labels); the run's
+        # started_at says which labels it saw.
+        "labels_used": int(getattr(result, "labels_used", 0)),
+        "labels_reason": prepared.labels_reason or f"no training: codes from the {params['embedding']}",
         **duplicate_info,
         "total_seconds": round(time.perf_counter() - started, 3),
     }

@@ -38,6 +38,8 @@ from embeddings.selectors import current_run
 from labeling.models import Annotation, Dataset, LabelClass
 from project.resilient_cache import resilient_cache
 
+from .retrain import retrain_schedule_auto
+
 log = logging.getLogger(__name__)
 
 RECOMPUTE_COUNTDOWN_S = 3
@@ -77,13 +79,18 @@ def suggestions_schedule_recompute(*, dataset_id: int, countdown: float = RECOMP
 def dataset_labels_changed(*, dataset_id: int) -> None:
     """Labeling's one call into embeddings when a dataset's labels changed (call it after commit).
 
-    Schedules the suggestions' recompute; suggestions are advisory, so a broker
-    or cache failure is logged and never fails the label write that caused it.
+    Schedules the suggestions' recompute, and the auto-retrain check when the dataset has it on
+    (embeddings.services.retrain); both are advisory, so a broker or cache failure is logged and
+    never fails the label write that caused it.
     """
     try:
         suggestions_schedule_recompute(dataset_id=dataset_id)
     except Exception:
         log.exception("could not schedule suggestion recompute for dataset %s", dataset_id)
+    try:
+        retrain_schedule_auto(dataset_id=dataset_id)
+    except Exception:
+        log.exception("could not schedule the auto-retrain check for dataset %s", dataset_id)
 
 
 def suggestions_recompute_if_stale(*, dataset_id: int, requested_at: str | datetime | None = None) -> str:

@@ -6,13 +6,13 @@ is POST /api/datasets/{id}/suggestions/accept/ with source "model:<name>".
 """
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.api.contract import ApiView, validated
 from core.api.parsers import BoundedJSONParser
-from core.api.serializers import ErrorSerializer, KeywordFieldsMixin, error_responses
+from core.api.serializers import KeywordFieldsMixin, error_responses, upload_error_responses
 from core.errors import PermissionRefused, ValidationFailed
 from core.permissions import role_allows
 from labeling.selectors.predictions import dataset_prediction_models, model_predictions_columns
@@ -101,8 +101,7 @@ class PredictionListView(ApiView):
         request=PredictionUploadSerializer,
         responses={
             200: PredictionUploadResultSerializer,
-            **error_responses(400, 401, 403, 404),
-            413: OpenApiResponse(ErrorSerializer, description="Larger than SIMLABEL_MAX_PREDICTION_BYTES"),
+            **upload_error_responses("Larger than SIMLABEL_MAX_PREDICTION_BYTES"),
         },
         tags=["predictions"],
         description="Stores a model's class for images of this dataset as suggestions, replacing that model's "

@@ -105,6 +105,9 @@ class DatasetWriteSerializer(serializers.Serializer):
 class DatasetPatchSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+    auto_retrain = serializers.BooleanField(
+        required=False, help_text="start a default run by itself when a retrain is suggested (admins)"
+    )
 
 
 class DatasetSerializer(serializers.Serializer):
@@ -118,6 +121,7 @@ class DatasetSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     labels_changed_at = serializers.DateTimeField(allow_null=True)
+    auto_retrain = serializers.BooleanField()
 
 
 # --- members -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from core.api.authentication import token_expires_at
 from core.api.contract import ApiView, validated, validated_query
 from core.api.pagination import PAGE_PARAMETERS, StandardPagination, paginate
-from core.api.serializers import ERRORS, ErrorSerializer, error_responses
+from core.api.serializers import ERRORS, ErrorSerializer, error_responses, upload_error_responses
 from core.errors import PayloadTooLarge, PermissionRefused, ValidationFailed
 from core.permissions import ANYONE, SIGNED_IN, dataset_for_user, role_allows
 from labeling import selectors
@@ -278,8 +278,7 @@ class ImageListView(ApiView):
         request={"multipart/form-data": s.UploadSerializer},
         responses={
             201: s.UploadReportSerializer,
-            **error_responses(400, 401, 403, 404),
-            413: OpenApiResponse(ErrorSerializer, description="Too many or too large files"),
+            **upload_error_responses("Too many or too large files"),
         },
         tags=["images"],
     )
@@ -422,8 +421,7 @@ class LabelImportView(ApiView):
         request={"multipart/form-data": s.LabelImportSerializer},
         responses={
             200: s.LabelImportResultSerializer,
-            **error_responses(400, 401, 403, 404),
-            413: OpenApiResponse(ErrorSerializer, description="Larger than SIMLABEL_MAX_LABEL_IMPORT_BYTES"),
+            **upload_error_responses("Larger than SIMLABEL_MAX_LABEL_IMPORT_BYTES"),
         },
         tags=["annotations"],
         description="Labels images already in the dataset from a file: CSV with a name or sha256 column and a "

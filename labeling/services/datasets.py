@@ -86,10 +86,14 @@ def dataset_create(*, user, name: str, description: str = "") -> Dataset:
 
 @transaction.atomic
 def dataset_update(*, dataset: Dataset, **fields) -> Dataset:
-    allowed = {"name", "description"}
+    allowed = {"name", "description", "auto_retrain"}
     unknown = set(fields) - allowed
     if unknown:
         raise ValidationFailed(f"Cannot change: {', '.join(sorted(unknown))}.")
+    if "auto_retrain" in fields:
+        if not isinstance(fields["auto_retrain"], bool):
+            raise ValidationFailed("auto_retrain must be true or false.", field="auto_retrain")
+        dataset.auto_retrain = fields["auto_retrain"]
     if "name" in fields:
         dataset.name = _clean_text(fields["name"], field="name", max_length=DATASET_NAME_MAX)
     if "description" in fields:

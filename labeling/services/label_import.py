@@ -388,10 +388,16 @@ def _match(row: ImportRow, images: _Images, format: str) -> tuple[int | None, di
     return ids[0], None, False
 
 
-def _resolve_classes(*, dataset: Dataset, names: set[str]) -> tuple[dict[str, int], list[str]]:
-    """({name in the file: class id} of the names the dataset has, the names it does not).
+def label_classes_for_names(
+    *, dataset: Dataset, names: set[str], create_classes: bool, named_by: str, write: str
+) -> tuple[dict[str, int], list[str]]:
+    """({name: class id} for every name, the names of the classes created), for a write that names classes
+    (a label import, a prediction upload); run it inside that write's transaction.
 
     A name matches a class exactly or, when exactly one class differs from it only in case, that one.
+    Names that match none are created when create_classes, else UnknownClasses lists them; more than
+    MAX_NEW_CLASSES is a 400 either way.  The messages say who names them (`named_by`: "The file names")
+    and what the write is (`write`: "import").
     """
     exact = dict(LabelClass.objects.filter(dataset=dataset).values_list("name", "id"))
     folded: dict[str, list[int]] = defaultdict(list)
@@ -405,7 +411,25 @@ def _resolve_classes(*, dataset: Dataset, names: set[str]) -> tuple[dict[str, in
             known[name] = folded[name.casefold()][0]
         else:
             unknown.append(name)
-    return known, sorted(unknown, key=str.casefold)
+    unknown.sort(key=str.casefold)
+    if unknown and not create_classes:
+        shown = unknown[:MAX_UNKNOWN_CLASSES_REPORTED]
+        raise UnknownClasses(
+            f"{named_by} {len(unknown)} class(es) this dataset does not have: {', '.join(shown)}"
+            f"{', …' if len(unknown) > len(shown) else ''}. Add them first, or {write} with create_classes; "
+            "nothing was changed.",
+            field="class",
+            unknown_classes=shown,
+            unknown_class_count=len(unknown),
+        )
+    if len(unknown) > MAX_NEW_CLASSES:
+        raise ValidationFailed(
+            f"{named_by} {len(unknown)} new classes; an {write} creates at most {MAX_NEW_CLASSES}.",
+            field="class",
+        )
+    for name in unknown:
+        known[name] = label_class_create(dataset=dataset, name=name).pk
+    return known, unknown
 
 
 # --- the import ----------------------------------------------------------------------------------------------
@@ -457,25 +481,13 @@ def labels_import(
         )
 
     with transaction.atomic():
-        known, unknown = _resolve_classes(dataset=dataset, names=set(class_of_image.values()))
-        if unknown and not create_classes:
-            shown = unknown[:MAX_UNKNOWN_CLASSES_REPORTED]
-            raise UnknownClasses(
-                f"The file names {len(unknown)} class(es) this dataset does not have: {', '.join(shown)}"
-                f"{', …' if len(unknown) > len(shown) else ''}. Add them first, or import with create_classes; "
-                "nothing was changed.",
-                field="class",
-                unknown_classes=shown,
-                unknown_class_count=len(unknown),
-            )
-        if len(unknown) > MAX_NEW_CLASSES:
-            raise ValidationFailed(
-                f"The file names {len(unknown)} new classes; an import creates at most {MAX_NEW_CLASSES}.",
-                field="class",
-            )
-        for name in unknown:
-            known[name] = label_class_create(dataset=dataset, name=name).pk
-            report.created_classes.append(name)
+        known, report.created_classes = label_classes_for_names(
+            dataset=dataset,
+            names=set(class_of_image.values()),
+            create_classes=create_classes,
+            named_by="The file names",
+            write="import",
+        )
         report.matched = len(class_of_image)
         if class_of_image:
             action = annotations_apply_mapping(

@@ -20,15 +20,9 @@ from django.db import transaction
 from core.errors import ValidationFailed
 from labeling.models import Dataset, Prediction
 from labeling.services.annotations import images_check_in_dataset
-from labeling.services.datasets import label_class_create
 
 # The label import's class rules, shared so that a class name means the same in both.
-from labeling.services.label_import import (
-    MAX_NEW_CLASSES,
-    MAX_UNKNOWN_CLASSES_REPORTED,
-    UnknownClasses,
-    _resolve_classes,
-)
+from labeling.services.label_import import label_classes_for_names
 
 # Model names appear in URLs (/predictions/<model>/) and in the accept source "model:<name>".
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -134,25 +128,13 @@ def predictions_upload(*, dataset: Dataset, model: str, items, create_classes: b
     with transaction.atomic():
         # Two uploads of one dataset's predictions take turns: each replaces a model's rows as a whole.
         Dataset.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", flat=True).first()
-        known, unknown = _resolve_classes(dataset=dataset, names={name for _, name, _ in rows})
-        if unknown and not create_classes:
-            shown = unknown[:MAX_UNKNOWN_CLASSES_REPORTED]
-            raise UnknownClasses(
-                f"The predictions name {len(unknown)} class(es) this dataset does not have: {', '.join(shown)}"
-                f"{', …' if len(unknown) > len(shown) else ''}. Add them first, or upload with create_classes; "
-                "nothing was changed.",
-                field="class",
-                unknown_classes=shown,
-                unknown_class_count=len(unknown),
-            )
-        if len(unknown) > MAX_NEW_CLASSES:
-            raise ValidationFailed(
-                f"The predictions name {len(unknown)} new classes; an upload creates at most {MAX_NEW_CLASSES}.",
-                field="class",
-            )
-        for name in unknown:
-            known[name] = label_class_create(dataset=dataset, name=name).pk
-            report.created_classes.append(name)
+        known, report.created_classes = label_classes_for_names(
+            dataset=dataset,
+            names={name for _, name, _ in rows},
+            create_classes=create_classes,
+            named_by="The predictions name",
+            write="upload",
+        )
         report.replaced, _ = Prediction.objects.filter(dataset=dataset, model=model).delete()
         Prediction.objects.bulk_create(
             (

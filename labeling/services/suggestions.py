@@ -202,29 +202,14 @@ class AcceptPreview:
         return self.unlabeled + self.relabeled
 
 
-def suggestions_accept_preview(
-    *,
-    dataset: Dataset,
-    image_ids=None,
-    cluster: int | None = None,
-    label_class: LabelClass | None = None,
-    min_confidence: float = 0.0,
-    include_labeled: bool = False,
-    expected=None,
-    suggestion_source: str | None = None,
-) -> AcceptPreview:
+def suggestions_accept_preview(*, dataset: Dataset, min_confidence: float = 0.0, **scope) -> AcceptPreview:
     """The accept's dry run: the same plan, less what the write would leave alone (images that
-    already have the suggested class, and labeled ones unless include_labeled).  Reads only."""
-    plan = suggestions_accept_plan(
-        dataset=dataset,
-        image_ids=image_ids,
-        cluster=cluster,
-        label_class=label_class,
-        min_confidence=min_confidence,
-        include_labeled=include_labeled,
-        expected=expected,
-        suggestion_source=suggestion_source,
-    )
+    already have the suggested class, and labeled ones unless include_labeled).  Reads only.
+
+    Takes exactly suggestions_accept_plan's arguments (`scope`: image_ids, cluster, label_class,
+    include_labeled, expected, suggestion_source), so a preview and its accept cannot drift apart.
+    """
+    plan = suggestions_accept_plan(dataset=dataset, min_confidence=min_confidence, **scope)
     changes = {
         image_id: class_id
         for image_id, class_id in plan.class_by_image.items()

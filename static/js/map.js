@@ -37,47 +37,111 @@ const state = {
   selectionRevision: 0, // Plotly's selectionrevision: bumped whenever the selection is cleared
   lastAction: null,
   drawn: false,
+  view: null, // {x0, x1, y0, y1}: the axes' ranges after a zoom or pan; null while autoranged
+  density: false, // whether the last draw was the density view
 };
+// Above this many points (after filters, inside the view) the map draws their density, a heatmap binned
+// in the browser, instead of the points: Plotly's scattergl takes seconds to draw and ~10 s to lasso a
+// million points. Zooming in to fewer draws the points in view again. A lasso on the density view is
+// exact all the same: its polygon is tested here against every point and applied by the server.
+// `?density=1` asks for the density view at any size.
+const forceDensity = new URLSearchParams(location.search).get("density") === "1";
+const POINTS_DRAWN_MAX = forceDensity ? 0 : 250000;
+const DENSITY_BINS = 360; // along the longer side
+// Points just outside the view are drawn too, so a small pan does not show an empty border.
+const VIEW_MARGIN = 0.25;
 
 // --- data ----------------------------------------------------------------------------------
+// The map comes as typed arrays (GET …/map/?format=binary, laid out in the README): each column is
+// wrapped where it lies in the response (no copy, no per-point objects); only the image ids (sent as
+// deltas) and the confidence (uint16 thousandths) are turned into plain columns, one loop each.
 
-function columns(answer) {
-  const n = answer.image_ids ? answer.image_ids.length : 0;
-  const ids = Int32Array.from(answer.image_ids || []);
-  const x = Float32Array.from(answer.x || []);
-  const y = Float32Array.from(answer.y || []);
-  const cluster = Int32Array.from(answer.cluster || []);
-  // Each image's annotation version as read: bulk writes send them, so a label
-  // someone set after this read is never overwritten unseen.
-  const version = Int32Array.from(answer.version || new Array(n).fill(0));
-  const cls = new Int32Array(n);
-  const suggestion = new Int32Array(n);
-  const confidence = new Float32Array(n);
-  const classCol = answer.class || [];
-  const suggestionCol = answer.suggestion || [];
-  const confidenceCol = answer.confidence || [];
-  const indexOfId = new Map();
-  for (let i = 0; i < n; i++) {
-    cls[i] = classCol[i] == null ? -1 : classCol[i];
-    suggestion[i] = suggestionCol[i] == null ? -1 : suggestionCol[i];
-    confidence[i] = confidenceCol[i] == null ? NaN : confidenceCol[i];
-    indexOfId.set(ids[i], i);
+const TYPED = {
+  int8: Int8Array, uint8: Uint8Array, int16: Int16Array, uint16: Uint16Array, int32: Int32Array,
+  uint32: Uint32Array, float32: Float32Array, float64: Float64Array,
+};
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const GETTERS = {
+  int8: "getInt8", uint8: "getUint8", int16: "getInt16", uint16: "getUint16", int32: "getInt32",
+  uint32: "getUint32", float32: "getFloat32", float64: "getFloat64",
+};
+
+function typedColumn(buffer, spec) {
+  const Typed = TYPED[spec.dtype];
+  if (!Typed) throw new Error(`map: unknown column type ${spec.dtype}`);
+  if (LITTLE_ENDIAN) return new Typed(buffer, spec.offset, spec.length);
+  // A big-endian machine reads each value through a DataView.
+  const view = new DataView(buffer);
+  const out = new Typed(spec.length);
+  const step = Typed.BYTES_PER_ELEMENT;
+  for (let i = 0; i < spec.length; i++) out[i] = view[GETTERS[spec.dtype]](spec.offset + i * step, true);
+  return out;
+}
+
+function decodeMap(buffer) {
+  const magic = new TextDecoder().decode(new Uint8Array(buffer, 0, 7));
+  if (magic !== "SLMAP01") throw new Error("map: not the binary map format");
+  const headerLength = new DataView(buffer).getUint32(8, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 16, headerLength)));
+  const specs = new Map(header.columns.map((c) => [c.name, c]));
+  const column = (name) => typedColumn(buffer, specs.get(name));
+  const n = header.count;
+  const idSpec = specs.get("image_ids");
+  const rawIds = column("image_ids");
+  const ids = idSpec.dtype === "float64" ? rawIds : new Int32Array(n);
+  if (idSpec.encoding === "delta") {
+    let id = 0;
+    for (let i = 0; i < n; i++) { id += rawIds[i]; ids[i] = id; }
   }
-  return { run: answer.run, n, ids, x, y, cluster, cls, suggestion, confidence, version, indexOfId };
+  const confSpec = specs.get("confidence");
+  const rawConfidence = column("confidence");
+  const confidence = new Float32Array(n);
+  for (let i = 0; i < n; i++) confidence[i] = rawConfidence[i] === confSpec.null ? NaN : rawConfidence[i] * confSpec.scale;
+  return {
+    run: header.run, n, ids, x: column("x"), y: column("y"), cluster: column("cluster"), cls: column("class"),
+    suggestion: column("suggestion"), confidence, version: column("version"), header,
+  };
+}
+
+// The row of an image id: the ids come sorted, so a binary search (no Map of a million entries).
+function indexOfId(p, id) {
+  let lo = 0;
+  let hi = p.n - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const v = p.ids[mid];
+    if (v === id) return mid;
+    if (v < id) lo = mid + 1; else hi = mid - 1;
+  }
+  return undefined;
 }
 
 const timings = {};
+const mapUrl = `/api/datasets/${datasetId}/map/?format=binary`;
 
 async function loadMap() {
-  const answer = await getJSON(`/api/datasets/${datasetId}/map/`);
+  const started = performance.now();
+  // Matches the page's <link rel="preload">, so the download starts before this module runs.
+  const response = await fetch(mapUrl, { credentials: "same-origin" });
+  if (!response.ok) {
+    let detail = `${response.status} ${response.statusText}`;
+    try { detail = (await response.json()).detail || detail; } catch { /* not JSON: keep the status */ }
+    throw new Error(`Could not load the map: ${detail}`);
+  }
+  const buffer = await response.arrayBuffer();
   timings.fetchedAt = timings.fetchedAt ?? performance.now();
-  state.points = columns(answer || {});
+  timings.mapBytes = timings.mapBytes ?? buffer.byteLength;
+  state.points = decodeMap(buffer);
+  timings.decodeMs = timings.decodeMs ?? performance.now() - timings.fetchedAt;
+  timings.fetchMs = timings.fetchMs ?? timings.fetchedAt - started;
   return state.points;
 }
 
 // --- traces ---------------------------------------------------------------------------------
 
 function passesFilters(p, i) {
+  const box = state.drawBox;
+  if (box && (p.x[i] < box.x0 || p.x[i] > box.x1 || p.y[i] < box.y0 || p.y[i] > box.y1)) return false;
   if (state.unlabeledOnly && p.cls[i] !== -1) return false;
   if (state.classFilter !== null && p.cls[i] !== state.classFilter) return false;
   if (state.clusterFilter !== null && p.cluster[i] !== state.clusterFilter) return false;
@@ -115,9 +179,85 @@ function markerSize(n) {
   return n > 50000 ? 3 : n > 10000 ? 4 : n > 2000 ? 5 : 7;
 }
 
+function shownCount(p) {
+  let count = 0;
+  for (let i = 0; i < p.n; i++) if (passesFilters(p, i)) count++;
+  return count;
+}
+
+// The view widened by VIEW_MARGIN on each side (null: the whole map).
+function widened(view) {
+  if (!view) return null;
+  const mx = (view.x1 - view.x0) * VIEW_MARGIN;
+  const my = (view.y1 - view.y0) * VIEW_MARGIN;
+  return { x0: view.x0 - mx, x1: view.x1 + mx, y0: view.y0 - my, y1: view.y1 + my };
+}
+
+// Counts of the shown points on a grid over the view (or their extent), as a Plotly heatmap:
+// one pass over the typed columns, empty cells left transparent.
+function densityTrace(p, count) {
+  let { x0, x1, y0, y1 } = state.drawBox || { x0: Infinity, x1: -Infinity, y0: Infinity, y1: -Infinity };
+  if (!state.drawBox) {
+    for (let i = 0; i < p.n; i++) {
+      if (!passesFilters(p, i)) continue;
+      if (p.x[i] < x0) x0 = p.x[i];
+      if (p.x[i] > x1) x1 = p.x[i];
+      if (p.y[i] < y0) y0 = p.y[i];
+      if (p.y[i] > y1) y1 = p.y[i];
+    }
+  }
+  const span = Math.max(x1 - x0, y1 - y0) || 1;
+  const cell = span / DENSITY_BINS;
+  const nx = Math.max(1, Math.ceil((x1 - x0) / cell));
+  const ny = Math.max(1, Math.ceil((y1 - y0) / cell));
+  const counts = new Float32Array(nx * ny);
+  for (let i = 0; i < p.n; i++) {
+    if (!passesFilters(p, i)) continue;
+    const a = Math.min(nx - 1, Math.floor((p.x[i] - x0) / cell));
+    const b = Math.min(ny - 1, Math.floor((p.y[i] - y0) / cell));
+    counts[b * nx + a] += 1;
+  }
+  const z = new Array(ny);
+  for (let b = 0; b < ny; b++) {
+    const row = new Array(nx);
+    for (let a = 0; a < nx; a++) { const c = counts[b * nx + a]; row[a] = c ? Math.log10(c + 1) : null; }
+    z[b] = row;
+  }
+  return {
+    type: "heatmap", z, x0: x0 + cell / 2, dx: cell, y0: y0 + cell / 2, dy: cell, name: `density of ${count} points (zoom in to see them)`,
+    colorscale: "Viridis", showscale: false, showlegend: true, hoverinfo: "none", zsmooth: false,
+  };
+}
+
 function buildTraces() {
   const p = state.points;
-  const size = markerSize(p.n);
+  // Only a map too big to draw whole is cut to the view; otherwise zooming redraws nothing.
+  state.drawBox = null;
+  let count = shownCount(p);
+  if (count > POINTS_DRAWN_MAX && state.view) {
+    state.drawBox = widened(state.view);
+    count = shownCount(p);
+  }
+  state.drawnView = state.view;
+  state.density = count > POINTS_DRAWN_MAX;
+  if (state.density) {
+    const trace = densityTrace(p, count);
+    state.drawBox = null;
+    // Plotly draws a lasso only over a plot with selectable points: the grid's two corners, unseen.
+    const corners = {
+      type: "scattergl", mode: "markers", x: [trace.x0, trace.x0 + trace.dx * trace.z[0].length],
+      y: [trace.y0, trace.y0 + trace.dy * trace.z.length], marker: { opacity: 0, size: 1 }, hoverinfo: "none", showlegend: false,
+    };
+    state.traces = [null, null];
+    return [trace, corners];
+  }
+  const traces = buildPointTraces(p, count);
+  state.drawBox = null;
+  return traces;
+}
+
+function buildPointTraces(p, count) {
+  const size = markerSize(count);
   const traces = [];
   const indexArrays = [];
   const add = (indices, name, marker, extra = {}) => {
@@ -157,7 +297,7 @@ function buildTraces() {
 }
 
 function layout() {
-  const axis = { showgrid: false, zeroline: false, showticklabels: false, showline: false };
+  const axis = { showgrid: false, zeroline: false, showticklabels: false, showline: false, ticks: "" };
   return {
     // The top margin is the modebar's strip (about 25 px at the top right): the
     // legend starts below it instead of under its buttons.
@@ -192,6 +332,31 @@ async function draw() {
   }
   renderCounts();
   renderSuggestions();
+}
+
+// A zoom or pan on a map too big to draw whole redraws what is in view: the points when few enough
+// are, else a finer density. Debounced: a scroll-zoom sends many relayouts.
+let relayoutTimer = null;
+
+function onRelayout(ev) {
+  if (!ev || !state.points) return;
+  const keys = Object.keys(ev);
+  if (!keys.some((k) => k.startsWith("xaxis.") || k.startsWith("yaxis."))) return;
+  clearTimeout(relayoutTimer);
+  relayoutTimer = setTimeout(() => {
+    const full = plot._fullLayout;
+    const autorange = ev["xaxis.autorange"] || ev["yaxis.autorange"];
+    const [x0, x1] = full.xaxis.range.map(Number);
+    const [y0, y1] = full.yaxis.range.map(Number);
+    const view = autorange ? null : { x0: Math.min(x0, x1), x1: Math.max(x0, x1), y0: Math.min(y0, y1), y1: Math.max(y0, y1) };
+    state.view = view;
+    if (state.points.n <= POINTS_DRAWN_MAX && !state.density) return;
+    const before = state.drawnView;
+    // Points already drawn with a margin cover a view inside it: nothing to redraw.
+    const margin = widened(before);
+    if (!state.density && view && margin && view.x0 >= margin.x0 && view.x1 <= margin.x1 && view.y0 >= margin.y0 && view.y1 <= margin.y1) return;
+    draw().catch(showError);
+  }, 150);
 }
 
 // --- hover and click ---------------------------------------------------------------------
@@ -241,6 +406,7 @@ function wirePlotEvents() {
     else window.location.href = url;
   });
   plot.on("plotly_selected", (ev) => onSelected(ev));
+  plot.on("plotly_relayout", (ev) => onRelayout(ev));
   plot.on("plotly_deselect", () => setSelection(null));
   plot.on("plotly_legendclick", () => { setTimeout(() => { if (state.selection) renderSelection(); }, 0); return true; });
 }
@@ -252,7 +418,46 @@ function allPointsShown() {
   return (plot.data || []).every((trace) => trace.visible === undefined || trace.visible === true);
 }
 
+// Rows of the shown points inside a polygon of map coordinates (even-odd rule, as the server's test).
+function indicesInPolygon(polygon) {
+  const p = state.points;
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (const [x, y] of polygon) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+  const px = Float64Array.from(polygon, (v) => v[0]);
+  const py = Float64Array.from(polygon, (v) => v[1]);
+  const out = [];
+  for (let i = 0; i < p.n; i++) {
+    const x = p.x[i], y = p.y[i];
+    if (x < x0 || x > x1 || y < y0 || y > y1 || !passesFilters(p, i)) continue;
+    let inside = false;
+    for (let a = 0, b = px.length - 1; a < px.length; b = a++) {
+      if ((py[a] > y) !== (py[b] > y) && x < ((px[b] - px[a]) * (y - py[a])) / (py[b] - py[a]) + px[a]) inside = !inside;
+    }
+    if (inside) out.push(i);
+  }
+  return Int32Array.from(out);
+}
+
+// A lasso or box on the density view: Plotly reports no points (a heatmap has none), only the shape.
+function onDensitySelected(ev) {
+  let polygon = null;
+  if (ev && ev.lassoPoints && ev.lassoPoints.x) polygon = ev.lassoPoints.x.map((x, k) => [Number(x), Number(ev.lassoPoints.y[k])]);
+  else if (ev && ev.range && ev.range.x) {
+    const [ax, bx] = ev.range.x.map(Number);
+    const [ay, by] = ev.range.y.map(Number);
+    polygon = [[ax, ay], [bx, ay], [bx, by], [ax, by]];
+  }
+  if (!polygon || polygon.length < 3) { setSelection(null); return; }
+  const indices = indicesInPolygon(polygon);
+  // Without filters the server applies the same polygon to every point; with them, the ids shown.
+  setSelection({ indices, excluded: new Set(), polygon: allPointsShown() ? polygon : null, page: 0 });
+}
+
 function onSelected(ev) {
+  if (state.density) {
+    onDensitySelected(ev);
+    return;
+  }
   if (!ev || !ev.points || !ev.points.length) {
     setSelection(null);
     return;
@@ -477,7 +682,7 @@ function suggestionColumns() {
     const suggestion = new Int32Array(p.n).fill(-1);
     const conf = new Float32Array(p.n).fill(NaN);
     for (let k = 0; k < ids.length; k++) {
-      const i = p.indexOfId.get(ids[k]);
+      const i = indexOfId(p, ids[k]);
       if (i !== undefined) { suggestion[i] = cls[k]; conf[i] = confidence[k]; }
     }
     suggestionSource.columns = { suggestion, confidence: conf };
@@ -681,6 +886,7 @@ function syncUrl() {
   if (state.classFilter !== null) params.set("class", state.classFilter);
   if (state.unlabeledOnly) params.set("unlabeled", "1");
   params.set("color", state.colorMode);
+  if (forceDensity) params.set("density", "1");
   history.replaceState(null, "", `${location.pathname}?${params}`);
 }
 

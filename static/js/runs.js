@@ -99,6 +99,8 @@ function showRun(run) {
   if (metrics.backbone) facts.push(`backbone: ${metrics.backbone.name} (${metrics.backbone.dim} values, ${metrics.backbone.device}, ${metrics.backbone.images_per_second} images/s)`);
   // Which training objective ran, and why ("auto: 3-channel photos"): photos and digits train differently.
   if (metrics.objective) facts.push(`objective: ${metrics.objective}${metrics.objective_reason ? ` (${metrics.objective_reason})` : ""}`);
+  // How many labeled images the encoder learned from, and why (or why not): "auto: 120 labeled images in 4 classes".
+  if (metrics.labels_used != null) facts.push(`labels used: ${metrics.labels_used}${metrics.labels_reason ? ` (${metrics.labels_reason})` : ""}`);
   if (metrics.final_loss != null) facts.push(`final loss ${Number(metrics.final_loss).toFixed(4)}`);
   if (run.image_count) facts.push(`${run.image_count} images`);
   if (run.cluster_count) facts.push(`${run.cluster_count} clusters`);

@@ -2,10 +2,12 @@
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 CHROMIUM = os.environ.get("SIMLABEL_CHROMIUM", "/usr/bin/chromium")
+SHOTS = os.environ.get("SIMLABEL_SCREENSHOTS")  # a folder: tests save each page there, to look at
 # Playwright's sync API keeps an event loop in this thread; the test's own ORM
 # calls (checking the database after each step) are still plain sync code.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -74,3 +76,41 @@ def browser_page(chromium_browser, live_server):
     page.watch = PageWatch(page)
     yield page
     context.close()
+
+
+@pytest.fixture
+def shot():
+    """shot(page, name): a full-page screenshot into $SIMLABEL_SCREENSHOTS when it is set, else nothing."""
+
+    def save(page, name):
+        if SHOTS:
+            Path(SHOTS).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+    return save
+
+
+@pytest.fixture
+def labels_of(db):
+    """labels_of(dataset): {image id: class id} of the dataset's labeled images, as the database has them now."""
+    from labeling.models import Annotation
+
+    def read(dataset):
+        return dict(
+            Annotation.objects.filter(dataset=dataset, label_class__isnull=False).values_list(
+                "image_id", "label_class_id"
+            )
+        )
+
+    return read
+
+
+@pytest.fixture
+def shelter_team(make_user, make_dataset):
+    """The "Shelter" dataset of alice (admin) with anna (annotator), both signing in with tests.factories.PASSWORD."""
+    from tests.factories import PASSWORD
+
+    alice = make_user("alice", password=PASSWORD)
+    anna = make_user("anna", password=PASSWORD)
+    dataset = make_dataset("Shelter", admin=alice, members={anna: "annotator"})
+    return SimpleNamespace(dataset=dataset, alice=alice, anna=anna)

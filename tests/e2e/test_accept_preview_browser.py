@@ -2,9 +2,6 @@
 card and the cluster page preview per class, total and floor (the measured default, adjustable),
 and Confirm accepts exactly that plan; below the floor there is nothing to accept."""
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
@@ -12,22 +9,6 @@ from tests.e2e.test_labeling_flow import login
 from tests.factories import PASSWORD, MembershipFactory, UserFactory, build_map
 
 pytestmark = [pytest.mark.browser]
-
-SHOTS = os.environ.get("SIMLABEL_SCREENSHOTS")  # a folder: save each page, to look at
-
-
-def shot(page, name):
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
-
-
-def _labels(dataset):
-    from labeling.models import Annotation
-
-    return dict(
-        Annotation.objects.filter(dataset=dataset, label_class__isnull=False).values_list("image_id", "label_class_id")
-    )
 
 
 def _pets(make_user, make_dataset):
@@ -58,7 +39,9 @@ def _preview_counts(box):
     }
 
 
-def test_map_card_previews_then_accepts_exactly_the_plan(browser_page, live_server, make_user, make_dataset):
+def test_map_card_previews_then_accepts_exactly_the_plan(
+    browser_page, live_server, make_user, make_dataset, shot, labels_of
+):
     from labeling.models import LabelAction
 
     dataset, (cat, dog), (a, b) = _pets(make_user, make_dataset)
@@ -74,13 +57,13 @@ def test_map_card_previews_then_accepts_exactly_the_plan(browser_page, live_serv
     expect(page.locator("#suggestion-rows button.accept-all")).to_have_text("Accept 30")
 
     # "Accept 30" previews: per class, total, floor; nothing is written yet.
-    before = (LabelAction.objects.count(), _labels(dataset))
+    before = (LabelAction.objects.count(), labels_of(dataset))
     page.click("#suggestion-rows button.accept-all")
     box = page.locator("#accept-preview")
     expect(box.locator(".accept-summary")).to_contain_text("Would label 30 images")
     expect(box.locator(".accept-summary")).to_contain_text("at least 90 %")
     assert _preview_counts(box) == {cat.pk: 17, dog.pk: 13}
-    assert (LabelAction.objects.count(), _labels(dataset)) == before
+    assert (LabelAction.objects.count(), labels_of(dataset)) == before
     shot(page, "accept-preview-map")
 
     # The floor is adjustable: the preview follows it.
@@ -93,21 +76,23 @@ def test_map_card_previews_then_accepts_exactly_the_plan(browser_page, live_serv
     )
     expect(page.locator("#suggestion-rows")).to_contain_text("Nothing to accept above the floor (100 %).")
     shot(page, "accept-preview-map-nothing")
-    assert (LabelAction.objects.count(), _labels(dataset)) == before
+    assert (LabelAction.objects.count(), labels_of(dataset)) == before
 
     page.fill("#suggestions-min-confidence", "90")
     page.click("#suggestion-rows button.accept-all")
     expect(box.locator(".accept-summary")).to_contain_text("Would label 30 images")
     box.locator("button.confirm-accept").click()
     expect(page.locator("#toast .notice", has_text="Accepted 30 suggestions")).to_be_visible()
-    labels = _labels(dataset)
+    labels = labels_of(dataset)
     assert LabelAction.objects.count() == before[0] + 1
     assert all(labels[i] == cat.pk for i in a if i != a[2]) and labels[a[2]] == dog.pk
     assert all(labels[i] == dog.pk for i in b[8:]) and not any(i in labels for i in b[2:8])
     page.watch.check(page)
 
 
-def test_map_card_confirm_refuses_when_someone_labeled_meanwhile(browser_page, live_server, make_user, make_dataset):
+def test_map_card_confirm_refuses_when_someone_labeled_meanwhile(
+    browser_page, live_server, make_user, make_dataset, labels_of
+):
     from labeling.models import Image
     from labeling.services.annotations import annotation_set
 
@@ -123,16 +108,18 @@ def test_map_card_confirm_refuses_when_someone_labeled_meanwhile(browser_page, l
     expect(box.locator(".accept-summary")).to_contain_text("Would label 17 images as cat")
     # bob labels one of the seventeen dog after alice's preview was read.
     annotation_set(image=Image.objects.get(pk=a[4]), label_class=dog, user=bob)
-    before = _labels(dataset)
+    before = labels_of(dataset)
     box.locator("button.confirm-accept").click()
     expect(page.locator("#toast .notice.conflict")).to_contain_text("someone else changed 1 of these images")
-    assert _labels(dataset) == before
+    assert labels_of(dataset) == before
     expect(page.locator(f"#suggestion-rows [data-suggested-class='{cat.pk}'] button")).to_have_text("Accept 16")
     page.watch.errors = [e for e in page.watch.errors if "status of 409" not in e]
     page.watch.check(page)
 
 
-def test_cluster_page_previews_and_disables_below_the_floor(browser_page, live_server, make_user, make_dataset):
+def test_cluster_page_previews_and_disables_below_the_floor(
+    browser_page, live_server, make_user, make_dataset, shot, labels_of
+):
     from labeling.models import LabelAction
 
     dataset, (cat, dog), (a, b) = _pets(make_user, make_dataset)
@@ -147,7 +134,7 @@ def test_cluster_page_previews_and_disables_below_the_floor(browser_page, live_s
     expect(dog_card.locator("button.accept-suggestions")).to_be_disabled()
     assert "under the accept floor of 90 %" in dog_card.locator("button.accept-suggestions").get_attribute("title")
 
-    before = (LabelAction.objects.count(), _labels(dataset))
+    before = (LabelAction.objects.count(), labels_of(dataset))
     cat_card.locator("button.accept-suggestions").click()
     preview = cat_card.locator(".accept-preview")
     expect(preview.locator(".accept-summary")).to_contain_text("Would label 18 images")
@@ -160,12 +147,12 @@ def test_cluster_page_previews_and_disables_below_the_floor(browser_page, live_s
     shot(page, "accept-preview-cluster")
     preview.locator(".accept-floor").fill("100")
     expect(preview.locator(".nothing-to-accept")).to_have_text("Nothing to accept above the floor (100 %).")
-    assert (LabelAction.objects.count(), _labels(dataset)) == before
+    assert (LabelAction.objects.count(), labels_of(dataset)) == before
     preview.locator(".accept-floor").fill("90")
     expect(preview.locator("button.confirm-accept")).to_have_text("Confirm: accept 18")
     preview.locator("button.confirm-accept").click()
     expect(page.locator("#last-action")).to_contain_text("Accepted 18 suggestions in cluster 0")
-    labels = _labels(dataset)
+    labels = labels_of(dataset)
     assert LabelAction.objects.count() == before[0] + 1
     assert all(labels[i] == cat.pk for i in a if i != a[2]) and labels[a[2]] == dog.pk
     assert not any(i in labels for i in b[2:])

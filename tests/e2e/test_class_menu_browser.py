@@ -3,24 +3,14 @@ cluster whose suggestion is unlikely shows "Choose a class…" and its Label but
 disabled until a class is chosen; a likely suggestion is pre-selected and marked
 "suggested". The image page and review queue show the calibrated confidence."""
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_labeling_flow import login
-from tests.factories import build_map
+from tests.factories import PASSWORD, build_map
 
 pytestmark = [pytest.mark.browser]
-
-SHOTS = os.environ.get("SIMLABEL_SCREENSHOTS")  # a folder: save each page, to look at
-
-
-def shot(page, name):
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 def warm_api(page, dataset):
@@ -30,42 +20,46 @@ def warm_api(page, dataset):
     assert page.request.get(f"/api/datasets/{dataset.pk}/clusters/").ok
 
 
+def open_as_alice(page, dataset, page_name):
+    """Signs alice in and opens the dataset's clusters or review page once its script says it is ready."""
+    login(page, "alice", PASSWORD)
+    warm_api(page, dataset)
+    page.goto(f"/datasets/{dataset.pk}/{page_name}/")
+    page.wait_for_selector(f"body[data-{page_name}-ready=true]")
+
+
 def percent_of(text):
     """12 from " · 12 % likely"."""
     return int(re.search(r"(\d+) %", text).group(1))
 
 
-def _labels(dataset):
-    from labeling.models import Annotation
-
-    return dict(
-        Annotation.objects.filter(dataset=dataset, label_class__isnull=False).values_list("image_id", "label_class_id")
-    )
-
-
-def test_cluster_menu_waits_for_a_choice_unless_the_suggestion_is_likely(
-    browser_page, live_server, make_user, make_dataset
-):
-    from embeddings.models import ImageEmbedding
+def _pets(make_user, make_dataset):
+    """alice's "Pets": two touching blobs of 20 (cat, dog); 14 of blob A labeled cat, dog has no label
+    yet; suggestions recomputed."""
     from embeddings.services.suggestions import suggestions_recompute
     from labeling.services.annotations import annotations_apply_bulk
 
-    page = browser_page
-    alice = make_user("alice", password="pw-Secret-123")
+    alice = make_user("alice", password=PASSWORD)
     dataset = make_dataset(name="Pets", admin=alice)
-    # Two touching blobs; 14 of blob A's 20 labeled cat, dog has no label yet.
     run, (cat, dog), (blob_a, blob_b) = build_map(dataset, blob_sizes=(20, 20), spread=3.0, stored=True)
     annotations_apply_bulk(dataset=dataset, user=alice, label_class=cat, image_ids=blob_a[:14])
     suggestions_recompute(dataset=dataset)
+    return dataset, run, (cat, dog), (blob_a, blob_b)
+
+
+def test_cluster_menu_waits_for_a_choice_unless_the_suggestion_is_likely(
+    browser_page, live_server, make_user, make_dataset, shot, labels_of
+):
+    from embeddings.models import ImageEmbedding
+
+    page = browser_page
+    dataset, run, (cat, dog), (blob_a, blob_b) = _pets(make_user, make_dataset)
     conf_b = list(
         ImageEmbedding.objects.filter(run=run, image_id__in=blob_b).values_list("suggestion_confidence", flat=True)
     )
     assert all(c is None or c < 0.5 for c in conf_b)  # cat reaches blob B only as a guess
 
-    login(page, "alice", "pw-Secret-123")
-    warm_api(page, dataset)
-    page.goto(f"/datasets/{dataset.pk}/clusters/")
-    page.wait_for_selector("body[data-clusters-ready=true]")
+    open_as_alice(page, dataset, "clusters")
     shot(page, "clusters")
     card_a = page.locator(".cluster-card[data-cluster='0']")
     card_b = page.locator(".cluster-card[data-cluster='1']")
@@ -84,13 +78,13 @@ def test_cluster_menu_waits_for_a_choice_unless_the_suggestion_is_likely(
     likely_b = card_b.locator(".suggestion-likely")
     if likely_b.count():
         assert percent_of(likely_b.inner_text()) < 50
-    assert not any(i in _labels(dataset) for i in blob_b)
+    assert not any(i in labels_of(dataset) for i in blob_b)
 
     menu_b.select_option(str(dog.pk))
     assert card_b.locator("button.label-cluster").is_enabled()
     card_b.locator("button.label-cluster").click()
     page.wait_for_selector("#last-action")
-    labels = _labels(dataset)
+    labels = labels_of(dataset)
     assert all(labels[i] == dog.pk for i in blob_b)
     shot(page, "clusters-after-label")
 
@@ -103,21 +97,11 @@ def test_cluster_menu_waits_for_a_choice_unless_the_suggestion_is_likely(
     page.watch.check(page)
 
 
-def test_review_relabel_menu_has_no_default_class(browser_page, live_server, make_user, make_dataset):
-    from embeddings.services.suggestions import suggestions_recompute
-    from labeling.services.annotations import annotations_apply_bulk
-
+def test_review_relabel_menu_has_no_default_class(browser_page, live_server, make_user, make_dataset, shot):
     page = browser_page
-    alice = make_user("alice", password="pw-Secret-123")
-    dataset = make_dataset(name="Pets", admin=alice)
-    run, (cat, dog), (blob_a, blob_b) = build_map(dataset, blob_sizes=(20, 20), spread=3.0, stored=True)
-    annotations_apply_bulk(dataset=dataset, user=alice, label_class=cat, image_ids=blob_a[:14])
-    suggestions_recompute(dataset=dataset)
+    dataset, run, (cat, dog), (blob_a, blob_b) = _pets(make_user, make_dataset)
 
-    login(page, "alice", "pw-Secret-123")
-    warm_api(page, dataset)
-    page.goto(f"/datasets/{dataset.pk}/review/")
-    page.wait_for_selector("body[data-review-ready=true]")
+    open_as_alice(page, dataset, "review")
     shot(page, "review")
     items = page.locator(".review-item")
     assert items.count() > 0

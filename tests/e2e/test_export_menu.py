@@ -10,19 +10,16 @@ import pytest
 
 from labeling.services.annotations import annotations_apply_bulk
 from tests.e2e.test_labeling_flow import login
+from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.browser]
 
-PASSWORD = "pw-Secret-123"
-
 
 @pytest.fixture
-def shelter(make_user, make_dataset, add_image):
+def shelter(shelter_team, add_image):
     from tests.factories import LabelClassFactory
 
-    admin = make_user("alice", password=PASSWORD)
-    annotator = make_user("anna", password=PASSWORD)
-    dataset = make_dataset("Shelter", admin=admin, members={annotator: "annotator"})
+    dataset, admin = shelter_team.dataset, shelter_team.alice
     cat = LabelClassFactory(dataset=dataset, name="cat")
     dog = LabelClassFactory(dataset=dataset, name="dog")
     cats = [add_image(dataset, name=f"cat{n}.png") for n in range(2)]

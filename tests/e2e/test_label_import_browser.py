@@ -6,20 +6,16 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.test_labeling_flow import login
+from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.browser]
 
-PASSWORD = "pw-Secret-123"
-
 
 @pytest.fixture
-def shelter(make_user, make_dataset, add_image):
-    from tests.factories import LabelClassFactory, MembershipFactory
+def shelter(shelter_team, add_image):
+    from tests.factories import LabelClassFactory
 
-    alice = make_user("alice", password=PASSWORD)
-    anna = make_user("anna", password=PASSWORD)
-    dataset = make_dataset(name="Shelter", admin=alice)
-    MembershipFactory(dataset=dataset, user=anna, role="annotator")
+    dataset, alice = shelter_team.dataset, shelter_team.alice
     cat = LabelClassFactory(dataset=dataset, name="cat", color="#e03131")
     images = {name: add_image(dataset, name=name, user=alice) for name in ("a.png", "b.png", "c.png")}
     return dataset, cat, images

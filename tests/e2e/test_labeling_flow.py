@@ -87,6 +87,24 @@ def lasso_points_of(page, cluster_id):
     )
 
 
+def drag_lasso(page, hull) -> list[int]:
+    """Draw a lasso along the hull's box (lasso_points_of); the ids the selection panel then shows."""
+    page.mouse.move(hull["x0"], hull["y0"])
+    page.mouse.down()
+    for x, y in (
+        (hull["x1"], hull["y0"]),
+        (hull["x1"], hull["y1"]),
+        (hull["x0"], hull["y1"]),
+        (hull["x0"], hull["y0"] + 1),
+    ):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    page.wait_for_selector("#selection-panel:not(.hidden)")
+    return [
+        int(v) for v in page.eval_on_selector_all("#selection-thumbs .thumb", "els => els.map(e => e.dataset.imageId)")
+    ]
+
+
 def test_label_a_dataset_in_the_browser(browser_page, live_server, celery_worker_process, make_user, tmp_path):
     from embeddings.models import ImageEmbedding, TrainingRun
     from labeling.models import Annotation, Dataset, Image, LabelClass
@@ -143,21 +161,8 @@ def test_label_a_dataset_in_the_browser(browser_page, live_server, celery_worker
     screenshot(page, "map")
     hull = lasso_points_of(page, 0)
     assert hull["count"] > 0
-    page.mouse.move(hull["x0"], hull["y0"])
-    page.mouse.down()
-    for x, y in (
-        (hull["x1"], hull["y0"]),
-        (hull["x1"], hull["y1"]),
-        (hull["x0"], hull["y1"]),
-        (hull["x0"], hull["y0"] + 1),
-    ):
-        page.mouse.move(x, y, steps=8)
-    page.mouse.up()
-    page.wait_for_selector("#selection-panel:not(.hidden)")
+    selected = drag_lasso(page, hull)
     screenshot(page, "map-selection")
-    selected = [
-        int(v) for v in page.eval_on_selector_all("#selection-thumbs .thumb", "els => els.map(e => e.dataset.imageId)")
-    ]
     assert len(selected) >= hull["count"]
     left_out = selected[0]
     page.click(f"#selection-thumbs .thumb[data-image-id='{left_out}']")

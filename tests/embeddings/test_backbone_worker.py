@@ -1,15 +1,13 @@
 """A backbone registered through the API, then a run on it through a real Celery worker: the images are embedded
 by the backbone on the `ml` queue and the map, clusters and similar images follow its vectors."""
 
-import time
-
 import pytest
 from django.urls import reverse
 
-from embeddings.models import RunStatus, TrainingRun
 from tests.embeddings import backbone_fixtures
 from tests.embeddings.backbone_fixtures import GROUPS, PER_GROUP, groups_per_cluster, register
 from tests.embeddings.backbone_models import pt2_bytes
+from tests.embeddings.worker_runs import run_through_worker
 
 # The shared fixtures, by name: pytest finds fixtures among a module's names.
 team = backbone_fixtures.team
@@ -22,8 +20,9 @@ def test_a_run_on_a_backbone_through_a_worker(transactional_db, team, client_for
     client = client_for(team.admin)
     backbone = register(client, team.dataset, pt2_bytes(dynamic_batch=True))
     assert backbone.status_code == 201, backbone.json()
-    started = client.post(
-        reverse("run-list", kwargs={"dataset_id": team.dataset.pk}),
+    run = run_through_worker(
+        client,
+        team.dataset,
         {
             "embedding": "backbone",
             "backbone": backbone.json()["id"],
@@ -31,17 +30,7 @@ def test_a_run_on_a_backbone_through_a_worker(transactional_db, team, client_for
             "cluster_method": "kmeans",
             "tsne_iterations": 60,
         },
-        format="json",
     )
-    assert started.status_code == 202, started.json()
-    deadline = time.monotonic() + 180
-    while (run := TrainingRun.objects.get(pk=started.json()["id"])).status not in (
-        RunStatus.SUCCEEDED,
-        RunStatus.FAILED,
-    ):
-        assert time.monotonic() < deadline, "the run did not finish"
-        time.sleep(0.3)
-    assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.metrics["backbone"]["device"] in ("cpu", "cuda:0", "cuda") and run.cluster_count == 3
     assert "embedding" in run.stage_timings
     points = client.get(reverse("dataset-map", kwargs={"dataset_id": team.dataset.pk})).json()

@@ -1,15 +1,13 @@
 """Uploaded vectors through the API, then a run on them through a real Celery worker: the map, clusters,
 similar images and suggestions come from the vectors."""
 
-import time
-
 import numpy as np
 import pytest
 from django.urls import reverse
 
-from embeddings.models import RunStatus, TrainingRun
 from embeddings.services import suggestions_recompute
 from labeling.models import Annotation
+from tests.embeddings.worker_runs import run_through_worker
 from tests.factories import LabelClassFactory, bulk_images
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -31,20 +29,9 @@ def test_a_run_on_uploaded_vectors_through_a_worker(
         format="json",
     )
     assert uploaded.status_code == 201, uploaded.json()
-    started = client.post(
-        reverse("run-list", kwargs={"dataset_id": dataset.pk}),
-        {"embedding": "uploaded", "n_clusters": 3, "cluster_method": "kmeans", "tsne_iterations": 60},
-        format="json",
+    run = run_through_worker(
+        client, dataset, {"embedding": "uploaded", "n_clusters": 3, "cluster_method": "kmeans", "tsne_iterations": 60}
     )
-    assert started.status_code == 202, started.json()
-    deadline = time.monotonic() + 180
-    while (run := TrainingRun.objects.get(pk=started.json()["id"])).status not in (
-        RunStatus.SUCCEEDED,
-        RunStatus.FAILED,
-    ):
-        assert time.monotonic() < deadline, "the run did not finish"
-        time.sleep(0.3)
-    assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.metrics["embedding"] == "uploaded" and run.cluster_count == 3
 
     group_of = dict(zip(ids, group.tolist()))

@@ -1,7 +1,17 @@
-"""Fixtures for the ingest tests; the file builders live in ingest_files.py."""
+"""Fixtures for the labeling tests: a fresh cache for each, and for the ingest tests (file builders in
+ingest_files.py) uploads and a media root of their own."""
 
 import pytest
+from django.core.cache import cache
 from ingest_files import upload
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # Suggestions, the map and the auth throttle's counts live in the cache; tests must not share them.
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

@@ -3,20 +3,12 @@ accept of exactly the previewed plan that refuses (409) when labels changed in b
 
 import pytest
 from django.conf import settings as project_settings
-from django.core.cache import cache
 
 from embeddings.models import ImageEmbedding
 from labeling.models import Annotation, AnnotationHistory, LabelAction, Role
 from labeling.services.annotations import annotations_apply_bulk
 from labeling.services.suggestions import suggestions_accept_preview
 from tests.factories import build_map
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -18,13 +18,6 @@ from labeling.services.suggestions import suggestions_accept
 from tests.factories import build_map
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
 @pytest.fixture
 def mapped(make_user, make_dataset):
     admin = make_user("admin")

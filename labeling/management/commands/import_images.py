@@ -1,10 +1,9 @@
 """import_images DATASET PATH: store the images of a folder or a .zip archive in a dataset."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from core.errors import ServiceError
+from labeling.management.importing import find_user, progress_bar, write_entries
 from labeling.models import Dataset
 from labeling.services.images import images_ingest_path
 
@@ -43,42 +42,23 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         dataset = find_dataset(options["dataset"])
-        user = None
-        if options["user"]:
-            user = get_user_model().objects.filter(username=options["user"]).first()
-            if user is None:
-                raise CommandError(f"No user named {options['user']!r}.")
-        progress = None
-        bar = None
-        if not options["no_progress"]:
-            bar = tqdm(total=0, unit="img", desc=f"importing into {dataset.name}"[:60], file=self.stderr._out)
-
-            def progress(done, total):
-                if bar.total != total:
-                    bar.total = total
-                bar.update(done - bar.n)
-
+        user = find_user(options["user"])
         try:
-            report = images_ingest_path(
-                dataset=dataset,
-                user=user,
-                path=options["path"],
-                classes_from_folders=options["classes_from_folders"],
-                on_progress=progress,
-            )
+            with progress_bar(
+                self, show=not options["no_progress"], unit="img", desc=f"importing into {dataset.name}"
+            ) as progress:
+                report = images_ingest_path(
+                    dataset=dataset,
+                    user=user,
+                    path=options["path"],
+                    classes_from_folders=options["classes_from_folders"],
+                    on_progress=progress,
+                )
         except ServiceError as exc:
             raise CommandError(exc.message) from None
-        finally:
-            if bar is not None:
-                bar.close()
         shown = options["show"]
         for kind, entries, key in (("skipped", report.skipped, "reason"), ("rejected", report.rejected, "error")):
-            if not entries:
-                continue
-            self.stdout.write(f"{kind.capitalize()}:")
-            for entry in entries[:shown]:
-                self.stdout.write(f"  {entry['name']}: {entry[key]}")
-            if len(entries) > shown:
-                self.stdout.write(f"  ... and {len(entries) - shown} more")
+            lines = [f"{entry['name']}: {entry[key]}" for entry in entries]
+            write_entries(self.stdout, kind.capitalize(), lines, len(entries), shown)
         style = self.style.SUCCESS if not report.rejected else self.style.WARNING
         self.stdout.write(style(f"Dataset {dataset.name!r} (id {dataset.pk}): {report.summary()}."))

@@ -1,11 +1,10 @@
 """import_labels DATASET FILE --format csv|coco|labelstudio: label images already in a dataset from a file."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from core.errors import ServiceError
 from labeling.management.commands.import_images import find_dataset
+from labeling.management.importing import find_user, progress_bar, write_entries
 from labeling.services.label_import import IMPORT_FORMATS, labels_import
 
 
@@ -30,23 +29,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         dataset = find_dataset(options["dataset"])
-        user = None
-        if options["user"]:
-            user = get_user_model().objects.filter(username=options["user"]).first()
-            if user is None:
-                raise CommandError(f"No user named {options['user']!r}.")
-        progress = None
-        bar = None
-        if not options["no_progress"]:
-            bar = tqdm(total=0, unit="row", desc=f"matching rows of {dataset.name}"[:60], file=self.stderr._out)
-
-            def progress(done, total):
-                if bar.total != total:
-                    bar.total = total
-                bar.update(done - bar.n)
-
+        user = find_user(options["user"])
         try:
-            with open(options["file"], "rb") as fh:
+            with (
+                progress_bar(
+                    self, show=not options["no_progress"], unit="row", desc=f"matching rows of {dataset.name}"
+                ) as progress,
+                open(options["file"], "rb") as fh,
+            ):
                 report = labels_import(
                     dataset=dataset,
                     user=user,
@@ -60,22 +50,12 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot read {options['file']}: {exc.strerror or exc}.") from None
         except ServiceError as exc:
             raise CommandError(exc.message) from None
-        finally:
-            if bar is not None:
-                bar.close()
-        shown = options["show"]
         for kind, entries, count in (
             ("unmatched", report.unmatched, report.unmatched_count),
             ("ambiguous", report.ambiguous, report.ambiguous_count),
         ):
-            if not count:
-                continue
-            self.stdout.write(f"{kind.capitalize()}:")
-            for entry in entries[:shown]:
-                what = entry["sha256"] or entry["name"] or "(no name)"
-                self.stdout.write(f"  row {entry['row']}: {what}: {entry['reason']}")
-            if count > min(shown, len(entries)):
-                self.stdout.write(f"  ... and {count - min(shown, len(entries))} more")
+            lines = [f"row {e['row']}: {e['sha256'] or e['name'] or '(no name)'}: {e['reason']}" for e in entries]
+            write_entries(self.stdout, kind.capitalize(), lines, count, options["show"])
         style = self.style.SUCCESS if not (report.unmatched_count or report.ambiguous_count) else self.style.WARNING
         action = f"; undo with action {report.action_id}" if report.action_id else ""
         self.stdout.write(style(f"Dataset {dataset.name!r} (id {dataset.pk}): {report.summary()}{action}."))

@@ -3,15 +3,6 @@
 from types import SimpleNamespace
 
 import pytest
-from django.core.cache import cache
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
-    # The auth throttle counts in the cache; tests must not share its budget.
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

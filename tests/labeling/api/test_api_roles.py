@@ -218,6 +218,7 @@ REQUESTS = {
     ("POST", "run-cancel"): (lambda t, u: _url("run-cancel", run_id=t.run.pk), None, 200, None),
     ("GET", "dataset-map"): (lambda t, u: _url("dataset-map", dataset_id=t.dataset.pk), None, 200, None),
     ("GET", "dataset-clusters"): (lambda t, u: _url("dataset-clusters", dataset_id=t.dataset.pk), None, 200, None),
+    ("GET", "dataset-retrain"): (lambda t, u: _url("dataset-retrain", dataset_id=t.dataset.pk), None, 200, None),
     ("GET", "image-similar"): (lambda t, u: _url("image-similar", image_id=t.images[0].pk), None, 200, None),
     ("GET", "dataset-embeddings"): (
         lambda t, u: _url("dataset-embeddings", dataset_id=t.dataset.pk),
