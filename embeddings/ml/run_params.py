@@ -137,7 +137,7 @@ RUN_PARAMS: tuple[RunParam, ...] = (
         high=2**31 - 1,
         nullable=True,
         empty="none",
-        help="With embedding backbone: the id of one of the dataset's registered backbones (required then).",
+        help="With embedding backbone: one of the dataset's registered backbones, by id in the API (required then).",
     ),
     RunParam(
         "epochs",

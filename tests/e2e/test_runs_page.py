@@ -135,3 +135,39 @@ def test_a_failed_run_shows_members_the_reason_and_admins_the_detail(browser_pag
     detail = page.text_content("#live-error-detail pre")
     assert "Traceback (most recent call last)" in detail and "celery@gpu-host-7 pid 4242" in detail
     page.watch.check(page)
+
+
+def test_a_backbone_run_is_started_by_picking_the_backbone_by_name(browser_page, team):
+    """The Backbone field is a menu of the dataset's registered backbones (not an id to type); picking
+    one with the pretrained-backbone embedding stores its id in the run's parameters."""
+    from embeddings.models import TrainingRun
+    from embeddings.services.backbones import backbone_register
+    from tests.e2e.test_labeling_flow import screenshot
+    from tests.embeddings.backbone_models import MEAN, SIZE, STD, torchscript_bytes
+
+    dataset, admin, _ = team
+    backbone = backbone_register(
+        dataset=dataset,
+        user=admin,
+        name="tiny-cnn",
+        data=torchscript_bytes(),
+        fmt="torchscript",
+        input_size=(SIZE, SIZE),
+        mean=MEAN,
+        std=STD,
+    )
+    page = browser_page
+    login(page, "alice", PASSWORD)
+    page.goto(f"/datasets/{dataset.pk}/runs/")
+    if not page.is_visible("#p-backbone"):
+        page.click("#start-run-form summary")
+    options = page.eval_on_selector_all("#p-backbone option", "els => els.map(e => [e.value, e.textContent])")
+    assert options == [["", "none"], [str(backbone.pk), f"tiny-cnn (7 values, #{backbone.pk})"]]
+    page.select_option("#p-embedding", "backbone")
+    page.select_option("#p-backbone", str(backbone.pk))
+    screenshot(page, "runs-backbone")
+    page.click("#start-run-button")
+    page.wait_for_function("() => document.getElementById('start-run-note').textContent.includes('queued')")
+    run = TrainingRun.objects.get(dataset=dataset)
+    assert run.params["embedding"] == "backbone" and run.params["backbone"] == backbone.pk
+    page.watch.check(page)
