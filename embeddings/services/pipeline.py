@@ -382,22 +382,15 @@ def backbone_embed_rows(rows, backbone, spec, loaded, *, should_stop=None, on_pr
     codes = np.empty((len(rows), backbone.dim), dtype=np.float32)
     ok = np.zeros(len(rows), dtype=bool)
     unreadable = []
-    originals = referenced_originals(r[0] for r in rows if not r[1])  # images kept in a bucket
+    images = read_image_rows(rows, lambda fh: image_array(_open_image(fh), spec), unreadable)
     for start in range(0, len(rows), BACKBONE_CHUNK_IMAGES):
         chunk = rows[start : start + BACKBONE_CHUNK_IMAGES]
         arrays, positions = [], []
-        for offset, row in enumerate(chunk):
-            image_id, name = row[0], row[1]
-            original = None if name else next(originals)[1]
-            try:
-                if isinstance(original, Exception):
-                    raise original
-                with io.BytesIO(original) if original is not None else storage.open_image_file(name) as fh:
-                    arrays.append(image_array(_open_image(fh), spec))
-                positions.append(start + offset)
-            except Exception as exc:  # a missing, truncated or non-image file
-                label = row[5] if len(row) > 5 else name
-                unreadable.append({"id": int(image_id), "name": str(label), "error": str(exc)[:300]})
+        for _ in chunk:
+            position, array = next(images)
+            if array is not None:
+                arrays.append(array)
+                positions.append(position)
         if arrays:
             vectors = embed_arrays(
                 loaded, np.stack(arrays), batch_size=BACKBONE_BATCH_SIZE, between_batches=should_stop
@@ -603,15 +596,10 @@ def _dataset_images(dataset_id: int) -> list[tuple]:
     )
 
 
-def load_run_images(rows, input_size: int, channels: int, *, on_progress=None, should_stop=None):
-    """(images (N,C,H,W) float32, image ids int64, unreadable [{id,name,error}]) for
-    rows of (id, file name, width, height, mode, original name)."""
-    total = len(rows)
-    out = np.empty((total, channels, input_size, input_size), dtype=np.float32)
-    ok = np.zeros(total, dtype=bool)
-    unreadable = []
-    last = time.monotonic()
-    # Images kept in a bucket (no stored file) are fetched ahead in chunks by a bounded pool.
+def read_image_rows(rows, read, unreadable: list):
+    """(index, read(open file)) for each row of (id, file name, …, original name), in order; None for a row
+    that cannot be read (a missing, truncated or non-image file), which goes to `unreadable` as
+    {id, name, error}.  Images kept in a bucket (no stored file) are fetched ahead in chunks by a bounded pool."""
     originals = referenced_originals(r[0] for r in rows if not r[1])
     for i, row in enumerate(rows):
         image_id, name = row[0], row[1]
@@ -620,12 +608,26 @@ def load_run_images(rows, input_size: int, channels: int, *, on_progress=None, s
             if isinstance(original, Exception):
                 raise original
             with io.BytesIO(original) if original is not None else storage.open_image_file(name) as fh:
-                out[i] = load_image_array(fh, input_size, channels)
-            ok[i] = True
+                value = read(fh)
         except Exception as exc:  # a missing, truncated or non-image file
-            unreadable.append(
-                {"id": int(image_id), "name": str(row[5] if len(row) > 5 else name), "error": str(exc)[:300]}
-            )
+            label = row[5] if len(row) > 5 else name
+            unreadable.append({"id": int(image_id), "name": str(label), "error": str(exc)[:300]})
+            value = None
+        yield i, value
+
+
+def load_run_images(rows, input_size: int, channels: int, *, on_progress=None, should_stop=None):
+    """(images (N,C,H,W) float32, image ids int64, unreadable [{id,name,error}]) for
+    rows of (id, file name, width, height, mode, original name)."""
+    total = len(rows)
+    out = np.empty((total, channels, input_size, input_size), dtype=np.float32)
+    ok = np.zeros(total, dtype=bool)
+    unreadable = []
+    last = time.monotonic()
+    for i, array in read_image_rows(rows, lambda fh: load_image_array(fh, input_size, channels), unreadable):
+        if array is not None:
+            out[i] = array
+            ok[i] = True
         if time.monotonic() - last >= 1.0:
             last = time.monotonic()
             if should_stop is not None:
