@@ -1,6 +1,6 @@
 """Django set-up shared by the benchmarks that run against a real database.
 
-    from _django import setup_django
+    from bench._django import setup_django
     setup_django(database_url="postgres://postgres@127.0.0.1:5432/simlabel_bench")
 
 Creates the PostgreSQL database when it is missing (the benchmark database is

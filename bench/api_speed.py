@@ -42,8 +42,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _django import database_description, load_average, machine_description, setup_django  # noqa: E402
+# The repository root, not bench/: bench/datasets.py must not hide Hugging Face `datasets` from an importer.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._django import database_description, load_average, machine_description, setup_django  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"

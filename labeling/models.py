@@ -184,17 +184,27 @@ class Annotation(models.Model):
 
 
 class AnnotationHistory(models.Model):
-    """Append-only record of every label change (audit and undo)."""
+    """Append-only record of every label change (audit and undo).
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    dataset, new_class and action carry no database constraint (db_constraint=False;
+    Django still cascades and protects on delete): each history row is written in the
+    transaction that checks them anyway -- its image's constraint (images go with their
+    dataset), the annotation's label_class constraint (the class it now has), and the
+    action inserted just before. Each constraint costs PostgreSQL a check per row at
+    commit, ~0.4 s of CPU for a 100,000-image bulk write.
+    """
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     # Indexed by (image, id) below, which also serves lookups by image alone.
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="history", db_index=False)
     old_class = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    new_class = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    new_class = models.ForeignKey(
+        LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     # The annotation version this change produced; undo compares it to detect later edits.
     new_version = models.PositiveIntegerField(default=0)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    action = models.ForeignKey(LabelAction, on_delete=models.CASCADE, related_name="history")
+    action = models.ForeignKey(LabelAction, on_delete=models.CASCADE, related_name="history", db_constraint=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,4 +1,5 @@
 import os
+import sys
 
 from celery import Celery
 
@@ -11,5 +12,6 @@ app.autodiscover_tasks()
 
 @app.task(name="simlabel.health_check")
 def health_check(value: int = 0) -> dict:
-    """A round trip through broker and worker, used by tests and /healthz."""
-    return {"ok": True, "echo": value}
+    """A round trip through broker and worker, used by tests and /healthz; says whether the worker
+    process has torch loaded (`ml` workers load it when their pool starts)."""
+    return {"ok": True, "echo": value, "torch_loaded": "torch" in sys.modules}

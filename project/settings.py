@@ -329,6 +329,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "embeddings.tasks.run_pipeline": {"queue": "ml"},
     "embeddings.tasks.embed_chunk": {"queue": "ml"},
+    "embeddings.tasks.neighbor_chunk": {"queue": "ml"},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
@@ -344,6 +345,10 @@ SIMLABEL_MIN_RUN_IMAGES = env_int("SIMLABEL_MIN_RUN_IMAGES", 10)
 # Large datasets are embedded in chunks that idle `ml` workers pick up in parallel.
 SIMLABEL_EMBED_PARALLEL_MIN_IMAGES = env_int("SIMLABEL_EMBED_PARALLEL_MIN_IMAGES", 20_000)
 SIMLABEL_EMBED_CHUNK_SIZE = env_int("SIMLABEL_EMBED_CHUNK_SIZE", 4096)
+# The layout's and clustering's neighbor queries (points beyond their samples) are answered in chunks
+# idle `ml` workers pick up, when there are at least this many queries (0: never).
+SIMLABEL_NEIGHBOR_PARALLEL_MIN_QUERIES = env_int("SIMLABEL_NEIGHBOR_PARALLEL_MIN_QUERIES", 20_000)
+SIMLABEL_NEIGHBOR_CHUNK_SIZE = env_int("SIMLABEL_NEIGHBOR_CHUNK_SIZE", 8192)
 # Accepting suggestions without a min_confidence takes only those at least this confident (the API's
 # default and the pages' starting floor).  Confidence is calibrated, so 0.9 is the lowest floor whose
 # accepted labels stayed >= 95 % right on every draw of bench/accept_floor.py: digits with 1 % / 5 % / 20 %
@@ -376,6 +381,12 @@ SIMLABEL_WEBHOOK_BACKOFF_MAX = float(os.environ.get("SIMLABEL_WEBHOOK_BACKOFF_MA
 SIMLABEL_STORAGE_KEY = os.environ.get("SIMLABEL_STORAGE_KEY", "")
 SIMLABEL_STORAGE_URL_SECONDS = env_int("SIMLABEL_STORAGE_URL_SECONDS", 300)  # presigned original links
 SIMLABEL_STORAGE_FETCH_THREADS = env_int("SIMLABEL_STORAGE_FETCH_THREADS", 8)  # objects fetched at once
+# A bucket's endpoint may only resolve to public addresses: loopback, private, link-local, multicast and
+# reserved ranges are refused unless listed here (comma-separated CIDRs, e.g. "10.1.0.0/16" for a MinIO on
+# your own network, "127.0.0.1/32" for tests), when a storage is connected and before every request to it.
+SIMLABEL_STORAGE_ALLOWED_NETWORKS = [
+    n.strip() for n in os.environ.get("SIMLABEL_STORAGE_ALLOWED_NETWORKS", "").split(",") if n.strip()
+]
 
 # --- security -------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

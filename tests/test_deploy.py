@@ -125,6 +125,36 @@ def test_celery_queues_route_ml_work_to_the_ml_queue():
     assert settings.CELERY_TASK_DEFAULT_QUEUE == "default"
 
 
+def test_worker_ml_scales_out_and_every_replica_sees_the_runs_files():
+    """`docker compose up -d --scale worker-ml=N`: N identical replicas on one broker, database and
+    media, so a run's helper chunk files written by one are read by another (README, "Runs, workers
+    and scaling out")."""
+    from django.conf import settings
+
+    services = _compose()["services"]
+    ml, web = services["worker-ml"], services["web"]
+    # A fixed name or published port would stop a second replica from starting.
+    assert not [name for name, service in services.items() if "container_name" in service]
+    assert "ports" not in ml and "hostname" not in ml
+    assert "deploy" not in ml or "replicas" not in ml["deploy"], "--scale decides the replica count"
+    # One task at a time per replica (the bench's and the speed-up's unit); the ml queue only.
+    assert "-Q ml" in ml["command"] and "--concurrency 1" in ml["command"]
+    # Each replica's health check pings its own node, whatever the container's hostname.
+    assert "celery@$$HOSTNAME" in ml["healthcheck"]["test"]
+    # Chunk files and models go to the run's storage: the volume every app container mounts at
+    # MEDIA_ROOT, or the bucket when AWS_STORAGE_BUCKET_NAME is set (several machines).
+    media_root = ml["environment"]["MEDIA_ROOT"]
+    assert media_root == web["environment"]["MEDIA_ROOT"]
+    for service in (ml, web, services["worker"]):
+        assert f"media:{media_root}" in service["volumes"]
+    for key in ("AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDPOINT_URL", "DATABASE_URL", "CELERY_BROKER_URL"):
+        assert ml["environment"][key] == web["environment"][key], key
+    for task in ("run_pipeline", "embed_chunk", "neighbor_chunk"):
+        assert settings.CELERY_TASK_ROUTES[f"embeddings.tasks.{task}"]["queue"] == "ml", task
+    header = (REPO / "docker-compose.yml").read_text().split("services:")[0]
+    assert "--scale worker-ml=" in header
+
+
 # --- the image's static files and every page under production settings -----------------------
 
 import http.client  # noqa: E402

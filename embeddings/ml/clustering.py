@@ -18,7 +18,8 @@ import numpy as np
 from ._umap import umap_embed
 from .config import ClusterConfig
 from .layout import resolve_n_jobs
-from .neighbors import NeighborIndex
+from .neighbors import NeighborIndex, QueryNeighborsFn
+from .neighbors import query_neighbors as default_query_neighbors
 
 SMALL_DATASET = 200  # below this UMAP is not worth it: k-means on the codes
 GMM_MAX_CLUSTERS = 20
@@ -50,9 +51,17 @@ def _gmm(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def cluster_codes(
-    codes: np.ndarray, config: ClusterConfig | None = None, layout_xy: np.ndarray | None = None
+    codes: np.ndarray,
+    config: ClusterConfig | None = None,
+    layout_xy: np.ndarray | None = None,
+    query_neighbors: QueryNeighborsFn | None = None,
 ) -> np.ndarray:
-    """Cluster label per image, int64 (N,), numbered 0..k-1 by decreasing size."""
+    """Cluster label per image, int64 (N,), numbered 0..k-1 by decreasing size.
+
+    With config.max_points, images beyond the clustered sample are assigned as
+    assign_clusters assigns them; their neighbor queries go to
+    query_neighbors("clustering", ...) before the sample is clustered, so other
+    workers can answer them meanwhile."""
     config = config or ClusterConfig()
     codes = np.asarray(codes, dtype=np.float32)
     n = len(codes)
@@ -75,9 +84,12 @@ def cluster_codes(
         subset = np.sort(rng.choice(n, config.max_points, replace=False))
         sub_config = replace(config, method=method, n_clusters=k, max_points=None)
         labels = np.empty(n, dtype=np.int64)
-        labels[subset] = cluster_codes(codes[subset], sub_config)
         rest = np.setdiff1d(np.arange(n), subset)
-        labels[rest] = assign_clusters(codes[subset], labels[subset], codes[rest])
+        answer = (query_neighbors or default_query_neighbors)(
+            "clustering", codes[subset], codes[rest], min(ASSIGN_NEIGHBORS, len(subset))
+        )
+        labels[subset] = cluster_codes(codes[subset], sub_config)
+        labels[rest] = clusters_from_neighbors(labels[subset], *answer())
         return _renumber_by_size(labels)
 
     if method == "kmeans":
@@ -112,7 +124,12 @@ def _renumber_by_size(labels: np.ndarray) -> np.ndarray:
     return rank[inverse].astype(np.int64)
 
 
-def assign_clusters(ref_codes: np.ndarray, ref_labels: np.ndarray, new_codes: np.ndarray, k: int = 10) -> np.ndarray:
+ASSIGN_NEIGHBORS = 10
+
+
+def assign_clusters(
+    ref_codes: np.ndarray, ref_labels: np.ndarray, new_codes: np.ndarray, k: int = ASSIGN_NEIGHBORS
+) -> np.ndarray:
     """Cluster for each new image: the distance-weighted vote of its k nearest
     reference images in code space."""
 
@@ -122,10 +139,19 @@ def assign_clusters(ref_codes: np.ndarray, ref_labels: np.ndarray, new_codes: np
         return np.zeros(0, dtype=ref_labels.dtype)
     k = max(1, min(k, len(ref_codes)))
     idx, dist = NeighborIndex(ref_codes).query_many(new_codes, k)
+    return clusters_from_neighbors(ref_labels, idx, dist)
+
+
+def clusters_from_neighbors(ref_labels: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """assign_clusters from the k nearest reference images (indices, distances (M, k)) already found."""
+    ref_labels = np.asarray(ref_labels)
+    if len(idx) == 0:
+        return np.zeros(0, dtype=ref_labels.dtype)
+    k = idx.shape[1]
     weights = 1.0 / (dist.astype(np.float64) + 1e-6 * (dist.max() + 1e-12))
     values, inverse = np.unique(ref_labels, return_inverse=True)
-    votes = np.zeros((len(new_codes), len(values)))
-    np.add.at(votes, (np.repeat(np.arange(len(new_codes)), k), inverse[idx].ravel()), weights.ravel())
+    votes = np.zeros((len(idx), len(values)))
+    np.add.at(votes, (np.repeat(np.arange(len(idx)), k), inverse[idx].ravel()), weights.ravel())
     return values[votes.argmax(axis=1)]
 
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from ._umap import umap_embed
 from .config import LayoutConfig
-from .neighbors import NeighborIndex, parallel_threads, resolve_threads, use_approximate
+from .neighbors import NeighborIndex, QueryNeighborsFn, parallel_threads, resolve_threads, use_approximate
+from .neighbors import query_neighbors as default_query_neighbors
 
 ProgressFn = Callable[[int, int, dict], None]
 FFT_MIN_POINTS = 5000
@@ -86,13 +87,18 @@ def _tiny_layout(codes: np.ndarray) -> np.ndarray:
 
 
 def compute_layout(
-    codes: np.ndarray, config: LayoutConfig | None = None, on_progress: ProgressFn | None = None
+    codes: np.ndarray,
+    config: LayoutConfig | None = None,
+    on_progress: ProgressFn | None = None,
+    query_neighbors: QueryNeighborsFn | None = None,
 ) -> np.ndarray:
     """Map coordinates float32 (N, 2), centered, within [-extent, extent].
 
     on_progress(step, total, metrics) is called as the optimization goes.  With
     config.max_points set and more points than that, the map is computed on a
-    seeded random subset and the other points are placed by place_new_points.
+    seeded random subset and the other points are placed as place_new_points
+    places them.  Their neighbor queries go to query_neighbors("layout", ...)
+    before the subset is laid out, so other workers can answer them meanwhile.
     """
     config = config or LayoutConfig()
     codes = np.asarray(codes, dtype=np.float32)
@@ -101,10 +107,12 @@ def compute_layout(
         rng = np.random.default_rng(config.seed)
         ref = np.sort(rng.choice(n, config.max_points, replace=False))
         rest = np.setdiff1d(np.arange(n), ref)
+        k = min(PLACEMENT_NEIGHBORS, len(ref))
+        answer = (query_neighbors or default_query_neighbors)("layout", codes[ref], codes[rest], k)
         ref_xy = _layout_all(codes[ref], config, on_progress)
         xy = np.empty((n, 2), dtype=np.float64)
         xy[ref] = ref_xy
-        xy[rest] = place_new_points(codes[ref], ref_xy, codes[rest])
+        xy[rest] = positions_from_neighbors(ref_xy, *answer())
     else:
         xy = _layout_all(codes, config, on_progress)
     return normalize_xy(xy, config.extent)
@@ -128,7 +136,12 @@ def _layout_all(codes: np.ndarray, config: LayoutConfig, on_progress: ProgressFn
     raise ValueError(f"unknown layout method {config.method!r}")
 
 
-def place_new_points(ref_codes: np.ndarray, ref_xy: np.ndarray, new_codes: np.ndarray, k: int = 10) -> np.ndarray:
+PLACEMENT_NEIGHBORS = 10
+
+
+def place_new_points(
+    ref_codes: np.ndarray, ref_xy: np.ndarray, new_codes: np.ndarray, k: int = PLACEMENT_NEIGHBORS
+) -> np.ndarray:
     """Map positions (M, 2) for new images, without recomputing the map.
 
     Each new point goes to a weighted mean of its k nearest reference points'
@@ -142,8 +155,15 @@ def place_new_points(ref_codes: np.ndarray, ref_xy: np.ndarray, new_codes: np.nd
     if len(new_codes) == 0:
         return np.zeros((0, 2), dtype=np.float32)
     k = max(1, min(k, len(ref_codes)))
-    index = NeighborIndex(ref_codes)
-    idx, dist = index.query_many(new_codes, k)
+    idx, dist = NeighborIndex(ref_codes).query_many(new_codes, k)
+    return positions_from_neighbors(ref_xy, idx, dist)
+
+
+def positions_from_neighbors(ref_xy: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """place_new_points from the k nearest reference points (indices, distances (M, k)) already found."""
+    ref_xy = np.asarray(ref_xy, dtype=np.float64)
+    if len(idx) == 0:
+        return np.zeros((0, 2), dtype=np.float32)
     d0 = dist[:, :1]
     scale = np.maximum(d0, 1e-6 + 1e-3 * dist[:, -1:])
     weights = np.exp(-(((dist - d0) / scale) ** 2))

@@ -14,6 +14,7 @@ scikit-learn silently fell back to one core.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
@@ -221,6 +222,72 @@ class NeighborIndex:
             vec = np.asarray(vector_or_index, dtype=np.float32).reshape(1, -1)
             idx, dist = self.query_many(vec, k)
         return idx[0], dist[0]
+
+
+# --- many queries, in chunks other processes may answer ------------------------------------------
+
+# (purpose, indexed codes (N, D), queries (M, D), k) -> answer, where answer() returns (indices (M, k),
+# distances (M, k)): how the layout and the clustering ask for the neighbors of the points beyond their
+# samples.  They ask as soon as the queries are known and call answer() once they need it, so a
+# caller may have other workers answer meanwhile; purpose ("layout", "clustering") names the job.
+QueryNeighborsFn = Callable[[str, np.ndarray, np.ndarray, int], Callable[[], tuple[np.ndarray, np.ndarray]]]
+
+
+def query_neighbors(
+    purpose: str, codes: np.ndarray, queries: np.ndarray, k: int
+) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """The default QueryNeighborsFn: one index, every query answered here when the answer is asked for."""
+    return lambda: NeighborIndex(codes).query_many(queries, k)
+
+
+def query_chunk_bounds(n_queries: int, chunk_size: int) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of the queries, chunk_size rows each (the last one shorter)."""
+    chunk_size = max(1, int(chunk_size))
+    return [(start, min(n_queries, start + chunk_size)) for start in range(0, n_queries, chunk_size)]
+
+
+def query_chunk(index: NeighborIndex, queries: np.ndarray, bounds: tuple[int, int], k: int):
+    """(indices, distances) of one chunk of queries: the one computation a coordinator and
+    its helpers share, so a chunk answered anywhere is the same array."""
+    start, stop = bounds
+    return index.query_many(queries[start:stop], k)
+
+
+def query_in_chunks(
+    index: NeighborIndex,
+    queries: np.ndarray,
+    k: int,
+    *,
+    chunk_size: int,
+    done_elsewhere: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(indices (M, k), distances (M, k), chunks answered elsewhere) for all queries, chunk by chunk.
+
+    done_elsewhere(index) may return a chunk another process already answered
+    (query_chunk on the same index); chunks are worked from the last to the
+    first, so this process and helpers (which start at the first) meet in the
+    middle.  on_chunk(done, total) after each chunk; it may raise to stop.
+    """
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    k = max(0, min(int(k), len(index)))
+    out_idx = np.empty((len(queries), k), dtype=np.int64)
+    out_dist = np.empty((len(queries), k), dtype=np.float32)
+    bounds = query_chunk_bounds(len(queries), chunk_size)
+    from_elsewhere = 0
+    for position, chunk in enumerate(reversed(bounds)):
+        chunk_index = len(bounds) - 1 - position
+        found = done_elsewhere(chunk_index) if done_elsewhere is not None else None
+        if found is not None and found[0].shape == (chunk[1] - chunk[0], k):
+            idx, dist = found
+            from_elsewhere += 1
+        else:
+            idx, dist = query_chunk(index, queries, chunk, k)
+        out_idx[chunk[0] : chunk[1]] = idx
+        out_dist[chunk[0] : chunk[1]] = dist
+        if on_chunk is not None:
+            on_chunk(position + 1, len(bounds))
+    return out_idx, out_dist, from_elsewhere
 
 
 def knn_graph(

@@ -22,6 +22,7 @@ from .clustering import cluster_codes
 from .config import ClusterConfig, LayoutConfig, TrainConfig
 from .inference import embed_images
 from .layout import compute_layout
+from .neighbors import QueryNeighborsFn
 from .training import TrainResult, train_autoencoder
 
 STAGES = ("training", "embedding", "layout", "clustering")
@@ -48,6 +49,9 @@ class PipelineResult:
     training_budget: dict | None = None
     # Labeled images training learned from (training.train_autoencoder's labels); 0: none.
     labels_used: int = 0
+    # Per purpose ("layout", "clustering"), how the caller's query_neighbors split those stages'
+    # neighbor queries (chunks, chunks other workers answered); the caller fills it, {} without one.
+    neighbor_chunks: dict = field(default_factory=dict)
 
 
 def run_pipeline(
@@ -63,6 +67,9 @@ def run_pipeline(
     embed: EmbedFn | None = None,
     device=None,
     labels: np.ndarray | None = None,
+    train_rows: np.ndarray | None = None,
+    embed_streams: bool = False,
+    query_neighbors: QueryNeighborsFn | None = None,
 ) -> PipelineResult:
     """Train, embed, lay out and cluster the images (N, C, H, W) float32 in [0, 1].
 
@@ -74,10 +81,20 @@ def run_pipeline(
     embed(model, images) -> (codes, errors) replaces single-process embedding.
     labels (N,) are the images' class indices, -1 unlabeled, for training to
     learn from (None: none; config.choose_labels decides whether a run passes them).
+    query_neighbors answers the layout's and clustering's many-point neighbor
+    queries (placing points beyond the layout sample, assigning points beyond
+    the clustering sample); default: here, in one process.
+
+    train_rows: the rows of images training reconstructs (training.train_autoencoder);
+    with embed_streams, images are only what training reads (a sample and the
+    labeled images): they are dropped before embedding and embed(model, None)
+    reads every image itself, a chunk at a time (the worker: bounded memory).
 
     images is dropped after embedding, so a caller that hands over its only
     reference frees the largest array before the layout.
     """
+    if embed_streams and embed is None:
+        raise ValueError("embed_streams needs an embed function that reads the images")
     images = np.asarray(images, dtype=np.float32)
     train_config = train_config or TrainConfig(input_size=images.shape[2], channels=images.shape[1])
     layout_config = layout_config or LayoutConfig()
@@ -86,7 +103,11 @@ def run_pipeline(
     start, finish, report, cancelled = _stage_helpers(result, on_stage, on_progress, should_stop)
 
     start("training")
-    trained = train_autoencoder(images, train_config, report("training"), should_stop, device=device, labels=labels)
+    trained = train_autoencoder(
+        images, train_config, report("training"), should_stop, device=device, labels=labels, train_rows=train_rows
+    )
+    if embed_streams:
+        images = None  # embed reads the images itself: training's copy goes now
     finish("training")
     result.model, result.loss_curve = trained.model, trained.loss_curve
     result.epochs_run, result.stopped_early, result.cancelled = (
@@ -116,7 +137,9 @@ def run_pipeline(
     if cancelled():
         return result
 
-    return _lay_out_and_cluster(result, layout_config, cluster_config, start, finish, report, cancelled)
+    return _lay_out_and_cluster(
+        result, layout_config, cluster_config, start, finish, report, cancelled, query_neighbors
+    )
 
 
 def run_pipeline_on_codes(
@@ -127,6 +150,7 @@ def run_pipeline_on_codes(
     on_stage: StageFn | None = None,
     on_progress: StageProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    query_neighbors: QueryNeighborsFn | None = None,
 ) -> PipelineResult:
     """Lay out and cluster codes computed elsewhere (vectors a team uploaded): no training, no embedding.
 
@@ -138,7 +162,9 @@ def run_pipeline_on_codes(
     start, finish, report, cancelled = _stage_helpers(result, on_stage, on_progress, should_stop)
     if cancelled():
         return result
-    return _lay_out_and_cluster(result, layout_config, cluster_config, start, finish, report, cancelled)
+    return _lay_out_and_cluster(
+        result, layout_config, cluster_config, start, finish, report, cancelled, query_neighbors
+    )
 
 
 def _stage_helpers(result: PipelineResult, on_stage, on_progress, should_stop):
@@ -168,18 +194,25 @@ def _stage_helpers(result: PipelineResult, on_stage, on_progress, should_stop):
     return start, finish, report, cancelled
 
 
-def _lay_out_and_cluster(result, layout_config, cluster_config, start, finish, report, cancelled) -> PipelineResult:
+def _lay_out_and_cluster(
+    result, layout_config, cluster_config, start, finish, report, cancelled, query_neighbors=None
+) -> PipelineResult:
     """The map and the clusters of result.codes: the stages both assemblies share."""
     layout_config = layout_config or LayoutConfig()
     cluster_config = cluster_config or ClusterConfig()
     start("layout")
-    result.xy = np.asarray(compute_layout(result.codes, layout_config, report("layout")), dtype=np.float32)
+    result.xy = np.asarray(
+        compute_layout(result.codes, layout_config, report("layout"), query_neighbors), dtype=np.float32
+    )
     finish("layout")
     if cancelled():
         return result
 
     start("clustering")
-    result.clusters = np.asarray(cluster_codes(result.codes, cluster_config, layout_xy=result.xy), dtype=np.int32)
+    result.clusters = np.asarray(
+        cluster_codes(result.codes, cluster_config, layout_xy=result.xy, query_neighbors=query_neighbors),
+        dtype=np.int32,
+    )
     finish("clustering")
     result.timings["total"] = sum(result.timings.values())
     return result

@@ -42,8 +42,13 @@ def choose_input_spec(
     max_size: int = 64,
     min_size: int = 16,
     multiple: int = 4,
+    counts: Sequence[int] | None = None,
 ) -> tuple[int, int]:
     """(input_size, channels) for a dataset from its images' sizes and modes.
+
+    counts: how many images have each (size, mode), when they come grouped (the
+    worker asks the database for the distinct ones, not for one row per image);
+    the answer is the one the expanded lists give.
 
     channels is 1 when every image is gray (pass modes from effective_mode() so
     gray images stored as RGB count as gray), else 3.  input_size is the
@@ -53,11 +58,28 @@ def choose_input_spec(
     """
     if not sizes:
         raise ValueError("no image sizes given")
-    channels = 1 if all(m in GRAY_MODES for m in modes) else 3
-    median_side = statistics.median(max(w, h) for w, h in sizes)
+    if counts is None:
+        channels = 1 if all(m in GRAY_MODES for m in modes) else 3
+        median_side = statistics.median(max(w, h) for w, h in sizes)
+    else:
+        channels = 1 if all(m in GRAY_MODES for m, c in zip(modes, counts, strict=True) if c > 0) else 3
+        median_side = _weighted_median([max(w, h) for w, h in sizes], counts)
     size = int(round(median_side / multiple)) * multiple
     size = max(min_size, min(max_size, size))
     return size, channels
+
+
+def _weighted_median(values: Sequence[int], counts: Sequence[int]) -> float:
+    """statistics.median of each value repeated its count times, without repeating them."""
+    order = np.argsort(values, kind="stable")
+    ordered = np.asarray(values)[order]
+    ends = np.cumsum(np.asarray(counts, dtype=np.int64)[order])
+    total = int(ends[-1]) if len(ends) else 0
+    if total <= 0:
+        raise ValueError("no image sizes given")
+    low = ordered[np.searchsorted(ends, (total - 1) // 2, side="right")]
+    high = ordered[np.searchsorted(ends, total // 2, side="right")]
+    return low if low == high else (low + high) / 2
 
 
 def _open(fp_or_path) -> Image.Image:

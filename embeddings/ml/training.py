@@ -121,6 +121,15 @@ def _augment(batch: torch.Tensor, config: TrainConfig, generator: torch.Generato
     return batch
 
 
+def training_sample(n: int, config: TrainConfig) -> np.ndarray | None:
+    """The sorted rows of n images that training reconstructs: config.max_train_images drawn with
+    config.seed, or None when every image is trained on.  The worker decodes only these (and the
+    labeled images) before training; the same draw as training's own, so the results are the same."""
+    if config.max_train_images is None or n <= config.max_train_images:
+        return None
+    return np.sort(np.random.default_rng(config.seed).choice(n, config.max_train_images, replace=False))
+
+
 def train_autoencoder(
     images: np.ndarray,
     config: TrainConfig,
@@ -128,6 +137,7 @@ def train_autoencoder(
     should_stop: Callable[[], bool] | None = None,
     device=None,
     labels: np.ndarray | None = None,
+    train_rows: np.ndarray | None = None,
 ) -> TrainResult:
     """Train a ConvAutoencoder on float32 images (N, C, H, W) in [0, 1], with
     the objective config.objective names (config.choose_objective).
@@ -143,6 +153,9 @@ def train_autoencoder(
     images of 2 or more classes, every step also trains config.labels_weight x
     SupCon (supervised.py) on two views of config.labels_batch_size labeled
     images; all labeled images stay in training when max_train_images samples the rest.
+
+    train_rows: the rows of images to reconstruct when the caller drew the sample itself
+    (training_sample) and passes only it and the labeled images; default: training_sample(len(images)).
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
@@ -157,20 +170,20 @@ def train_autoencoder(
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images")
     try:
-        return _train(images, config, on_progress, should_stop, device, labels)
+        return _train(images, config, on_progress, should_stop, device, labels, train_rows)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(images, config: TrainConfig, on_progress, should_stop, device, labels=None) -> TrainResult:
+def _train(images, config: TrainConfig, on_progress, should_stop, device, labels=None, train_rows=None) -> TrainResult:
     started = time.perf_counter()
     device = device or select_device()
     set_seeds(config.seed)
-    rng = np.random.default_rng(config.seed)
     labeled_data, labeled_classes = _labeled_images(images, labels, device)
-    if config.max_train_images is not None and len(images) > config.max_train_images:
-        subset = np.sort(rng.choice(len(images), config.max_train_images, replace=False))
-        images = images[subset]
+    if train_rows is None:
+        train_rows = training_sample(len(images), config)
+    if train_rows is not None:
+        images = images[train_rows]
     data = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     n = len(data)
 

@@ -3,6 +3,7 @@
 The contract names live here; the modules behind them hold one idea each.
 """
 
+from .helper_chunks import neighbor_chunk_execute
 from .near_duplicates import run_near_duplicates_add, run_near_duplicates_store
 from .params import run_params_validate
 from .pipeline import embedding_chunk_execute, run_map_cache_warm, training_run_execute
@@ -26,6 +27,7 @@ __all__ = [
     "embedding_chunk_execute",
     "images_place_execute",
     "images_place_on_current_map",
+    "neighbor_chunk_execute",
     "retrain_schedule_auto",
     "run_map_cache_warm",
     "run_near_duplicates_add",

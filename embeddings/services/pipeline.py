@@ -8,6 +8,7 @@ and only if the run is still ours (not cancelled, not reaped as stale).
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from celery import group
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from core.object_storage import referenced_originals
@@ -37,6 +39,7 @@ from labeling.models import Annotation, Image
 from . import params as run_params
 from . import placement
 from .embeddings_upload import uploaded_vectors_missing_message
+from .helper_chunks import RunNeighborQueries
 from .near_duplicates import run_near_duplicates_store
 from .runs import (
     RunCancelled,
@@ -56,6 +59,8 @@ logger = logging.getLogger(__name__)
 # Unreadable images are skipped (and listed in the run's metrics) up to this share.
 MAX_UNREADABLE_SHARE = 0.05
 EMBED_BATCH_SIZE = 1024
+# Image rows written per INSERT when a run stores its results.
+STORE_BATCH = 2000
 
 
 def _setting_int(name: str, default: int) -> int:
@@ -170,8 +175,11 @@ def _after_success(run: TrainingRun) -> None:
 class PreparedImages:
     """The run's images as the model reads them, and what could not be read."""
 
-    images: np.ndarray | None  # (N, C, H, W) float32; None once handed to the pipeline, or for uploaded vectors
-    image_ids: np.ndarray  # int64 (N,)
+    # (M, C, H, W) float32, what training reads: every readable image, rows as image_ids; or, when `streamed`,
+    # only training's sample and the labeled images (embedding then reads every image a chunk at a time).
+    # None once handed to the pipeline, or for runs that train nothing.
+    images: np.ndarray | None
+    image_ids: np.ndarray  # int64 (N,); the images found unreadable while embedding leave it then
     unreadable: list  # [{id, name, error}]
     input_size: int | None  # None for uploaded vectors: no image is read
     channels: int | None
@@ -180,11 +188,16 @@ class PreparedImages:
     uploaded: dict | None = None
     # Runs on a backbone: which one embedded the images, on what device, how fast.
     backbone: dict | None = None
-    # Each image's class index as people labeled it when the run read them (-1: unlabeled), rows as image_ids;
-    # None for runs that train nothing.
-    classes: np.ndarray | None = None
+    # The class index training learns from for each row of images (config.choose_labels: -1 unlabeled or
+    # left out), from the labels people had given when the run started; None: training learns from none.
+    train_labels: np.ndarray | None = None
     # Why training learned from those labels or not (config.choose_labels), once decided.
     labels_reason: str = ""
+    # The rows of images training reconstructs (training.training_sample); None: all of them.
+    train_rows: np.ndarray | None = None
+    streamed: bool = False
+    # The dataset's images when the run started, readable or not: the unreadable share is of these.
+    image_count: int = 0
 
     def hand_over(self) -> np.ndarray:
         """The images, dropping this reference: the pipeline frees them after embedding."""
@@ -212,41 +225,78 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict | None:
 
 
 def _prepare(run: TrainingRun, params: dict, reporter: RunReporter) -> PreparedImages:
-    """The preparing stage: choose the input size and channels, load every image, skip a few unreadable ones."""
+    """The preparing stage: choose the input size and channels, and decode what training reads.
+
+    The size and channels come from the sizes and modes recorded at ingest (no
+    image is opened for them).  When training samples (max_train_images, fewer
+    than the dataset's images), only that sample and the labeled images are
+    decoded here; embedding reads every image again a chunk at a time, so no
+    stage holds the whole dataset's pixels.  A smaller dataset is decoded whole
+    here and embedded from memory.  A few unreadable images are skipped.
+    """
     reporter.enter_stage(RunStage.PREPARING)
-    rows = _dataset_images(run.dataset_id)
-    if len(rows) < min_run_images():
-        raise ValueError(f"the dataset has {len(rows)} images; a run needs at least {min_run_images()}")
+    ids = _dataset_image_ids(run.dataset_id)
+    if len(ids) < min_run_images():
+        raise ValueError(f"the dataset has {len(ids)} images; a run needs at least {min_run_images()}")
     input_size, channels = params["input_size"], params["channels"]
     if input_size is None or channels is None:
-        chosen_size, chosen_channels = choose_input_spec([(r[2], r[3]) for r in rows], [r[4] for r in rows])
+        chosen_size, chosen_channels = _dataset_input_spec(run.dataset_id)
         input_size = input_size or chosen_size
         channels = channels or chosen_channels
-    TrainingRun.objects.filter(pk=run.pk).update(input_size=input_size, channels=channels, image_count=len(rows))
+    TrainingRun.objects.filter(pk=run.pk).update(input_size=input_size, channels=channels, image_count=len(ids))
     run.input_size, run.channels = input_size, channels
-    images, image_ids, unreadable = load_run_images(
-        rows,
+    # Deferred on purpose, as in _compute: training imports torch.
+    from embeddings.ml.training import training_sample
+
+    sample = training_sample(len(ids), run_params.train_config(params, input_size=input_size, channels=channels))
+    # Read after run_claim set started_at: the run saw every label given before it started.
+    classes = image_classes(run.dataset_id, ids)
+    labels = choose_labels(classes, params["use_labels"])
+    if sample is None:
+        read = np.arange(len(ids))
+    else:
+        labeled = np.flatnonzero(labels.classes >= 0) if labels.classes is not None else np.empty(0, np.int64)
+        read = np.union1d(sample, labeled)
+    images, read_ids, unreadable = load_run_images(
+        image_rows(ids[read]),
         input_size,
         channels,
         on_progress=lambda done, total: reporter.progress(done / total),
         should_stop=reporter.check,
     )
-    _check_unreadable(rows, image_ids, unreadable)
+    _check_unreadable(len(ids), len(ids) - len(unreadable), unreadable)
+    kept = read[np.isin(ids[read], read_ids)]  # rows of ids, as the rows of images
+    image_ids = ids[np.isin(ids, [u["id"] for u in unreadable], invert=True)]
     storage.write_array(run, storage.IMAGE_IDS, image_ids)
-    # Read after run_claim set started_at: the run saw every label given before it started.
-    classes = image_classes(run.dataset_id, image_ids)
-    return PreparedImages(images, image_ids, unreadable, input_size, channels, classes=classes)
+    if sample is None:
+        labels = choose_labels(classes[kept], params["use_labels"])  # of the readable images, rows as kept
+        train_labels, train_rows = labels.classes, None
+    else:
+        train_labels = None if labels.classes is None else labels.classes[kept]
+        train_rows = np.flatnonzero(np.isin(kept, sample))
+    return PreparedImages(
+        images,
+        image_ids,
+        unreadable,
+        input_size,
+        channels,
+        train_labels=train_labels,
+        labels_reason=labels.reason,
+        train_rows=train_rows,
+        streamed=sample is not None,
+        image_count=len(ids),
+    )
 
 
-def _check_unreadable(rows, image_ids: np.ndarray, unreadable: list) -> None:
-    """Fail the run when more images could not be read than may be skipped, naming the first."""
+def _check_unreadable(total: int, readable: int, unreadable: list) -> None:
+    """Fail the run when more of its `total` images could not be read than may be skipped, naming the first."""
     if not unreadable:
         return
-    allowed = int(len(rows) * MAX_UNREADABLE_SHARE)
-    if len(unreadable) > allowed or len(image_ids) < min_run_images():
+    allowed = int(total * MAX_UNREADABLE_SHARE)
+    if len(unreadable) > allowed or readable < min_run_images():
         first = unreadable[0]
         raise ValueError(
-            f"{len(unreadable)} of {len(rows)} images could not be read (at most {allowed} may be skipped); "
+            f"{len(unreadable)} of {total} images could not be read (at most {allowed} may be skipped); "
             f"first: image {first['id']} ({first['name']}): {first['error']}"
         )
 
@@ -254,12 +304,13 @@ def _check_unreadable(rows, image_ids: np.ndarray, unreadable: list) -> None:
 def image_classes(dataset_id: int, image_ids: np.ndarray) -> np.ndarray:
     """int64 (N,): each image's current class as an index into the dataset's labeled classes (by class id),
     -1 for an unlabeled image; rows as image_ids."""
-    pairs = np.array(
-        Annotation.objects.filter(dataset_id=dataset_id, label_class__isnull=False).values_list(
-            "image_id", "label_class_id"
-        ),
-        dtype=np.int64,
-    ).reshape(-1, 2)
+    labeled = Annotation.objects.filter(dataset_id=dataset_id, label_class__isnull=False).values_list(
+        "image_id", "label_class_id"
+    )
+    # Streamed into an array: no list of a tuple per labeled image.
+    pairs = np.fromiter(itertools.chain.from_iterable(labeled.iterator(chunk_size=10000)), dtype=np.int64).reshape(
+        -1, 2
+    )
     classes = np.full(len(image_ids), -1, dtype=np.int64)
     if not len(pairs):
         return classes
@@ -281,7 +332,11 @@ def _prepare_uploaded(run: TrainingRun, reporter: RunReporter) -> PreparedImages
     """
     reporter.enter_stage(RunStage.PREPARING)
     dataset_ids = np.fromiter(
-        Image.objects.filter(dataset_id=run.dataset_id).order_by("id").values_list("id", flat=True), dtype=np.int64
+        Image.objects.filter(dataset_id=run.dataset_id)
+        .order_by("id")
+        .values_list("id", flat=True)
+        .iterator(chunk_size=10000),
+        dtype=np.int64,
     )
     if len(dataset_ids) < min_run_images():
         raise ValueError(f"the dataset has {len(dataset_ids)} images; a run needs at least {min_run_images()}")
@@ -319,7 +374,7 @@ def _prepare_backbone(run: TrainingRun, params: dict, reporter: RunReporter) -> 
     unreadable images are skipped, as in _prepare.
     """
     reporter.enter_stage(RunStage.PREPARING)
-    rows = _dataset_images(run.dataset_id)
+    rows = ImageRows(_dataset_image_ids(run.dataset_id))
     if len(rows) < min_run_images():
         raise ValueError(f"the dataset has {len(rows)} images; a run needs at least {min_run_images()}")
     backbone = backbone_of_dataset(run.dataset_id, params["backbone"])
@@ -335,7 +390,7 @@ def _prepare_backbone(run: TrainingRun, params: dict, reporter: RunReporter) -> 
         rows, backbone, spec, loaded, should_stop=reporter.check, on_progress=reporter.progress
     )
     seconds = time.perf_counter() - started
-    _check_unreadable(rows, image_ids, unreadable)
+    _check_unreadable(len(rows), len(image_ids), unreadable)
     storage.write_array(run, storage.IMAGE_IDS, image_ids)
     info = {
         "id": backbone.pk,
@@ -373,7 +428,8 @@ def backbone_load_for_run(backbone, *, run_id: int | None = None):
 
 def backbone_embed_rows(rows, backbone, spec, loaded, *, should_stop=None, on_progress=None):
     """(vectors float32 N x dim, image ids int64, unreadable [{id,name,error}]) of image rows (id, file, …,
-    original name), read, resized and embedded BACKBONE_CHUNK_IMAGES at a time.
+    original name) (a list, or ImageRows that fetches them as it goes), read, resized and embedded
+    BACKBONE_CHUNK_IMAGES at a time.
 
     should_stop() is called between batches and may raise to stop; on_progress(fraction) after each chunk.
     """
@@ -384,9 +440,9 @@ def backbone_embed_rows(rows, backbone, spec, loaded, *, should_stop=None, on_pr
     unreadable = []
     images = read_image_rows(rows, lambda fh: image_array(_open_image(fh), spec), unreadable)
     for start in range(0, len(rows), BACKBONE_CHUNK_IMAGES):
-        chunk = rows[start : start + BACKBONE_CHUNK_IMAGES]
+        count = min(BACKBONE_CHUNK_IMAGES, len(rows) - start)
         arrays, positions = [], []
-        for _ in chunk:
+        for _ in range(count):
             position, array = next(images)
             if array is not None:
                 arrays.append(array)
@@ -402,8 +458,11 @@ def backbone_embed_rows(rows, backbone, spec, loaded, *, should_stop=None, on_pr
         if should_stop is not None:
             should_stop()
         if on_progress is not None:
-            on_progress(min(len(rows), start + len(chunk)) / len(rows))
-    image_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            on_progress((start + count) / len(rows))
+    if isinstance(rows, ImageRows):
+        image_ids = rows.image_ids
+    else:
+        image_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     return codes[ok], image_ids[ok], unreadable
 
 
@@ -422,6 +481,7 @@ def _compute_from_codes(run: TrainingRun, params: dict, prepared: PreparedImages
 
     n = len(prepared.image_ids)
     codes, prepared.codes = prepared.codes, None  # the result holds them from here
+    neighbor_queries = RunNeighborQueries(run, reporter)  # idle `ml` workers help with large runs' queries
     result = run_pipeline_on_codes(
         codes,
         run_params.layout_config(params, image_count=n),
@@ -429,7 +489,9 @@ def _compute_from_codes(run: TrainingRun, params: dict, prepared: PreparedImages
         on_stage=reporter.enter_stage,
         on_progress=lambda stage, step, total, metrics: reporter.progress(step / max(1, total)),
         should_stop=reporter.should_stop,
+        query_neighbors=neighbor_queries,
     )
+    result.neighbor_chunks = neighbor_queries.info
     if result.cancelled:
         reporter.check()  # raises RunCancelled or RunLost
         raise RunCancelled()
@@ -447,8 +509,6 @@ def _compute(run: TrainingRun, params: dict, prepared: PreparedImages, reporter:
 
     n = len(prepared.image_ids)
     chunk_info: dict = {}
-    labels = choose_labels(prepared.classes, params["use_labels"])
-    prepared.labels_reason = labels.reason
 
     def on_progress(stage, step, total, metrics):
         point = loss_point(step, metrics) if stage == RunStage.TRAINING else None
@@ -459,10 +519,25 @@ def _compute(run: TrainingRun, params: dict, prepared: PreparedImages, reporter:
         storage.write_model(run, trained.model)  # before embedding: helper workers load it from there
 
     def embed(model, images):
-        codes, errors, info = embed_run_images(run, model, images, prepared.image_ids, reporter)
+        if not prepared.streamed:
+            codes, errors, info = embed_run_images(run, model, images, reporter)
+            chunk_info.update(info)
+            return codes, errors
+        reader = RunImageReader(
+            prepared.image_ids, prepared.input_size, prepared.channels, prepared.unreadable, reporter.check
+        )
+        codes, errors, info = embed_run_images(run, model, reader, reporter)
         chunk_info.update(info)
-        return codes, errors
+        if reader.readable.all():
+            return codes, errors
+        # Images found unreadable only now get no code and are listed, as those found while preparing;
+        # more than the allowed share fails the run.
+        _check_unreadable(prepared.image_count, prepared.image_count - len(prepared.unreadable), prepared.unreadable)
+        prepared.image_ids = prepared.image_ids[reader.readable]
+        storage.write_array(run, storage.IMAGE_IDS, prepared.image_ids)
+        return codes[reader.readable], errors[reader.readable]
 
+    neighbor_queries = RunNeighborQueries(run, reporter)  # idle `ml` workers help with large runs' queries
     result = run_pipeline(
         prepared.hand_over(),
         run_params.train_config(params, input_size=prepared.input_size, channels=prepared.channels),
@@ -473,8 +548,12 @@ def _compute(run: TrainingRun, params: dict, prepared: PreparedImages, reporter:
         should_stop=reporter.should_stop,
         after_training=after_training,
         embed=embed,
-        labels=labels.classes,
+        embed_streams=prepared.streamed,
+        labels=prepared.train_labels,
+        train_rows=prepared.train_rows,
+        query_neighbors=neighbor_queries,
     )
+    result.neighbor_chunks = neighbor_queries.info
     if result.cancelled:
         reporter.check()  # raises RunCancelled or RunLost
         raise RunCancelled()
@@ -526,6 +605,8 @@ def _run_metrics(
             None if embedding_seconds is None else round(len(codes) / max(embedding_seconds, 1e-9), 1)
         ),
         "embedding_chunks": chunk_info,
+        # Per stage, the chunks of neighbor queries and how many other workers answered (helper_chunks).
+        "neighbor_chunks": getattr(result, "neighbor_chunks", {}),
         # Labeled images training learned from (0: none) and why (config.choose_labels); the run's
         # started_at says which labels it saw.
         "labels_used": int(getattr(result, "labels_used", 0)),
@@ -549,21 +630,23 @@ def _store_rows(
         if locked.cancel_requested:
             raise RunCancelled()
         ImageEmbedding.objects.filter(run_id=run.pk).delete()  # a retried run replaces its own rows
-        ImageEmbedding.objects.bulk_create(
-            (
-                ImageEmbedding(
-                    run_id=run.pk,
-                    image_id=int(image_id),
-                    code=codes[i].tobytes(),
-                    x=float(xy[i, 0]),
-                    y=float(xy[i, 1]),
-                    cluster=int(labels[i]),
-                    reconstruction_error=None if errors is None else float(errors[i]),
-                )
-                for i, image_id in enumerate(image_ids)
-            ),
-            batch_size=2000,
-        )
+        # A slice at a time: bulk_create makes a list of what it is given, and a million model objects
+        # at once would cost gigabytes.
+        for start in range(0, len(image_ids), STORE_BATCH):
+            ImageEmbedding.objects.bulk_create(
+                [
+                    ImageEmbedding(
+                        run_id=run.pk,
+                        image_id=int(image_ids[i]),
+                        code=codes[i].tobytes(),
+                        x=float(xy[i, 0]),
+                        y=float(xy[i, 1]),
+                        cluster=int(labels[i]),
+                        reconstruction_error=None if errors is None else float(errors[i]),
+                    )
+                    for i in range(start, min(start + STORE_BATCH, len(image_ids)))
+                ]
+            )
         timings["storing"] = round(time.perf_counter() - started - sum(timings.values()), 3)
         metrics["total_seconds"] = round(time.perf_counter() - started, 3)
         TrainingRun.objects.filter(pk=run.pk).update(
@@ -588,29 +671,77 @@ def _store_rows(
     return metrics
 
 
-def _dataset_images(dataset_id: int) -> list[tuple]:
-    return list(
-        Image.objects.filter(dataset_id=dataset_id, missing_since__isnull=True)  # gone from their bucket
-        .order_by("id")
-        .values_list("id", "file", "width", "height", "mode", "original_name")
+# Image rows fetched from the database at a time (also below SQLite's 999 query parameters).
+ROW_BATCH = 900
+ROW_FIELDS = ("id", "file", "width", "height", "mode", "original_name")
+
+
+def _run_images(dataset_id: int):
+    return Image.objects.filter(dataset_id=dataset_id, missing_since__isnull=True)  # gone from their bucket
+
+
+def _dataset_image_ids(dataset_id: int) -> np.ndarray:
+    """int64: the ids of the dataset's images a run reads, in order; an array, not a row object per image."""
+    ids = _run_images(dataset_id).order_by("id").values_list("id", flat=True)
+    return np.fromiter(ids.iterator(chunk_size=10000), dtype=np.int64)
+
+
+def _dataset_input_spec(dataset_id: int) -> tuple[int, int]:
+    """(input_size, channels) chosen from the sizes and modes recorded at ingest, counted by the database."""
+    groups = list(_run_images(dataset_id).order_by().values_list("width", "height", "mode").annotate(count=Count("id")))
+    return choose_input_spec(
+        [(w, h) for w, h, _, _ in groups], [m for _, _, m, _ in groups], counts=[c for *_, c in groups]
     )
+
+
+def image_rows(image_ids) -> list[tuple]:
+    """The rows (id, file, width, height, mode, original name) of these images, in the order given, fetched
+    ROW_BATCH at a time; an image deleted since has the row (id, None), which read_image_rows reports."""
+    image_ids = [int(v) for v in image_ids]
+    found = {}
+    for start in range(0, len(image_ids), ROW_BATCH):
+        batch = image_ids[start : start + ROW_BATCH]
+        found.update((row[0], row) for row in Image.objects.filter(pk__in=batch).values_list(*ROW_FIELDS))
+    return [found.get(image_id, (image_id, None)) for image_id in image_ids]
+
+
+class ImageRows:
+    """The rows of image_ids (as image_rows gives them) fetched ROW_BATCH at a time while they are iterated:
+    what read_image_rows reads for a whole dataset without a row object per image held at once."""
+
+    def __init__(self, image_ids: np.ndarray):
+        self.image_ids = image_ids
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __iter__(self):
+        for start in range(0, len(self.image_ids), ROW_BATCH):
+            yield from image_rows(self.image_ids[start : start + ROW_BATCH])
+
+
+def _dataset_images(dataset_id: int) -> list[tuple]:
+    """Every row at once: for a small dataset (a test, a bench's before); a run reads ImageRows or image_rows."""
+    return list(_run_images(dataset_id).order_by("id").values_list(*ROW_FIELDS))
 
 
 def read_image_rows(rows, read, unreadable: list):
     """(index, read(open file)) for each row of (id, file name, …, original name), in order; None for a row
     that cannot be read (a missing, truncated or non-image file), which goes to `unreadable` as
     {id, name, error}.  Images kept in a bucket (no stored file) are fetched ahead in chunks by a bounded pool."""
-    originals = referenced_originals(r[0] for r in rows if not r[1])
+    originals = referenced_originals(r[0] for r in rows if r[1] == "")
     for i, row in enumerate(rows):
         image_id, name = row[0], row[1]
-        original = None if name else next(originals)[1]
+        original = next(originals)[1] if name == "" else None
         try:
+            if name is None:
+                raise LookupError("the image was deleted while the run read it")
             if isinstance(original, Exception):
                 raise original
             with io.BytesIO(original) if original is not None else storage.open_image_file(name) as fh:
                 value = read(fh)
         except Exception as exc:  # a missing, truncated or non-image file
-            label = row[5] if len(row) > 5 else name
+            label = row[5] if len(row) > 5 else (name or "")
             unreadable.append({"id": int(image_id), "name": str(label), "error": str(exc)[:300]})
             value = None
         yield i, value
@@ -655,10 +786,15 @@ def embedding_batch_size() -> int:
 
 
 def embed_in_chunks(
-    model, images: np.ndarray, *, chunk_size: int, batch_size: int, done_elsewhere=None, on_chunk=None
+    model, images, *, chunk_size: int, batch_size: int, done_elsewhere=None, on_chunk=None
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes and errors for all images, chunk by chunk.
 
+    images: an array (N, C, H, W), or a reader (RunImageReader): len(reader)
+    images, and reader(start, stop) -> (the chunk's readable images, their rows
+    within the chunk), called once for each chunk computed here, so only one
+    chunk's pixels are decoded at a time.  A row the reader could not read keeps
+    a zero code; the reader lists it.
     done_elsewhere(index) may return (codes, errors) a helper worker already
     computed for that chunk; chunks are worked from the last to the first so the
     coordinator and helpers (which start at the first) meet in the middle.
@@ -667,28 +803,69 @@ def embed_in_chunks(
     # Deferred on purpose: inference imports torch, which web processes (importing the services) never load.
     from embeddings.ml.inference import embed_images
 
-    bounds = chunk_bounds(len(images), chunk_size, batch_size)
+    n = len(images)
+    bounds = chunk_bounds(n, chunk_size, batch_size)
     codes = errors = None
     from_helpers = 0
     for index in reversed(range(len(bounds))):
         start, stop = bounds[index]
         found = done_elsewhere(index) if done_elsewhere is not None else None
+        rows = slice(None)
         if found is not None:
             chunk_codes, chunk_errors = found
             from_helpers += 1
-        else:
+        elif isinstance(images, np.ndarray):
             chunk_codes, chunk_errors = embed_images(model, images[start:stop], batch_size=batch_size)
-        if codes is None:
-            codes = np.empty((len(images), chunk_codes.shape[1]), dtype=np.float32)
-            errors = np.empty(len(images), dtype=np.float32)
-        codes[start:stop] = chunk_codes
-        errors[start:stop] = chunk_errors
+        else:
+            chunk, rows = images(start, stop)
+            chunk_codes, chunk_errors = (
+                embed_images(model, chunk, batch_size=batch_size) if len(chunk) else (None, None)
+            )
+            del chunk  # this chunk's pixels go before the next chunk's are decoded
+        if chunk_codes is not None:
+            if codes is None:
+                codes = np.zeros((n, chunk_codes.shape[1]), dtype=np.float32)
+                errors = np.zeros(n, dtype=np.float32)
+            codes[start:stop][rows] = chunk_codes
+            errors[start:stop][rows] = chunk_errors
         if on_chunk is not None:
             on_chunk(len(bounds) - index, len(bounds))
+    if codes is None:  # nothing readable at all (the caller's unreadable check fails the run)
+        codes, errors = np.zeros((n, 0), dtype=np.float32), np.zeros(n, dtype=np.float32)
     return codes, errors, from_helpers
 
 
-def embed_run_images(run: TrainingRun, model, images: np.ndarray, image_ids: np.ndarray, reporter: RunReporter):
+class RunImageReader:
+    """A run's images for chunked embedding: reader(start, stop) reads and decodes rows start..stop of
+    image_ids (files or bucket originals), returning (their readable images (M, C, H, W), those rows within
+    the chunk).  What could not be read is appended to `unreadable` and marked False in `readable`."""
+
+    def __init__(self, image_ids: np.ndarray, input_size: int, channels: int, unreadable: list, should_stop=None):
+        self.image_ids = image_ids
+        self.input_size, self.channels = input_size, channels
+        self.unreadable = unreadable
+        self.readable = np.ones(len(image_ids), dtype=bool)
+        self.should_stop = should_stop
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __call__(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.image_ids[start:stop]
+        images, read_ids, unreadable = load_run_images(
+            image_rows(ids), self.input_size, self.channels, should_stop=self.should_stop
+        )
+        rows = np.flatnonzero(np.isin(ids, read_ids))
+        if unreadable:
+            self.readable[start:stop] = False
+            self.readable[start + rows] = True
+            self.unreadable.extend(unreadable)
+        return images, rows
+
+
+def embed_run_images(run: TrainingRun, model, images, reporter: RunReporter):
+    """embed_in_chunks of images (an array or a RunImageReader) with other `ml` workers' help on a large
+    dataset, reporting to the run; (codes, errors, chunk info)."""
     batch_size = embedding_batch_size()
     chunk_size = embed_chunk_size()
     bounds = chunk_bounds(len(images), chunk_size, batch_size)

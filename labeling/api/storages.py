@@ -129,7 +129,10 @@ class StorageListView(ApiView):
         tags=["storages"],
         description="Connect an S3-compatible bucket and prefix (read-only: list and get). The credentials are "
         "checked by listing the prefix (a clear 400 when the bucket or credentials are wrong), stored "
-        "encrypted, and never returned. Then POST …/sync/ to create the images.",
+        "encrypted, and never returned. Then POST …/sync/ to create the images. An endpoint_url whose host "
+        "resolves to a loopback, private, link-local, multicast or reserved address is refused (400 "
+        "`endpoint_refused`) unless SIMLABEL_STORAGE_ALLOWED_NETWORKS lists it; every request to the bucket is "
+        "checked again, so a sync of an endpoint no longer allowed fails.",
     )
     def post(self, request, dataset):
         data = validated(StorageCreateSerializer, request.data)

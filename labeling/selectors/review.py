@@ -6,6 +6,15 @@ resolutions, and turns indices back into ids.  Items a reviewer resolved on
 this map (ReviewResolution rows) leave the queue; items whose reason went away
 because labels changed simply are not produced any more, since the queue is
 computed from the current labels on every read.
+
+One exception: a cluster relabelled only in part (the reviewer fixed a
+selection of it) returns, after every other item, while it still holds images
+no reviewer has checked and the ranking still finds a reason to look at it.
+A lone stray of another class inside a cluster carries the cluster's class,
+and so do its neighbors: no neighbor test ever flags it, and only another look
+at the cluster finds it.
+Marking the cluster reviewed, accepting its suggestion or relabelling all of
+it (each reviews every image) ends that.
 """
 
 from __future__ import annotations
@@ -90,14 +99,29 @@ def review_queue_for_dataset(dataset, limit: int = DEFAULT_LIMIT) -> list[dict]:
             for model, predicted, predicted_confidence in prediction_columns_for_images(dataset, image_ids)
         ],
     )
-    resolved = set(
-        ReviewResolution.objects.filter(dataset=dataset, run=run).values_list("kind", "object_id").distinct()
-    )
-    queue = []
+    resolved, relabelled_in_part = set(), set()
+    for kind, object_id, outcome in (
+        ReviewResolution.objects.filter(dataset=dataset, run=run).values_list("kind", "object_id", "outcome").distinct()
+    ):
+        if kind == ReviewResolution.Kind.CLUSTER and outcome == ReviewResolution.Outcome.RELABELED:
+            relabelled_in_part.add(object_id)
+        else:
+            resolved.add((kind, object_id))
+    fresh, again = [], []
     for item in items:
         object_id = int(item.key) if item.kind == "cluster" else int(image_ids[item.key])
         if (item.kind, object_id) in resolved:
             continue
+        if item.kind == "cluster" and object_id in relabelled_in_part:
+            if reviewed[item.members].all():
+                continue  # relabelled in full, or the rest checked since: nothing left that nobody looked at
+            # Its score counts every unchecked image's doubt, but a reviewer has looked at it once, so
+            # it holds a stray or two at most: after everything nobody has looked at yet.
+            again.append((item, object_id))
+        else:
+            fresh.append((item, object_id))
+    queue = []
+    for item, object_id in fresh + again:
         first = item.members[0]
         queue.append(
             {

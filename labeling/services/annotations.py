@@ -17,7 +17,10 @@ Concurrency rules (they hold on PostgreSQL and on SQLite):
   the version it produced, the user and the LabelAction), which is what undo
   and the image history read.
 Bulk writes issue a fixed number of statements per chunk of ids (lock, one
-UPDATE, one multi-row INSERT of history), never one query per image.
+UPDATE, one multi-row INSERT of history), never one query per image. On
+PostgreSQL an id list travels as one array literal (`_pg_array`), and a bulk
+write of one class never loads its rows into Python: the lock counts what will
+change, and one UPDATE ... RETURNING feeds the history INSERT in the database.
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ MAX_INVALID_IDS_REPORTED = 20
 MAX_VERSION = 2**31 - 1
 
 
+def _pg_array(values) -> str:
+    """An int list as a PostgreSQL array literal ('{1,2,NULL}') for a `%s::bigint[]` parameter.
+
+    psycopg adapts a Python list element by element (most of a second of CPU for the
+    seven 100,000-id arrays of one bulk write); a joined string costs ~20 ms.
+    """
+    return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
+
+
 @dataclass(frozen=True)
 class _Current:
     annotation_id: int
@@ -88,7 +100,7 @@ def images_check_in_dataset(*, dataset_id: int, image_ids: list[int]) -> None:
             cursor.execute(
                 f"SELECT t.i FROM unnest(%s::bigint[]) AS t(i) WHERE NOT EXISTS "
                 f"(SELECT 1 FROM {Image._meta.db_table} im WHERE im.id = t.i AND im.dataset_id = %s)",
-                [image_ids, dataset_id],
+                [_pg_array(image_ids), dataset_id],
             )
             missing = sorted(row[0] for row in cursor.fetchall())
         bad = len(missing)
@@ -126,7 +138,7 @@ def _ensure_annotation_rows(dataset_id: int, image_ids: list[int]) -> None:
                 f"SELECT t.i, %s, NULL, NULL, %s, %s, 0, NULL, NULL FROM unnest(%s::bigint[]) AS t(i) "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {table} a WHERE a.image_id = t.i) "
                 f"ON CONFLICT (image_id) DO NOTHING",
-                [dataset_id, AnnotationSource.MANUAL, timezone.now(), image_ids],
+                [dataset_id, AnnotationSource.MANUAL, timezone.now(), _pg_array(image_ids)],
             )
         return
     for chunk in chunks(image_ids):
@@ -148,7 +160,7 @@ def _lock_annotations(image_ids: list[int]) -> dict[int, _Current]:
             cursor.execute(
                 f"SELECT id, image_id, label_class_id, version FROM {Annotation._meta.db_table} "
                 f"WHERE image_id = ANY(%s::bigint[]) ORDER BY image_id FOR UPDATE",
-                [image_ids],
+                [_pg_array(image_ids)],
             )
             for ann_id, image_id, class_id, version in cursor.fetchall():
                 current[image_id] = _Current(ann_id, class_id, version)
@@ -202,7 +214,7 @@ def _write_changes(
             cursor.execute(
                 f"UPDATE {Annotation._meta.db_table} SET label_class_id = %s, version = version + 1, author_id = %s, "
                 f"source = %s, updated_at = %s, reviewed_by_id = %s, reviewed_at = %s WHERE id = ANY(%s::bigint[])",
-                [new_class_id, user_id, source, now, reviewer_id, reviewed_at, annotation_ids],
+                [new_class_id, user_id, source, now, reviewer_id, reviewed_at, _pg_array(annotation_ids)],
             )
             cursor.execute(
                 f"INSERT INTO {AnnotationHistory._meta.db_table} (dataset_id, image_id, old_class_id, new_class_id, "
@@ -216,9 +228,9 @@ def _write_changes(
                     user_id,
                     action.pk,
                     now,
-                    [i for i, _ in changes],
-                    [c.class_id for _, c in changes],
-                    [c.version + 1 for _, c in changes],
+                    _pg_array(i for i, _ in changes),
+                    _pg_array(c.class_id for _, c in changes),
+                    _pg_array(c.version + 1 for _, c in changes),
                 ],
             )
         return
@@ -437,6 +449,16 @@ def annotations_apply_bulk(
     expected = clean_expected(expected)
     images_check_in_dataset(dataset_id=dataset.pk, image_ids=ids)
     _ensure_annotation_rows(dataset.pk, ids)
+    if on_postgres():
+        return _apply_bulk_postgres(
+            dataset=dataset,
+            user=user,
+            new_class_id=new_class_id,
+            ids=ids,
+            source=source,
+            mark_reviewed=mark_reviewed,
+            expected=expected,
+        )
     current = _lock_annotations(ids)
     _raise_if_stale(expected, current, lambda _image_id: new_class_id)
     changes = [(image_id, current[image_id]) for image_id in ids if current[image_id].class_id != new_class_id]
@@ -467,6 +489,98 @@ def annotations_apply_bulk(
             now=timezone.now(),
         )
         _after_labels_changed(dataset.pk, action)
+    return action
+
+
+def _apply_bulk_postgres(
+    *,
+    dataset: Dataset,
+    user,
+    new_class_id: int | None,
+    ids: list[int],
+    source: str,
+    mark_reviewed: bool,
+    expected: dict[int, int] | None,
+) -> LabelAction:
+    """annotations_apply_bulk's writes on PostgreSQL, for checked, sorted `ids` whose rows exist.
+
+    The same rules as the portable path, without a row per image in Python: the
+    lock (ascending image id) counts the rows whose class changes; only the
+    images listed in `expected` are read back; one UPDATE ... FROM (the table
+    itself, read at the statement's snapshot, i.e. the old values) RETURNING
+    each changed image's old class and new version feeds the history INSERT.
+    """
+    table = Annotation._meta.db_table
+    ids_array = _pg_array(ids)
+    user_id = user.pk if user is not None else None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE l.label_class_id IS DISTINCT FROM %s::bigint) FROM "
+            f"(SELECT label_class_id FROM {table} WHERE image_id = ANY(%s::bigint[]) "
+            f"ORDER BY image_id FOR UPDATE) AS l",
+            [new_class_id, ids_array],
+        )
+        locked, change_count = cursor.fetchone()
+        if locked != len(ids):
+            raise RuntimeError(f"bulk label: {locked} annotation rows locked for {len(ids)} images")
+        current: dict[int, _Current] = {}
+        if expected:
+            cursor.execute(
+                f"SELECT image_id, id, label_class_id, version FROM {table} WHERE image_id = ANY(%s::bigint[]) "
+                f"ORDER BY image_id",
+                [_pg_array(i for i in ids if i in expected)],
+            )
+            current = {image_id: _Current(ann_id, cls, ver) for image_id, ann_id, cls, ver in cursor.fetchall()}
+        _raise_if_stale(expected, current, lambda _image_id: new_class_id)
+        now = timezone.now()
+        if mark_reviewed:
+            # Images already carrying the class are confirmed by the reviewer too.
+            cursor.execute(
+                f"UPDATE {table} SET reviewed_by_id = %s, reviewed_at = %s "
+                f"WHERE image_id = ANY(%s::bigint[]) AND label_class_id IS NOT DISTINCT FROM %s::bigint",
+                [user_id, now, ids_array, new_class_id],
+            )
+        action = LabelAction.objects.create(
+            dataset=dataset,
+            user=user,
+            kind=LabelAction.Kind.SET if new_class_id else LabelAction.Kind.CLEAR,
+            source=source,
+            label_class_id=new_class_id,
+            image_count=change_count,
+        )
+        changed = {image_id for image_id, cur in current.items() if cur.class_id != new_class_id}
+        action.versions = _versions_after(expected, current, changed)
+        if not change_count:
+            return action
+        cursor.execute(
+            f"WITH changed AS ("
+            f"UPDATE {table} AS a SET label_class_id = %s, version = a.version + 1, author_id = %s, source = %s, "
+            f"updated_at = %s, reviewed_by_id = %s, reviewed_at = %s "
+            f"FROM {table} AS old WHERE old.id = a.id AND old.image_id = ANY(%s::bigint[]) "
+            f"AND old.label_class_id IS DISTINCT FROM %s::bigint "
+            f"RETURNING a.image_id, old.label_class_id AS old_class_id, a.version AS new_version) "
+            f"INSERT INTO {AnnotationHistory._meta.db_table} (dataset_id, image_id, old_class_id, new_class_id, "
+            f"new_version, user_id, action_id, created_at) "
+            f"SELECT %s, image_id, old_class_id, %s, new_version, %s, %s, %s FROM changed ORDER BY image_id",
+            [
+                new_class_id,
+                user_id,
+                source,
+                now,
+                user_id if mark_reviewed else None,
+                now if mark_reviewed else None,
+                ids_array,
+                new_class_id,
+                dataset.pk,
+                new_class_id,
+                user_id,
+                action.pk,
+                now,
+            ],
+        )
+        if cursor.rowcount != change_count:
+            raise RuntimeError(f"bulk label: {cursor.rowcount} history rows for {change_count} locked changes")
+    _after_labels_changed(dataset.pk, action)
     return action
 
 

@@ -61,6 +61,13 @@ def _listed(values) -> str:
     return shown + (f", … ({len(values)} in all)" if len(values) > MAX_REPORTED else "")
 
 
+def _items_that(positions: list[int], one: str, many: str) -> str:
+    """ "item 3 is not" / "items 3, 5 are not": the items (by position) that make a mistake."""
+    if len(positions) == 1:
+        return f"item {positions[0]} {one}"
+    return f"items {_listed(positions)} {many}"
+
+
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -90,16 +97,21 @@ def _clean_items(items) -> list[tuple[int, str, float]]:
             confidences.append(n)
     if shape:
         raise ValidationFailed(
-            f"Each item must be an object with exactly image_id, class and confidence; items {_listed(shape)} are not.",
+            f"Each item must be an object with exactly image_id, class and confidence; {_items_that(shape, 'is not', 'are not')}.",
             field="items",
         )
     if ids:
-        raise ValidationFailed(f"image_id must be a positive integer; items {_listed(ids)} have none.", field="items")
+        raise ValidationFailed(
+            f"image_id must be a positive integer; {_items_that(ids, 'has none', 'have none')}.", field="items"
+        )
     if names:
-        raise ValidationFailed(f"class must be a class name; items {_listed(names)} have none.", field="items")
+        raise ValidationFailed(
+            f"class must be a class name; {_items_that(names, 'has none', 'have none')}.", field="items"
+        )
     if confidences:
         raise ValidationFailed(
-            f"confidence must be a finite number from 0 to 1; items {_listed(confidences)} are not.", field="items"
+            f"confidence must be a finite number from 0 to 1; {_items_that(confidences, 'is not', 'are not')}.",
+            field="items",
         )
     return [(item["image_id"], item["class"].strip(), float(item["confidence"])) for item in items]
 

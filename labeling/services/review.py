@@ -1,7 +1,8 @@
 """Resolving review-queue items: accept the suggestion, relabel, or mark reviewed.
 
 Every outcome records a ReviewResolution (so the item leaves the queue on this
-map) and marks the affected annotations reviewed (who and when).  Label
+map; a cluster relabelled in part may return, see labeling.selectors.review)
+and marks the affected annotations reviewed (who and when).  Label
 changes go through the annotation services, so they are ordinary LabelActions
 with history and undo.
 """

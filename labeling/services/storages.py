@@ -14,6 +14,11 @@ deleted or renamed object is never dropped silently; one that comes back is rest
 
 Only list and get are sent to the bucket. The sync runs as a Celery task (queue
 `default`) with its state, progress and report on a StorageSync row.
+
+The endpoint must resolve to public addresses unless SIMLABEL_STORAGE_ALLOWED_NETWORKS lists them (SSRF):
+checked when the storage is connected (400) and by the client before every request it sends
+(core.object_storage), so a sync of a storage whose endpoint is no longer allowed fails before it lists
+anything.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.errors import Conflict, ServiceUnavailable, ValidationFailed
-from core.object_storage import ObjectTooLarge, bucket_client, credentials_encrypt, object_read, storage_client
+from core.network import TargetRefused
+from core.object_storage import (
+    ObjectTooLarge,
+    bucket_client,
+    credentials_encrypt,
+    endpoint_check,
+    object_read,
+    storage_client,
+)
 from labeling.models import Dataset, Image, Storage, StorageSync, image_upload_path
 from labeling.services.images import UploadLimits, _FileWriter, _place_on_current_map, thumbnail_path
 from labeling.uploads import EXTENSIONS, ImageRejected, inspect_image, sanitize_original_name
@@ -91,6 +104,11 @@ def storage_connect(
     from botocore.exceptions import BotoCoreError, ClientError
 
     prefix = _clean_prefix(prefix)
+    if endpoint_url:  # checked here for a clear 400; the client checks every request again (an empty one is AWS)
+        try:
+            endpoint_check(endpoint_url)
+        except TargetRefused as exc:
+            raise ValidationFailed(str(exc), code="endpoint_refused", field="endpoint_url") from None
     client = bucket_client(  # one attempt: an admin waiting on a wrong endpoint hears so in seconds
         endpoint_url=endpoint_url,
         region=region,
@@ -100,6 +118,8 @@ def storage_connect(
     )
     try:
         client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except TargetRefused as exc:  # the answer changed since the check above
+        raise ValidationFailed(str(exc), code="endpoint_refused", field="endpoint_url") from None
     except (ClientError, BotoCoreError, ValueError) as exc:
         raise ValidationFailed(_bucket_error(exc, bucket), code="bucket_unreadable", field="bucket") from None
     return Storage.objects.create(
@@ -294,6 +314,8 @@ class _Sync:
             result.data = data if self.storage.copy_originals else None
         except (ImageRejected, ObjectTooLarge) as exc:
             result.error = getattr(exc, "message", None) or str(exc)
+        except TargetRefused:  # the endpoint, not this object: the whole sync fails
+            raise
         except Exception as exc:  # the bucket answered with an error for this object only
             result.error = f"could not be read from the bucket ({type(exc).__name__}: {str(exc)[:200]})"
         return result
@@ -455,7 +477,7 @@ def storage_sync_execute(*, sync_id: int) -> str:
         logger.exception("sync %s of storage %s failed", sync_id, sync.storage_id)
         StorageSync.objects.filter(pk=sync_id).update(
             status=StorageSync.Status.FAILED,
-            error=_bucket_error(exc, sync.storage.bucket) if _is_boto_error(exc) else f"{type(exc).__name__}: {exc}",
+            error=_sync_error(exc, sync.storage.bucket),
             report=worker.report.as_dict() if worker else {},
             finished_at=timezone.now(),
         )
@@ -471,7 +493,11 @@ def storage_sync_execute(*, sync_id: int) -> str:
     return "succeeded"
 
 
-def _is_boto_error(exc: Exception) -> bool:
+def _sync_error(exc: Exception, bucket: str) -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return isinstance(exc, ClientError | BotoCoreError)
+    if isinstance(exc, TargetRefused):
+        return f"The endpoint is not allowed: {exc}"
+    if isinstance(exc, ClientError | BotoCoreError):
+        return _bucket_error(exc, bucket)
+    return f"{type(exc).__name__}: {exc}"

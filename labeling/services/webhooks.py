@@ -13,7 +13,7 @@ and send the same bytes, so a receiver can drop duplicates.
 A webhook must not become a way into the network simlabel runs in (SSRF):
 the host is resolved and every address it resolves to must be public (not
 loopback, private, link-local, multicast, reserved or unspecified, IPv4 or
-IPv6) unless SIMLABEL_WEBHOOK_ALLOWED_NETWORKS lists it. That is checked
+IPv6; core.network) unless SIMLABEL_WEBHOOK_ALLOWED_NETWORKS lists it. That is checked
 when the webhook is created (400) and again at every attempt, where the
 connection goes to the very address that was checked (a DNS answer that
 changes between check and connect cannot slip through). Redirects are never
@@ -41,7 +41,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from core import network
 from core.errors import ValidationFailed
+from core.network import TargetRefused
 from labeling.models import AnnotationHistory, Dataset, LabelAction, Webhook, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -57,55 +59,17 @@ USER_AGENT = "simlabel-webhooks/1"
 MAX_RESPONSE_READ = 64 * 1024
 ERROR_MAX = 500
 QUEUE_UNREACHABLE = "could not reach the task queue"
-# NAT64 gateways turn 64:ff9b::a.b.c.d into the IPv4 address a.b.c.d, which is checked instead.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class TargetRefused(Exception):
-    """The URL's host is not one simlabel may send to."""
 
 
 # --- where a webhook may point ------------------------------------------------------------------
 
-
-def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(cidr, strict=False) for cidr in settings.SIMLABEL_WEBHOOK_ALLOWED_NETWORKS]
-
-
-def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo, NAT64), if any."""
-    if ip.version != 6:
-        return None
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+_ALLOWED_SETTING = "SIMLABEL_WEBHOOK_ALLOWED_NETWORKS"
+_RULE = "webhooks may only reach public addresses"
 
 
 def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why simlabel may not send to `ip` (a kind of address, e.g. "loopback"), or None when it may."""
-    embedded = _embedded_ipv4(ip)
-    if embedded is None:
-        candidates = [ip]
-    elif ip.ipv4_mapped is not None or ip in _NAT64:
-        candidates = [embedded]  # these reach exactly the IPv4 address; their IPv6 range is special-use itself
-    else:
-        candidates = [embedded, ip]
-    networks = _allowed_networks()
-    if any(c in net for c in candidates for net in networks if net.version == c.version):
-        return None
-    for candidate in candidates:
-        for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
-            if getattr(candidate, f"is_{kind}"):
-                return kind.replace("_", "-")
-        if not candidate.is_global:  # e.g. 100.64.0.0/10, shared address space
-            return "non-public"
-    return None
+    return network.address_refusal(ip, network.networks(settings.SIMLABEL_WEBHOOK_ALLOWED_NETWORKS))
 
 
 def _clean_url(url: str) -> tuple[str, str, int, str]:
@@ -137,27 +101,10 @@ def _clean_url(url: str) -> tuple[str, str, int, str]:
 
 
 def resolve_allowed(host: str, port: int) -> list[str]:
-    """The addresses `host` resolves to, all of them allowed; TargetRefused otherwise.
-
-    Every address must be allowed, not just one: the connection could go to any of them.
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise TargetRefused(f"The host {host} could not be resolved ({exc}).") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
-    if not addresses:
-        raise TargetRefused(f"The host {host} has no address.")
-    for address in addresses:
-        # getaddrinfo can answer "fe80::1%eth0" for a scoped address.
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        kind = address_refusal(ip)
-        if kind is not None:
-            raise TargetRefused(
-                f"The host {host} resolves to {ip}, a {kind} address; webhooks may only reach public addresses "
-                "(SIMLABEL_WEBHOOK_ALLOWED_NETWORKS can allow others)."
-            )
-    return addresses
+    """The addresses `host` resolves to, all of them allowed; TargetRefused otherwise."""
+    return network.resolve_allowed(
+        host, port, allowed=settings.SIMLABEL_WEBHOOK_ALLOWED_NETWORKS, rule=_RULE, setting=_ALLOWED_SETTING
+    )
 
 
 def check_target(url: str) -> None:

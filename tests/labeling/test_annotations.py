@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.errors import Conflict, NotFound, PermissionRefused, ValidationFailed, VersionConflict
+from core.errors import Conflict, NotFound, PermissionRefused, StaleVersions, ValidationFailed, VersionConflict
 from labeling.models import Annotation, AnnotationHistory, LabelAction, LabelClass
 from labeling.services.annotations import (
     annotation_set,
@@ -160,3 +160,104 @@ def test_labels_changed_at_is_bumped_after_commit(world, django_capture_on_commi
         annotation_set(image=world["images"][0], label_class=world["cat"], user=world["ann"])
     world["dataset"].refresh_from_db()
     assert world["dataset"].labels_changed_at is not None
+
+
+def _state(images):
+    """(class name, version, author, source, reviewer) of each image's annotation; None where it has none."""
+    rows = {
+        image_id: rest
+        for image_id, *rest in Annotation.objects.filter(image__in=images).values_list(
+            "image_id", "label_class__name", "version", "author__username", "source", "reviewed_by__username"
+        )
+    }
+    return [tuple(rows[i.pk]) if i.pk in rows else None for i in images]
+
+
+@pytest.mark.parametrize("target", ["cat", None])
+def test_bulk_over_a_mix_writes_exact_history_and_undoes_exactly(world, target):
+    """The set-based bulk write (PostgreSQL) and the ORM one (SQLite) agree row for row:
+    no annotation row yet, cleared (version 2, no class), the target class already,
+    and other classes; versions, history and undo are per image."""
+    images = world["images"]
+    never, cleared, same, other_a, other_b, untouched = images
+    annotation_set(image=cleared, label_class=world["dog"], user=world["ann2"])
+    annotation_set(image=cleared, label_class=None, user=world["ann2"])
+    if target is not None:
+        annotation_set(image=same, label_class=world[target], user=world["ann2"])
+    else:
+        # For a clear, "already that class" is an image without one.
+        annotation_set(image=same, label_class=world["bird"], user=world["ann2"])
+        annotation_set(image=same, label_class=None, user=world["ann2"])
+    annotation_set(image=other_a, label_class=world["dog"], user=world["ann2"])
+    annotation_set(image=other_b, label_class=world["bird"], user=world["ann2"])
+    annotation_set(image=other_b, label_class=world["dog"], user=world["ann2"])
+    annotation_set(image=untouched, label_class=world["bird"], user=world["ann2"])
+    before = _state(images)
+    selection = [never, cleared, same, other_a, other_b]
+    label_class = world[target] if target else None
+
+    action = annotations_apply_bulk(
+        dataset=world["dataset"],
+        user=world["ann"],
+        label_class=label_class,
+        image_ids=[i.pk for i in reversed(selection)],
+        expected={str(other_a.pk): 1, same.pk: 99},  # `same` changes nothing, so its version is no conflict
+        mark_reviewed=True,
+    )
+
+    changed = [never, cleared, other_a, other_b] if target else [other_a, other_b]
+    assert action.image_count == len(changed)
+    assert action.kind == ("set" if target else "clear") and action.label_class == label_class
+    old_version = {never.pk: 0, cleared.pk: 2, other_a.pk: 1, other_b.pk: 2}
+    assert action.versions == {other_a.pk: 2, same.pk: before[2][1]}
+    history = list(
+        AnnotationHistory.objects.filter(action=action)
+        .order_by("id")
+        .values_list("image_id", "old_class__name", "new_class__name", "new_version", "user__username", "dataset_id")
+    )
+    old_name = {never.pk: None, cleared.pk: None, other_a.pk: "dog", other_b.pk: "dog"}
+    assert history == [
+        (i.pk, old_name[i.pk], target, old_version[i.pk] + 1, "ann", world["dataset"].pk) for i in changed
+    ]
+    after = _state(images)
+    for image in changed:
+        assert after[images.index(image)] == (target, old_version[image.pk] + 1, "ann", "bulk", "ann")
+    # Unchanged images keep class, version and author, but the reviewer confirmed them.
+    assert after[2] == (*before[2][:4], "ann")
+    if not target:
+        assert after[0] == ((None, 0, None, "manual", "ann") if after[0] else None)
+        assert after[1] == (*before[1][:4], "ann")
+    assert after[5] == before[5]
+
+    result = label_action_undo(dataset=world["dataset"], user=world["ann"], action_id=action.pk)
+    assert result["restored"] == len(changed) and result["conflicts"] == []
+    assert result["versions"] == {str(i.pk): old_version[i.pk] + 2 for i in changed}
+    restored = _state(images)
+    assert [r[0] if r else None for r in restored] == [b[0] if b else None for b in before]
+    undo_history = list(
+        AnnotationHistory.objects.filter(action_id=result["undo_action_id"])
+        .order_by("image_id")
+        .values_list("image_id", "old_class__name", "new_class__name", "new_version")
+    )
+    assert undo_history == sorted((i.pk, target, old_name[i.pk], old_version[i.pk] + 2) for i in changed)
+
+
+def test_bulk_stale_expected_changes_nothing_and_lists_conflicts_in_id_order(world):
+    images = world["images"]
+    for image in images[:4]:
+        annotation_set(image=image, label_class=world["dog"], user=world["ann2"])
+    before = _state(images)
+    with pytest.raises(StaleVersions) as caught:
+        annotations_apply_bulk(
+            dataset=world["dataset"],
+            user=world["ann"],
+            label_class=world["cat"],
+            image_ids=[i.pk for i in images],
+            expected={str(images[3].pk): 0, str(images[1].pk): 0, str(images[5].pk): 0},
+        )
+    assert caught.value.details["conflicts"] == [
+        {"image": images[1].pk, "class": world["dog"].pk, "version": 1},
+        {"image": images[3].pk, "class": world["dog"].pk, "version": 1},
+    ]
+    assert _state(images) == before
+    assert not LabelAction.objects.filter(user=world["ann"]).exists()

@@ -1,6 +1,7 @@
 """Uploads that should work: every accepted format, duplicates, the report, labels from folders."""
 
 import io
+import json
 import zipfile
 
 import pytest
@@ -302,3 +303,48 @@ def test_zip_read_from_disk(admin_dataset, tmp_path):
     report = images_ingest_path(dataset=dataset, user=admin, path=path, classes_from_folders=True)
     assert len(report.created) == 2 and report.labeled == 2
     assert LabelClass.objects.get(dataset=dataset).name == "x"
+
+
+def _plan_scans(node, table):
+    """(node type, index name) of every scan of `table` in an EXPLAIN (FORMAT JSON) plan."""
+    found = []
+    if node.get("Relation Name") == table:
+        found.append((node["Node Type"], node.get("Index Name")))
+    for child in node.get("Plans", ()):
+        found.extend(_plan_scans(child, table))
+    return found
+
+
+def test_duplicate_lookup_probes_the_unique_index_even_with_stale_statistics(admin_dataset, make_dataset):
+    """A dataset that grew since the last ANALYZE must not be read whole for each batch (issue 17)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    dataset, admin = admin_dataset
+    other = make_dataset("Other", admin=admin)
+    table = Image._meta.db_table
+    insert = (
+        f"INSERT INTO {table} (dataset_id, file, thumbnail, sha256, width, height, format, mode, size_bytes, "
+        "original_name, uploaded_at) SELECT %s, 'f', 't', encode(sha256((%s || i)::bytea), 'hex'), 1, 1, 'PNG', 'L', "
+        "1, 'x.png', now() FROM generate_series(1, %s) AS i"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(insert, [other.pk, "other ", 20_000])
+        cursor.execute(insert, [dataset.pk, "small ", 10])
+        cursor.execute(f"ANALYZE {table}")  # statistics of a small dataset ...
+        cursor.execute(insert, [dataset.pk, "grown ", 100_000])  # ... that then grew tenfold past the other
+    known = Image.objects.filter(dataset=dataset, original_name="x.png").order_by("id").first()
+    hashes = [f"{i:064x}" for i in range(499)] + [known.sha256]
+
+    with CaptureQueriesContext(connection) as queries:
+        found = images_service._stored_images(dataset.pk, hashes, with_file=True)
+
+    assert found == [(known.sha256, known.pk, "f")]
+    (query,) = queries.captured_queries
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + query["sql"])
+        plan = cursor.fetchone()[0]
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    assert _plan_scans(plan[0]["Plan"], table) == [("Index Scan", "unique_image_per_dataset")]

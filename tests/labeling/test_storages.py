@@ -2,6 +2,8 @@
 
 The S3 API is moto's server on a local port (tests/s3_server.py) with credentials
 checked, not a mock of boto3: every request here travels over HTTP as it would to AWS.
+It listens on 127.0.0.1, which endpoints may reach only when SIMLABEL_STORAGE_ALLOWED_NETWORKS
+lists it: every test here allows it, except where a test takes it away.
 """
 
 import hashlib
@@ -14,13 +16,23 @@ import pytest
 from django.core.files.storage import default_storage
 from django.urls import reverse
 
-from core.object_storage import credentials_decrypt
+from core.network import TargetRefused
+from core.object_storage import credentials_decrypt, endpoint_check, object_read, storage_client
 from labeling.models import Image, Storage, StorageSync
 from labeling.services.storages import storage_connect, storage_sync_execute, storage_sync_start
 from tests.factories import png_bytes
 from tests.s3_server import presigned_urls_accepted, s3_client, s3_server
 
 pytestmark = pytest.mark.django_db
+
+LOCAL = ["127.0.0.1/32"]
+
+
+@pytest.fixture(autouse=True)
+def s3_server_allowed(settings, monkeypatch):
+    """The tests' S3 server (on 127.0.0.1) may be reached, here and by the workers a test starts."""
+    settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS = LOCAL
+    monkeypatch.setenv("SIMLABEL_STORAGE_ALLOWED_NETWORKS", ",".join(LOCAL))
 
 
 @pytest.fixture
@@ -141,6 +153,95 @@ def test_wrong_bucket_or_credentials_are_a_clear_400(team, bucket, client_for, o
     assert response.status_code == 400
     assert message in str(response.json()), response.json()
     assert not Storage.objects.exists()
+
+
+# --- where an endpoint may point (SSRF) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint_url, kind",
+    [
+        ("http://127.0.0.1:{port}", "loopback"),
+        ("http://10.0.0.5", "private"),
+        ("http://169.254.169.254", "link-local"),
+        ("http://[::1]:9000", "loopback"),
+        ("http://[::ffff:127.0.0.1]:{port}", "loopback"),
+        ("http://localhost:{port}", "loopback"),  # a host name is judged by what it resolves to
+    ],
+    ids=["loopback", "private", "metadata service", "ipv6 loopback", "ipv4-mapped", "localhost"],
+)
+def test_endpoints_on_internal_addresses_are_refused_and_nothing_is_stored(
+    team, bucket, client_for, settings, endpoint_url, kind
+):
+    settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS = []
+    dataset, users = team
+    port = s3_server()["endpoint_url"].rsplit(":", 1)[1]
+    body = connect_body(bucket[0], endpoint_url=endpoint_url.format(port=port))
+    response = client_for(users["admin"]).post(reverse("storage-list", args=[dataset.pk]), body, format="json")
+    assert response.status_code == 400, response.json()
+    error = response.json()
+    assert error["code"] == "endpoint_refused" and error.get("field") == "endpoint_url", error
+    assert f"a {kind} address" in error["detail"] and "SIMLABEL_STORAGE_ALLOWED_NETWORKS" in error["detail"], error
+    assert not Storage.objects.exists()
+
+
+def test_public_endpoints_pass_the_check():
+    # Public addresses need no setting (the check resolves, it does not connect: nothing here is reachable).
+    for url in ("https://93.184.215.14", "http://8.8.8.8:9000", "https://[2606:4700:4700::1111]"):
+        endpoint_check(url)
+    with pytest.raises(TargetRefused, match="a private address"):
+        endpoint_check("https://192.168.1.20")
+
+
+def test_allowed_networks_open_an_endpoint_and_only_those(team, bucket, client_for, settings):
+    dataset, users = team
+    admin = client_for(users["admin"])
+    settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS = ["10.0.0.0/8"]  # another network: still refused
+    refused = admin.post(reverse("storage-list", args=[dataset.pk]), connect_body(bucket[0]), format="json")
+    assert refused.status_code == 400 and "loopback" in refused.json()["detail"]
+    settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS = ["10.0.0.0/8", "127.0.0.0/8"]
+    created = admin.post(reverse("storage-list", args=[dataset.pk]), connect_body(bucket[0]), format="json")
+    assert created.status_code == 201, created.json()
+    assert Storage.objects.count() == 1
+
+
+def test_sync_of_an_endpoint_no_longer_allowed_fails_and_changes_nothing(team, bucket, settings, sync_now):
+    dataset, users = team
+    name, client = bucket
+    fill_bucket(client, name)
+    storage = connect(dataset, users["admin"], name)
+    first = sync_now(storage, users["admin"])
+    assert first.report["counts"]["added"] == 2
+    before = sorted(Image.objects.values_list("id", "storage_key", "storage_etag", "missing_since", "thumbnail"))
+    # The bucket changes (one new, one gone), then the endpoint is no longer allowed.
+    put(client, name, "cam/new.png", png_bytes(seed=9))
+    client.delete_object(Bucket=name, Key="cam/a.png")
+    settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS = []
+    sync = storage_sync_start(storage=storage, user=users["admin"])
+    assert storage_sync_execute(sync_id=sync.pk) == "failed"
+    sync.refresh_from_db()
+    assert sync.status == "failed"
+    assert "not allowed" in sync.error and "loopback" in sync.error, sync.error
+    assert "SIMLABEL_STORAGE_ALLOWED_NETWORKS" in sync.error
+    assert (
+        sorted(Image.objects.values_list("id", "storage_key", "storage_etag", "missing_since", "thumbnail")) == before
+    )
+    # Allowed again, the same storage syncs: the refusal was the setting, read at each request.
+    settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS = LOCAL
+    again = sync_now(storage, users["admin"])
+    assert again.report["counts"]["added"] == 1 and again.report["counts"]["removed"] == 1
+
+
+def test_reading_originals_checks_the_endpoint_too(team, bucket, settings):
+    # Exports and runs read originals through the same client; its requests are refused unsent.
+    dataset, users = team
+    name, client = bucket
+    put(client, name, "cam/a.png", png_bytes(seed=1))
+    storage = connect(dataset, users["admin"], name)
+    assert object_read(storage_client(storage), name, "cam/a.png", limit=10**6)
+    settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS = []
+    with pytest.raises(TargetRefused, match="loopback address"):
+        object_read(storage_client(storage), name, "cam/a.png", limit=10**6)
 
 
 # --- syncing --------------------------------------------------------------------------------------------------

@@ -105,3 +105,59 @@ def test_nothing_labeled_and_deterministic():
     a = suggest_calibrated(codes, labels, n_classes=3)
     b = suggest_calibrated(codes, labels, n_classes=3)
     assert np.array_equal(a.confidence, b.confidence) and np.array_equal(a.classes, b.classes)
+
+
+def test_few_labels_all_held_out_right_still_follow_the_share():
+    """Six labels in two clean blobs: every held-out label comes back right, and the old
+    calibration fell back to one rate, 7/8, for every image, the blob's (always right) and
+    the ones halfway between the blobs (a coin flip) alike.  The prior lets the spread share
+    rank them."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 0.3, (40, 4))
+    b = rng.normal(0.0, 0.3, (40, 4))
+    b[:, 0] += 4.0
+    between = np.zeros((8, 4))
+    between[:, 0] = 4.0 * np.linspace(0.3, 0.7, 8)
+    between += rng.normal(0.0, 0.05, between.shape)
+    codes = np.concatenate([a, b, between]).astype(np.float32)
+    labels = np.full(len(codes), UNLABELED)
+    labels[[0, 1, 2]] = 0
+    labels[[40, 41, 42]] = 1
+    s = suggest_calibrated(codes, labels, n_classes=2, k=8)
+    in_blobs = np.r_[3:40, 43:80]
+    share = s.probabilities[80:].max(axis=1)
+    assert s.confidence[in_blobs].mean() > 0.95  # old: 0.875 everywhere
+    assert s.confidence[80:][share.argmin()] < 0.75  # the most even split; old: 0.875
+    assert s.confidence[80:][share.argmin()] < s.confidence[80:][share.argmax()] - 0.1
+
+
+def test_two_of_three_classes_labeled_never_sure_from_reach_alone():
+    """With several classes labeled, P(a labeled class) is a logistic in log reach whose mean
+    is the expected count: never exactly 1 (the clipped estimate gave 1 to the top two
+    thirds, an unlabeled class sitting near a few labels included)."""
+    from embeddings.ml.suggestions import _in_labeled_classes
+
+    rng = np.random.default_rng(0)
+    reach = rng.uniform(0.0, 0.3, 300)
+    labels = np.full(300, UNLABELED)
+    labels[:6] = [0, 0, 0, 1, 1, 1]
+    p = _in_labeled_classes(reach, labels, classes_labeled=2, n_classes=3)
+    open_ = labels == UNLABELED
+    assert p[open_].max() < 0.999  # old: 1.0 for most of them
+    assert abs(p[open_].mean() - (200 - 6) / 294) < 0.01  # the expected share of labeled classes
+    order = np.argsort(reach[open_])
+    assert (np.diff(p[open_][order]) >= -1e-12).all()  # still ranked by reach
+
+
+def test_weighted_logistic_fit_counts_a_weight_as_copies_and_takes_soft_targets():
+    from embeddings.ml.suggestions import _fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2))
+    y = (rng.uniform(size=30) < 0.5).astype(float)
+    weighted = _fit_logistic(x, y, weight=np.r_[np.full(10, 2.0), np.ones(20)])
+    copied = _fit_logistic(np.concatenate([x[:10], x]), np.concatenate([y[:10], y]))
+    assert np.allclose(weighted, copied, atol=1e-6)
+    # Intercept only: the fitted rate is the weighted mean of soft targets.
+    beta = _fit_logistic(np.zeros((4, 0)), np.array([0.2, 0.2, 0.9, 0.9]), weight=np.array([3.0, 3.0, 1.0, 1.0]))
+    assert abs(1.0 / (1.0 + np.exp(-beta[0])) - (1.2 + 1.8) / 8.0) < 1e-4

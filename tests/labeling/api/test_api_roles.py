@@ -338,6 +338,7 @@ def prepared(team, make_user, settings, map_of):
     """The team plus what some endpoints need: a user to add, a map with suggestions, few images per run."""
     make_user("newbie")
     settings.SIMLABEL_MIN_RUN_IMAGES = 2
+    settings.SIMLABEL_STORAGE_ALLOWED_NETWORKS = ["127.0.0.1/32"]  # the tests' S3 server (_bucket_to_connect)
     map_of(
         team.dataset,
         {image: (float(i), 0.0, i % 2) for i, image in enumerate(team.images)},

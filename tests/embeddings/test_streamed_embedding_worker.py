@@ -1,0 +1,59 @@
+"""A run whose preparing decodes only its training sample, embedded in chunks by two real Celery workers
+that each read their own chunks' images: the codes are one process's codes of every image."""
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings import storage
+from embeddings.ml.inference import embed_images
+from embeddings.models import ImageEmbedding, RunStatus, TrainingRun
+from embeddings.services import training_run_start
+from embeddings.services.pipeline import load_run_images
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
+
+pytestmark = [pytest.mark.worker, pytest.mark.slow]
+
+# 60 images, 24 trained on: the coordinator and the helper read the rest a chunk of 8 at a time.
+PARAMS = {**FAST_PARAMS, "tsne_iterations": 60, "max_train_images": 24}
+
+
+def wait_for_status(run_id, statuses, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = TrainingRun.objects.get(pk=run_id)
+        if run.status in statuses:
+            return run
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for run {run_id} in {statuses}")
+
+
+def test_a_streamed_run_across_two_workers_equals_one_process(
+    transactional_db, make_user, make_dataset, worker_factory
+):
+    dataset = make_dataset("Streamed kinds", admin=make_user("owner"))
+    add_kind_images(dataset, per_kind=20)
+    for _ in range(2):
+        worker = worker_factory()
+        worker.env.update({"SIMLABEL_EMBED_CHUNK_SIZE": "8", "SIMLABEL_EMBED_PARALLEL_MIN_IMAGES": "1"})
+        worker.start()
+    run = training_run_start(dataset=dataset, user=None, params=PARAMS)
+    run = wait_for_status(run.pk, {RunStatus.SUCCEEDED, RunStatus.FAILED})
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.metrics["n_images"] == 60 and run.metrics["n_unreadable"] == 0
+    chunks = run.metrics["embedding_chunks"]
+    assert chunks["count"] == 8 and chunks["helpers_asked"]
+
+    ids = storage.read_array(run, storage.IMAGE_IDS)
+    rows = list(dataset.images.order_by("id").values_list("id", "file"))
+    images, loaded_ids, _ = load_run_images(rows, run.input_size, run.channels)
+    assert np.array_equal(ids, loaded_ids)
+    single, _ = embed_images(storage.read_model(run), images, batch_size=8)
+    stored = dict(ImageEmbedding.objects.filter(run=run).values_list("image_id", "code"))
+    chunked = np.stack([np.frombuffer(bytes(stored[int(i)]), dtype=np.float32) for i in ids])
+    assert np.array_equal(chunked, single)
