@@ -53,7 +53,8 @@ PURPOSES = ("layout", "clustering")
 _PURPOSE = re.compile(r"^[a-z]+$")
 
 
-def _setting_int(name: str, default: int) -> int:
+def setting_int(name: str, default: int) -> int:
+    """A whole-number setting: Django settings first, then the environment, then the default."""
     value = getattr(settings, name, None)
     if value is None:
         value = os.environ.get(name) or default
@@ -61,12 +62,12 @@ def _setting_int(name: str, default: int) -> int:
 
 
 def neighbor_chunk_size() -> int:
-    return max(1, _setting_int("SIMLABEL_NEIGHBOR_CHUNK_SIZE", 8192))
+    return max(1, setting_int("SIMLABEL_NEIGHBOR_CHUNK_SIZE", 8192))
 
 
 def neighbor_parallel_min_queries() -> int:
     """Stages with at least this many neighbor queries offer chunks to idle `ml` workers (0: never)."""
-    return _setting_int("SIMLABEL_NEIGHBOR_PARALLEL_MIN_QUERIES", 20_000)
+    return setting_int("SIMLABEL_NEIGHBOR_PARALLEL_MIN_QUERIES", 20_000)
 
 
 def _job_name(purpose: str) -> str:
@@ -172,17 +173,22 @@ def delete_neighbor_chunks(run: TrainingRun, purpose: str) -> None:
         default_storage.delete(storage.artifact_name(run, _job_name(purpose)))
     except Exception:
         logger.warning("run %s: could not delete the %s neighbor job", run.pk, purpose, exc_info=True)
-    prefix = storage.artifact_name(run, "chunks")
+    delete_chunk_files(run, f"neighbors-{purpose}-")
+
+
+def delete_chunk_files(run: TrainingRun, name_prefix: str) -> None:
+    """Deletes the run's chunk files (helpers' answers and their markers) whose names start with name_prefix."""
+    folder = storage.artifact_name(run, "chunks")
     try:
-        _, files = default_storage.listdir(prefix)
+        _, files = default_storage.listdir(folder)
     except (FileNotFoundError, OSError):
         return
     for name in files:
-        if name.startswith(f"neighbors-{purpose}-"):
+        if name.startswith(name_prefix):
             try:
-                default_storage.delete(f"{prefix}/{name}")
+                default_storage.delete(f"{folder}/{name}")
             except Exception:
-                logger.warning("could not delete %s/%s", prefix, name)
+                logger.warning("could not delete %s/%s", folder, name)
 
 
 # A helper keeps the index of the job it last worked on: the next chunk of it needs no rebuild.

@@ -10,15 +10,12 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
 from celery import group
-from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -39,7 +36,7 @@ from labeling.models import Annotation, Image
 from . import params as run_params
 from . import placement
 from .embeddings_upload import uploaded_vectors_missing_message
-from .helper_chunks import RunNeighborQueries
+from .helper_chunks import RunNeighborQueries, delete_chunk_files, setting_int
 from .near_duplicates import run_near_duplicates_store
 from .runs import (
     RunCancelled,
@@ -63,21 +60,14 @@ EMBED_BATCH_SIZE = 1024
 STORE_BATCH = 2000
 
 
-def _setting_int(name: str, default: int) -> int:
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name) or default
-    return int(value)
-
-
 def embed_chunk_size() -> int:
-    return max(1, _setting_int("SIMLABEL_EMBED_CHUNK_SIZE", 4096))
+    return max(1, setting_int("SIMLABEL_EMBED_CHUNK_SIZE", 4096))
 
 
 def embed_parallel_min_images() -> int:
     """Datasets with at least this many images are embedded in chunks that idle
     `ml` workers help with (0: never)."""
-    return _setting_int("SIMLABEL_EMBED_PARALLEL_MIN_IMAGES", 20000)
+    return setting_int("SIMLABEL_EMBED_PARALLEL_MIN_IMAGES", 20000)
 
 
 # --- entry point called by the task ----------------------------------------------------------------
@@ -927,16 +917,7 @@ def read_helper_chunk(run: TrainingRun, index: int):
 
 
 def _delete_helper_chunks(run: TrainingRun) -> None:
-    prefix = storage.artifact_name(run, "chunks")
-    try:
-        _, files = default_storage.listdir(prefix)
-    except (FileNotFoundError, OSError):
-        return
-    for name in files:
-        try:
-            default_storage.delete(f"{prefix}/{name}")
-        except Exception:
-            logger.warning("could not delete %s/%s", prefix, name)
+    delete_chunk_files(run, "embedding-")
 
 
 _helper_models: dict = {}

@@ -424,6 +424,18 @@ def _versions_after(expected: dict[int, int] | None, current: dict[int, _Current
     }
 
 
+def _bulk_action(dataset, user, new_class_id, source, image_count: int) -> LabelAction:
+    """The one undoable action a bulk label (or clear) records."""
+    return LabelAction.objects.create(
+        dataset=dataset,
+        user=user,
+        kind=LabelAction.Kind.SET if new_class_id else LabelAction.Kind.CLEAR,
+        source=source,
+        label_class_id=new_class_id,
+        image_count=image_count,
+    )
+
+
 @transaction.atomic
 def annotations_apply_bulk(
     *,
@@ -468,14 +480,7 @@ def annotations_apply_bulk(
         now = timezone.now()
         for chunk in chunks(same):
             Annotation.objects.filter(id__in=chunk).update(reviewed_by=user, reviewed_at=now)
-    action = LabelAction.objects.create(
-        dataset=dataset,
-        user=user,
-        kind=LabelAction.Kind.SET if new_class_id else LabelAction.Kind.CLEAR,
-        source=source,
-        label_class_id=new_class_id,
-        image_count=len(changes),
-    )
+    action = _bulk_action(dataset, user, new_class_id, source, len(changes))
     action.versions = _versions_after(expected, current, {image_id for image_id, _ in changes})
     if changes:
         _write_changes(
@@ -540,14 +545,7 @@ def _apply_bulk_postgres(
                 f"WHERE image_id = ANY(%s::bigint[]) AND label_class_id IS NOT DISTINCT FROM %s::bigint",
                 [user_id, now, ids_array, new_class_id],
             )
-        action = LabelAction.objects.create(
-            dataset=dataset,
-            user=user,
-            kind=LabelAction.Kind.SET if new_class_id else LabelAction.Kind.CLEAR,
-            source=source,
-            label_class_id=new_class_id,
-            image_count=change_count,
-        )
+        action = _bulk_action(dataset, user, new_class_id, source, change_count)
         changed = {image_id for image_id, cur in current.items() if cur.class_id != new_class_id}
         action.versions = _versions_after(expected, current, changed)
         if not change_count:

@@ -7,12 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from embeddings import selectors, storage
+from embeddings import selectors
 from embeddings.models import ImageEmbedding, RunStage, RunStatus, TrainingRun
 from embeddings.services import (
     images_place_on_current_map,
@@ -26,6 +25,7 @@ from embeddings.services.runs import STALE_REASON
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
 
+from tests.embeddings.worker_runs import assert_codes_as_one_process  # noqa: E402
 from tests.private_redis import free_port, run_through_an_outage, start_redis  # noqa: E402
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -143,18 +143,7 @@ def test_chunked_embedding_across_two_workers_equals_one_worker(dataset, worker_
     chunks = run.metrics["embedding_chunks"]
     assert chunks["count"] == 8 and chunks["helpers_asked"]
 
-    # one process, the same model, the same images, the same batches
-    from embeddings.ml.inference import embed_images
-    from embeddings.services.pipeline import load_run_images
-
-    ids = storage.read_array(run, storage.IMAGE_IDS)
-    rows = list(dataset.images.order_by("id").values_list("id", "file"))
-    images, loaded_ids, _ = load_run_images(rows, run.input_size, run.channels)
-    assert np.array_equal(ids, loaded_ids)
-    single, _ = embed_images(storage.read_model(run), images, batch_size=8)
-    stored = dict(ImageEmbedding.objects.filter(run=run).values_list("image_id", "code"))
-    chunked = np.stack([np.frombuffer(bytes(stored[int(i)]), dtype=np.float32) for i in ids])
-    assert np.array_equal(chunked, single)
+    assert_codes_as_one_process(run, dataset)
 
 
 BROKER_DOWN_SCRIPT = r"""

@@ -8,6 +8,7 @@ import pytest
 from django.core.cache import cache
 from django.db import transaction
 
+from bench.placement import take_queued
 from embeddings import storage
 from embeddings.models import ImageEmbedding, TrainingRun
 from embeddings.services import (
@@ -17,7 +18,6 @@ from embeddings.services import (
     training_run_execute,
 )
 from embeddings.services.placement import placement_schedule
-from project.celery import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
@@ -25,25 +25,6 @@ from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PLACE = "embeddings.tasks.place_images"
-
-
-def take_queued(task_name: str) -> list[list]:
-    """Removes every message from the `default` queue; returns the args of those for task_name."""
-    taken = []
-    with app.connection_for_read() as conn:
-        queue = conn.SimpleQueue(app.conf.task_default_queue)
-        try:
-            while True:
-                try:
-                    message = queue.get(block=False)
-                except queue.Empty:
-                    break
-                message.ack()
-                if message.headers.get("task") == task_name:
-                    taken.append(list(message.decode()[0]))
-        finally:
-            queue.close()
-    return taken
 
 
 def upload_request(dataset, seed: int) -> list[int]:

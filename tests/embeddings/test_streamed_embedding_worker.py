@@ -5,17 +5,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from embeddings import storage
-from embeddings.ml.inference import embed_images
-from embeddings.models import ImageEmbedding, RunStatus, TrainingRun
+from embeddings.models import RunStatus, TrainingRun
 from embeddings.services import training_run_start
-from embeddings.services.pipeline import load_run_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_factories import FAST_PARAMS, add_kind_images  # noqa: E402
+
+from tests.embeddings.worker_runs import assert_codes_as_one_process  # noqa: E402
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
@@ -49,11 +47,4 @@ def test_a_streamed_run_across_two_workers_equals_one_process(
     chunks = run.metrics["embedding_chunks"]
     assert chunks["count"] == 8 and chunks["helpers_asked"]
 
-    ids = storage.read_array(run, storage.IMAGE_IDS)
-    rows = list(dataset.images.order_by("id").values_list("id", "file"))
-    images, loaded_ids, _ = load_run_images(rows, run.input_size, run.channels)
-    assert np.array_equal(ids, loaded_ids)
-    single, _ = embed_images(storage.read_model(run), images, batch_size=8)
-    stored = dict(ImageEmbedding.objects.filter(run=run).values_list("image_id", "code"))
-    chunked = np.stack([np.frombuffer(bytes(stored[int(i)]), dtype=np.float32) for i in ids])
-    assert np.array_equal(chunked, single)
+    assert_codes_as_one_process(run, dataset)
