@@ -132,6 +132,8 @@ class RunNeighborQueries:
     def _offer(self, purpose, index, queries, k, chunk_size, chunk_count) -> bool:
         """Stores the job and offers its chunks; False (working alone) when either fails."""
         try:
+            # A retried run offers the same purpose again: answers left from its earlier attempt must not count.
+            delete_neighbor_chunks(self.run, purpose)
             buf = io.BytesIO()
             np.savez(
                 buf,

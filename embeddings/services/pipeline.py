@@ -720,12 +720,19 @@ def read_image_rows(rows, read, unreadable: list):
     that cannot be read (a missing, truncated or non-image file), which goes to `unreadable` as
     {id, name, error}.  Images kept in a bucket (no stored file) are fetched ahead in chunks by a bounded pool."""
     originals = referenced_originals(r[0] for r in rows if r[1] == "")
+    # Matched by id, not by position: rows that fetch from the database (ImageRows) are read again here, and
+    # a bucket image deleted meanwhile must not shift every later image onto its neighbor's bytes.
+    pending = next(originals, None)
     for i, row in enumerate(rows):
         image_id, name = row[0], row[1]
-        original = next(originals)[1] if name == "" else None
+        original = None
+        if pending is not None and pending[0] == image_id:
+            original, pending = pending[1], next(originals, None)
         try:
             if name is None:
                 raise LookupError("the image was deleted while the run read it")
+            if name == "" and original is None:
+                raise LookupError("the image's original was not fetched from its bucket")
             if isinstance(original, Exception):
                 raise original
             with io.BytesIO(original) if original is not None else storage.open_image_file(name) as fh:

@@ -101,7 +101,8 @@ def _run_backbone(run: TrainingRun, backbone):
 def images_missing_from_run(run: TrainingRun):
     # NOT EXISTS (an anti-join on the (run, image) unique index), not NOT IN: `.exists()` on it
     # stops at the first missing image instead of hashing every embedding of the run first.
-    return Image.objects.filter(dataset_id=run.dataset_id).filter(
+    # Images gone from their bucket (missing_since) are not placed, as runs leave them out.
+    return Image.objects.filter(dataset_id=run.dataset_id, missing_since__isnull=True).filter(
         ~Exists(ImageEmbedding.objects.filter(run_id=run.pk, image_id=OuterRef("pk")))
     )
 
@@ -251,7 +252,7 @@ def images_place_execute(*, run_id: int, image_ids=None) -> int:
     more = len(rows) > PLACEMENT_MAX_IMAGES
     ids, codes, errors = _embed_rows(run, backbone, rows[:PLACEMENT_MAX_IMAGES])
     placed = _place_embedded(run, ids, codes, errors) if len(ids) else 0
-    if more:
+    if more and placed:  # a backlog of images that cannot be read never requeues itself forever
         placement_schedule(run=run)
     return placed
 

@@ -45,7 +45,7 @@ from core.object_storage import (
     storage_client,
 )
 from labeling.models import Dataset, Image, Storage, StorageSync, image_upload_path
-from labeling.services.images import UploadLimits, _FileWriter, _place_on_current_map, thumbnail_path
+from labeling.services.images import UploadLimits, _FileWriter, _place_on_current_map, _stored_images, thumbnail_path
 from labeling.uploads import EXTENSIONS, ImageRejected, inspect_image, sanitize_original_name
 
 logger = logging.getLogger(__name__)
@@ -328,9 +328,8 @@ class _Sync:
                 self.report.rejected.append({"key": item.obj.key, "error": item.error})
             else:
                 good.append(item)
-        holders = dict(
-            Image.objects.filter(dataset=self.dataset, sha256__in=[i.sha256 for i in good]).values_list("sha256", "id")
-        )
+        # The upload path's lookup: one probe of the (dataset, sha256) index per object, whatever the statistics.
+        holders = dict(_stored_images(self.dataset.pk, [i.sha256 for i in good]))
         keep, seen = [], {}
         for item in good:
             holder = holders.get(item.sha256)

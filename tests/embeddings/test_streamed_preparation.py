@@ -174,3 +174,24 @@ def test_a_sampled_run_decodes_its_labeled_images_too_and_learns_from_them(make_
     assert [n for stage, n in decoded if stage == RunStage.PREPARING] == [len(union)]
     run.refresh_from_db()
     assert run.metrics["labels_used"] == len(labeled) and run.metrics["n_images"] == len(ids)
+
+
+class _RowsThatChange:
+    """Rows read twice from the database (as ImageRows are): a bucket image deleted between the reads."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def __iter__(self):
+        self.reads += 1
+        if self.reads == 1:
+            return iter([(1, ""), (2, ""), (3, "")])
+        return iter([(1, ""), (2, None), (3, "")])
+
+
+def test_bucket_originals_stay_with_their_images_when_one_is_deleted_meanwhile(monkeypatch):
+    monkeypatch.setattr(pipeline, "referenced_originals", lambda ids: ((i, f"original {i}".encode()) for i in ids))
+    unreadable = []
+    values = list(pipeline.read_image_rows(_RowsThatChange(), lambda fh: fh.read(), unreadable))
+    assert values == [(0, b"original 1"), (1, None), (2, b"original 3")]
+    assert [u["id"] for u in unreadable] == [2] and "deleted" in unreadable[0]["error"]

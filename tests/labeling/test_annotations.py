@@ -225,7 +225,7 @@ def test_bulk_over_a_mix_writes_exact_history_and_undoes_exactly(world, target):
     # Unchanged images keep class, version and author, but the reviewer confirmed them.
     assert after[2] == (*before[2][:4], "ann")
     if not target:
-        assert after[0] == ((None, 0, None, "manual", "ann") if after[0] else None)
+        assert after[0] == (None, 0, None, "manual", "ann")
         assert after[1] == (*before[1][:4], "ann")
     assert after[5] == before[5]
 
