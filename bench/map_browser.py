@@ -12,6 +12,7 @@ seconds first call / warm, bytes on the wire) and the time a lasso over one
 cluster takes to open the selection panel.
 
     .venv/bin/python bench/map_browser.py [--points 100000] [--repeat 3] [--no-baseline]
+        [--classes 8] [--clusters 40]   (--classes 0 --clusters 224: a fresh run's map, colored by cluster)
 """
 
 import argparse
@@ -70,7 +71,8 @@ def build_dataset(n_points: int, n_classes: int = 8, n_clusters: int = 40):
     from labeling.models import Annotation, Dataset, Image, LabelClass, Membership
 
     User = get_user_model()
-    name = f"bench map {n_points}"
+    # A fresh run on an unlabeled dataset (no classes) is drawn colored by cluster, one trace per cluster.
+    name = f"bench map {n_points}" + ("" if (n_classes, n_clusters) == (8, 40) else f" {n_classes}c {n_clusters}k")
     user, _ = User.objects.get_or_create(username="bench")
     dataset = Dataset.objects.filter(name=name).first()
     if dataset and TrainingRun.objects.filter(dataset=dataset, status="succeeded").exists():
@@ -126,8 +128,8 @@ def build_dataset(n_points: int, n_classes: int = 8, n_clusters: int = 40):
                         x=float(xy[i, 0]),
                         y=float(xy[i, 1]),
                         cluster=int(cluster[i]),
-                        suggested_class=classes[int(cluster[i]) % n_classes],
-                        suggestion_confidence=0.8,
+                        suggested_class=classes[int(cluster[i]) % n_classes] if classes else None,
+                        suggestion_confidence=0.8 if classes else None,
                     )
                     for i, image in zip(range(start, stop), images, strict=True)
                 ],
@@ -139,7 +141,7 @@ def build_dataset(n_points: int, n_classes: int = 8, n_clusters: int = 40):
                         image=image, dataset=dataset, label_class=classes[int(cluster[i]) % n_classes], version=1
                     )
                     for i, image in zip(range(start, stop), images, strict=True)
-                    if i % 3 == 0
+                    if i % 3 == 0 and classes
                 ],
                 batch_size=5000,
             )
@@ -243,12 +245,14 @@ def main():
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true", help="skip the SVG baseline (slow at 1,000,000 points)")
+    parser.add_argument("--classes", type=int, default=8, help="label classes (0: unlabeled, colored by cluster)")
+    parser.add_argument("--clusters", type=int, default=40)
     parser.add_argument("--chromium", default=os.environ.get("SIMLABEL_CHROMIUM", "/usr/bin/chromium"))
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     setup_django(OUT / "map_browser.sqlite3")
     started = time.perf_counter()
-    user, dataset = build_dataset(args.points)
+    user, dataset = build_dataset(args.points, args.classes, args.clusters)
     print(f"dataset ready ({args.points} points) in {time.perf_counter() - started:.1f} s")
 
     server, base_url = serve()

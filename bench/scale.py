@@ -22,7 +22,8 @@
 
 Requests go through DRF's APIClient in this process with a token: server time, no sockets (the
 browser uses a threaded server).  The database is the benchmark's own and is dropped and recreated
-on every run.  Each figure is printed beside the issue's goal at 1,000,000 images and today's
+on every run, except with --reuse-dataset ID: the images an earlier call uploaded are kept and steps
+2-4 measured again on them (the media stay under SIMLABEL_VAR_DIR).  Each figure is printed beside the issue's goal at 1,000,000 images and today's
 number from README's "Measurements" at 100,000 (where one exists); below 1,000,000 the verdict is
 against today's number where there is one, else against the 1,000,000 goal.  Results also go to
 bench/out/scale.json.
@@ -273,6 +274,8 @@ class Worker:
     def __enter__(self):
         cmd = [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default,ml"]
         cmd += ["--concurrency", str(self.concurrency), "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+        # Tasks an earlier bench left queued (a reused dataset's suggestion updates) must not run before the run.
+        cmd += ["--purge"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -351,8 +354,9 @@ def run_to_map(client, dataset_id: int, *, in_process: bool, concurrency: int = 
 # --- 3. and 4. the map, the page, labeling, similar images, export -------------------------------------------------
 
 
-def map_page_seconds(user, dataset_id: int, repeat: int, chromium: str) -> float:
-    """Median seconds to the map page's interactive mark in headless Chromium (bench/map_browser.py)."""
+def map_page_seconds(user, dataset_id: int, repeat: int, chromium: str) -> tuple[float, float | None]:
+    """Median seconds to the map page's interactive mark in headless Chromium (bench/map_browser.py), and
+    the median of when its map data had arrived (None when the page did not say)."""
     from playwright.sync_api import sync_playwright
 
     from bench.map_browser import measure, serve, session_cookie
@@ -367,18 +371,21 @@ def map_page_seconds(user, dataset_id: int, repeat: int, chromium: str) -> float
             OUT.mkdir(parents=True, exist_ok=True)
             shot = OUT / f"scale_map_{dataset_id}.png"
             shot.unlink(missing_ok=True)
-            times = measure(browser, base_url, cookie, f"/datasets/{dataset_id}/map/", repeat, shot=str(shot))
+            fetched = []
+            url = f"/datasets/{dataset_id}/map/"
+            times = measure(browser, base_url, cookie, url, repeat, fetched=fetched, shot=str(shot))
             browser.close()
     finally:
         server.shutdown()
-    return statistics.median(times)
+    return statistics.median(times), (statistics.median(fetched) if fetched else None)
 
 
 def bulk_label(client, dataset_id: int, image_ids: list[int], count: int, seed: int = 0) -> tuple[float, int]:
     """One bulk request labeling `count` of the images (all if fewer), picked at random; (seconds, updated)."""
     import numpy as np
 
-    cls = check(client.post(f"/api/datasets/{dataset_id}/classes/", {"name": "scale"}, format="json"), status=201)
+    name = f"scale {time.time():.0f}"  # a fresh class each time, so a reused dataset's images all change
+    cls = check(client.post(f"/api/datasets/{dataset_id}/classes/", {"name": name}, format="json"), status=201)
     chosen = np.random.default_rng(seed).choice(image_ids, min(count, len(image_ids)), replace=False)
     body = {"class": cls.json()["id"], "image_ids": sorted(int(i) for i in chosen)}
     url = f"/api/datasets/{dataset_id}/annotations/bulk/"
@@ -445,32 +452,55 @@ def run_scale(
     seed: int = 0,
     base: str = "mnist",
     chromium: str = "/usr/bin/chromium",
+    reuse_dataset: int | None = None,
+    skip_run: bool = False,
     log=print,
 ) -> dict:
-    """Every figure for n images, on the database Django is set up with; a dict of numbers."""
+    """Every figure for n images, on the database Django is set up with; a dict of numbers.
+
+    With reuse_dataset (the id of a dataset an earlier call uploaded) the upload is skipped and
+    its figure left unmeasured: the run and everything after it are measured again (with skip_run,
+    only what comes after the run, on the dataset's current map)."""
     from bench.map_browser import map_api_timings
 
     results: dict = {"n": n, "loads": [load_average()]}
     user, client = bench_user()
-    dataset_id = check(client.post("/api/datasets/", {"name": f"scale {n} {time.time():.0f}"}, format="json"), 201)
-    dataset_id = dataset_id.json()["id"]
+    if reuse_dataset is not None:
+        from labeling.models import Image
 
-    with tempfile.TemporaryDirectory(prefix="simlabel-scale-") as tmp:
-        log(f"uploading {n:,} images in zips of {batch:,} (load {load_average()})")
-        # Each zip is generated just before its upload and deleted after it (disk and memory hold
-        # one batch), so the rate is the upload requests' own time.
-        seconds, ids = upload_zips(client, dataset_id, write_upload_zips(n, batch, Path(tmp), seed, base))
-    results["upload"] = n / seconds
-    results["upload_seconds"] = seconds
-    results["loads"].append(load_average())
-    log(f"  {n:,} images in {seconds:.1f} s: {n / seconds:,.0f} /s (load {load_average()})")
+        dataset_id = reuse_dataset
+        ids = list(Image.objects.filter(dataset_id=dataset_id).order_by("id").values_list("id", flat=True))
+        if len(ids) != n:
+            raise SystemExit(f"dataset {dataset_id} holds {len(ids):,} images, not {n:,}")
+        log(f"reusing dataset {dataset_id}'s {n:,} images: the upload is not measured")
+    else:
+        dataset_id = check(client.post("/api/datasets/", {"name": f"scale {n} {time.time():.0f}"}, format="json"), 201)
+        dataset_id = dataset_id.json()["id"]
+        log(f"dataset {dataset_id} (--reuse-dataset {dataset_id} measures the run again without uploading)")
+        with tempfile.TemporaryDirectory(prefix="simlabel-scale-") as tmp:
+            log(f"uploading {n:,} images in zips of {batch:,} (load {load_average()})")
+            # Each zip is generated just before its upload and deleted after it (disk and memory hold
+            # one batch), so the rate is the upload requests' own time.
+            seconds, ids = upload_zips(client, dataset_id, write_upload_zips(n, batch, Path(tmp), seed, base))
+        results["upload"] = n / seconds
+        results["upload_seconds"] = seconds
+        results["loads"].append(load_average())
+        log(f"  {n:,} images in {seconds:.1f} s: {n / seconds:,.0f} /s (load {load_average()})")
 
-    log(f"run with default parameters ({'in process' if in_process else f'worker, concurrency {concurrency}'})")
-    seconds, run, peak = run_to_map(client, dataset_id, in_process=in_process, concurrency=concurrency)
-    results.update(start_to_map=seconds, peak_memory=peak / 1e9, stages=dict(run.get("stage_timings") or {}))
-    results["peak_memory_of"] = "this process (in process)" if in_process else "worker process tree"
-    results["loads"].append(load_average())
-    log(f"  map ready in {seconds:.1f} s, stages {results['stages']}, peak {peak / 1e9:.2f} GB (load {load_average()})")
+    if skip_run:
+        if reuse_dataset is None:
+            raise SystemExit("--skip-run measures a reused dataset's current map: give --reuse-dataset")
+        log("the run is not measured: the figures after it are, on the dataset's current map")
+        results["peak_memory_of"] = "no run"
+    else:
+        log(f"run with default parameters ({'in process' if in_process else f'worker, concurrency {concurrency}'})")
+        seconds, run, peak = run_to_map(client, dataset_id, in_process=in_process, concurrency=concurrency)
+        results.update(start_to_map=seconds, peak_memory=peak / 1e9, stages=dict(run.get("stage_timings") or {}))
+        results["peak_memory_of"] = "this process (in process)" if in_process else "worker process tree"
+        results["loads"].append(load_average())
+        log(
+            f"  map ready in {seconds:.1f} s, stages {results['stages']}, peak {peak / 1e9:.2f} GB (load {load_average()})"
+        )
 
     api = map_api_timings(client, f"/api/datasets/{dataset_id}/map/")
     for label, key in (("JSON", "json"), ("binary", "binary")):
@@ -478,8 +508,13 @@ def run_scale(
         results.update({f"map_{key}_first": first, f"map_{key}_warm": warm, f"map_{key}_bytes": size / 1e6})
     log(f"  map JSON / binary: {api} (load {load_average()})")
     if browser:
-        results["map_page"] = map_page_seconds(user, dataset_id, browser_repeat, chromium)
-        log(f"  map page interactive {results['map_page']:.2f} s (load {load_average()})")
+        results["map_page"], results["map_page_fetched"] = map_page_seconds(user, dataset_id, browser_repeat, chromium)
+        fetched = results["map_page_fetched"]
+        log(
+            f"  map page interactive {results['map_page']:.2f} s"
+            + (f" (map data in at {fetched:.2f} s)" if fetched is not None else "")
+            + f" (load {load_average()})"
+        )
     results["loads"].append(load_average())
 
     results["bulk"], results["bulk_images"] = bulk_label(client, dataset_id, ids, bulk, seed)
@@ -509,10 +544,18 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base", default="mnist", choices=["mnist", "digits"], help="digits the images are warps of")
     parser.add_argument("--chromium", default=os.environ.get("SIMLABEL_CHROMIUM", "/usr/bin/chromium"))
+    parser.add_argument(
+        "--reuse-dataset",
+        type=int,
+        metavar="ID",
+        help="measure again on a dataset an earlier call uploaded (kept database)",
+    )
+    parser.add_argument("--skip-run", action="store_true", help="with --reuse-dataset: measure the map and after only")
     args = parser.parse_args(argv)
 
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs a loop in this thread
-    setup_django(database_url=args.database_url or None, recreate=bool(args.database_url))
+    recreate = bool(args.database_url) and args.reuse_dataset is None
+    setup_django(database_url=args.database_url or None, recreate=recreate)
     results = run_scale(
         args.n,
         batch=args.batch,
@@ -525,6 +568,8 @@ def main(argv=None) -> None:
         seed=args.seed,
         base=args.base,
         chromium=args.chromium,
+        reuse_dataset=args.reuse_dataset,
+        skip_run=args.skip_run,
         log=lambda text: print(text, flush=True),
     )
     rows = report_rows(results, args.n)

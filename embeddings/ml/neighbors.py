@@ -21,6 +21,8 @@ import numpy as np
 
 _CHUNK = 2048
 _FEW_QUERIES = 8
+# From this many codes a few queries take BLAS's matrix-vector product instead of einsum.
+_MATVEC_MIN_CODES = 200_000
 
 # Below this many indexed points exact search is used: an NN-descent index costs
 # more to build than exact search saves (bench/neighbors.py, 2 cores: at 100,000
@@ -81,7 +83,7 @@ def _cache_pynndescent_kernels() -> None:
     enable_kernel_caching([importlib.import_module(f"pynndescent.{name}") for name in _PYNNDESCENT_MODULES])
 
 
-def _nndescent(codes: np.ndarray, n_neighbors: int, seed: int, n_jobs: int | None):
+def _nndescent(codes: np.ndarray, n_neighbors: int, seed: int, n_jobs: int | None, parallel_queries: bool = False):
     from ._umap import ensure_numba_cache_dir
 
     ensure_numba_cache_dir()
@@ -100,6 +102,9 @@ def _nndescent(codes: np.ndarray, n_neighbors: int, seed: int, n_jobs: int | Non
             random_state=seed,
             n_jobs=resolve_threads(n_jobs),
             low_memory=True,
+            # Batch queries on numba's threads: a million-image run's 900,000 cluster
+            # assignments ran on one of two cores otherwise (see README, scale benchmark).
+            parallel_batch_queries=parallel_queries,
             verbose=False,
         )
 
@@ -141,17 +146,24 @@ class NeighborIndex:
     def __len__(self) -> int:
         return len(self.codes)
 
-    def _sq_dists(self, queries: np.ndarray) -> np.ndarray:
+    def _partial_sq_dists(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(|c|^2 - 2 q.c for every query and code (M, N), |q|^2 (M, 1)): the squared
+        distances less each query's own constant, which does not change a row's
+        order; _brute_force adds it back to the k it keeps, not to all N."""
         q = np.asarray(queries, dtype=np.float32)
-        if len(q) <= _FEW_QUERIES:
+        if len(q) <= _FEW_QUERIES and len(self.codes) < _MATVEC_MIN_CODES:
             # A few queries (a web request): einsum runs in this thread, where a
             # BLAS matmul would wake a thread pool that, on a busy machine, costs
             # ten times the arithmetic.
             dots = np.einsum("ij,kj->ki", self.codes, q)
+        elif len(q) <= _FEW_QUERIES:
+            # Against a million codes BLAS's matrix-vector product is 2x einsum's speed
+            # (15 -> 7 ms idle, 29 -> 16 ms with both cores busy): the arithmetic dominates.
+            dots = (self.codes @ q.T).T
         else:
             dots = q @ self.codes.T
-        d = self._sq_norms[None, :] - 2.0 * dots + np.einsum("ij,ij->i", q, q)[:, None]
-        return np.maximum(d, 0.0, out=d)
+        d = self._sq_norms[None, :] - 2.0 * dots
+        return d, np.einsum("ij,ij->i", q, q)[:, None]
 
     def query_many(
         self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
@@ -175,7 +187,10 @@ class NeighborIndex:
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.approximate:
             if self._nnd is None:
-                self._nnd = _nndescent(self.codes, _INDEX_NEIGHBORS, self.seed, self.n_jobs)
+                threads = resolve_threads(self.n_jobs)
+                self._nnd = _nndescent(
+                    self.codes, _INDEX_NEIGHBORS, self.seed, self.n_jobs, parallel_queries=threads > 1
+                )
                 self._nnd.prepare()
             idx, dist = self._nnd.query(queries, k=k, epsilon=_QUERY_EPSILON)
             return idx, dist
@@ -193,7 +208,7 @@ class NeighborIndex:
         out_dist = np.empty((m, k), dtype=np.float32)
         for start in range(0, m, _CHUNK):
             stop = min(m, start + _CHUNK)
-            d = self._sq_dists(queries[start:stop])
+            d, q_sq = self._partial_sq_dists(queries[start:stop])
             if exclude is not None:
                 rows = np.arange(stop - start)
                 ex = np.asarray(exclude[start:stop])
@@ -203,7 +218,7 @@ class NeighborIndex:
                 part = np.argpartition(d, k - 1, axis=1)[:, :k]
             else:
                 part = np.tile(np.arange(d.shape[1]), (len(d), 1))
-            pd = np.take_along_axis(d, part, axis=1)
+            pd = np.maximum(np.take_along_axis(d, part, axis=1) + q_sq, 0.0)
             order = np.argsort(pd, axis=1, kind="stable")
             out_idx[start:stop] = np.take_along_axis(part, order, axis=1)
             out_dist[start:stop] = np.sqrt(np.take_along_axis(pd, order, axis=1))
@@ -340,27 +355,40 @@ def near_duplicate_pairs(
     the approximate kNN graph (near-duplicates are each other's nearest
     neighbors; a group of more than DUPLICATE_GROUP copies keeps the closest).
     """
+    return near_duplicate_pairs_and_threshold(codes, threshold, relative, method, seed)[0]
+
+
+def near_duplicate_pairs_and_threshold(
+    codes: np.ndarray, threshold: float | None = None, relative: float = 0.1, method: str = "auto", seed: int = 0
+) -> tuple[list[tuple[int, int, float]], float]:
+    """near_duplicate_pairs and the threshold it used, from one neighbor search:
+    on large datasets the threshold and the pairs come from the same kNN graph
+    (building it twice cost a million-image run minutes)."""
     codes = np.ascontiguousarray(codes, dtype=np.float32)
     n = len(codes)
     if n < 2:
-        return []
+        return [], 0.0 if threshold is None else float(threshold)
     if use_approximate(n, method):
         idx, dist = knn_graph(codes, DUPLICATE_GROUP, method=method, seed=seed)
         if threshold is None:
             threshold = relative * float(np.median(dist[:, 0]))
+        if threshold <= 0:
+            return [], float(threshold)
         rows = np.repeat(np.arange(n), idx.shape[1])
         within = dist.ravel() <= threshold
-        return _unique_pairs(rows[within], idx.ravel()[within], dist.ravel()[within])
+        return _unique_pairs(rows[within], idx.ravel()[within], dist.ravel()[within]), float(threshold)
     from sklearn.neighbors import NearestNeighbors
 
     if threshold is None:
         _, dist = knn_graph(codes, 1, method=method)
         threshold = relative * float(np.median(dist[:, 0]))
+    if threshold <= 0:
+        return [], float(threshold)
     with parallel_threads():
         dist, idx = NearestNeighbors().fit(codes).radius_neighbors(codes, radius=threshold, sort_results=True)
     pairs = [(i, int(j), float(d)) for i, (js, ds) in enumerate(zip(idx, dist)) for j, d in zip(js, ds) if j > i]
     pairs.sort(key=lambda p: (p[2], p[0], p[1]))
-    return pairs
+    return pairs, float(threshold)
 
 
 # Neighbors searched per image for near-duplicates on large datasets.

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .neighbors import knn_graph, near_duplicate_pairs, near_duplicates_among
+from .neighbors import knn_graph, near_duplicate_pairs_and_threshold, near_duplicates_among
 
 UNLABELED = -1
 DOUBT_FLOOR = 0.2
@@ -338,9 +338,9 @@ def near_duplicates(codes: np.ndarray, threshold: float | None = None) -> tuple[
     codes = np.asarray(codes, dtype=np.float32)
     if len(codes) < 2:
         return np.zeros(0, dtype=PAIR_DTYPE), 0.0
-    if threshold is None:
-        threshold = near_duplicate_threshold(codes)
-    pairs = near_duplicate_pairs(codes, threshold=threshold) if threshold > 0 else []
+    # The threshold (NEAR_DUPLICATE_RELATIVE of the median nearest-neighbor distance, as
+    # near_duplicate_threshold computes it) and the pairs come from one neighbor search.
+    pairs, threshold = near_duplicate_pairs_and_threshold(codes, threshold=threshold, relative=NEAR_DUPLICATE_RELATIVE)
     return np.array(pairs, dtype=PAIR_DTYPE) if pairs else np.zeros(0, dtype=PAIR_DTYPE), float(threshold)
 
 

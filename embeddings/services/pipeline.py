@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from celery import group
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from core.db import on_postgres
 from core.object_storage import referenced_originals
 
 # The module, not its names: embeddings.tasks imports these services in turn.
@@ -606,6 +607,46 @@ def _run_metrics(
     }
 
 
+def _insert_embedding_rows(run_id: int, image_ids, codes, xy, labels, errors) -> None:
+    """Every image's ImageEmbedding row of a run, inside the caller's transaction.
+
+    PostgreSQL takes them by COPY: a million rows through bulk_create cost minutes of
+    model objects and INSERT parameters in the worker (see README, scale benchmark).
+    Elsewhere bulk_create a slice at a time: it makes a list of what it is given, and a
+    million model objects at once would cost gigabytes.
+    """
+    n = len(image_ids)
+    if on_postgres():
+        table = ImageEmbedding._meta.db_table
+        columns = "run_id, image_id, code, x, y, cluster, reconstruction_error, placed_after_run"
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for start in range(0, n, STORE_BATCH):
+                stop = min(start + STORE_BATCH, n)
+                # Python numbers a slice at a time (tolist), not numpy scalars row by row.
+                ids, xs, ys = image_ids[start:stop].tolist(), xy[start:stop, 0].tolist(), xy[start:stop, 1].tolist()
+                clusters = labels[start:stop].tolist()
+                errs = [None] * (stop - start) if errors is None else errors[start:stop].tolist()
+                block = np.ascontiguousarray(codes[start:stop])
+                for j in range(stop - start):
+                    copy.write_row((run_id, ids[j], block[j].tobytes(), xs[j], ys[j], clusters[j], errs[j], False))
+        return
+    for start in range(0, n, STORE_BATCH):
+        ImageEmbedding.objects.bulk_create(
+            [
+                ImageEmbedding(
+                    run_id=run_id,
+                    image_id=int(image_ids[i]),
+                    code=codes[i].tobytes(),
+                    x=float(xy[i, 0]),
+                    y=float(xy[i, 1]),
+                    cluster=int(labels[i]),
+                    reconstruction_error=None if errors is None else float(errors[i]),
+                )
+                for i in range(start, min(start + STORE_BATCH, n))
+            ]
+        )
+
+
 def _store_rows(
     run: TrainingRun, prepared: PreparedImages, result, metrics: dict, reporter: RunReporter, started: float
 ) -> dict | None:
@@ -620,23 +661,7 @@ def _store_rows(
         if locked.cancel_requested:
             raise RunCancelled()
         ImageEmbedding.objects.filter(run_id=run.pk).delete()  # a retried run replaces its own rows
-        # A slice at a time: bulk_create makes a list of what it is given, and a million model objects
-        # at once would cost gigabytes.
-        for start in range(0, len(image_ids), STORE_BATCH):
-            ImageEmbedding.objects.bulk_create(
-                [
-                    ImageEmbedding(
-                        run_id=run.pk,
-                        image_id=int(image_ids[i]),
-                        code=codes[i].tobytes(),
-                        x=float(xy[i, 0]),
-                        y=float(xy[i, 1]),
-                        cluster=int(labels[i]),
-                        reconstruction_error=None if errors is None else float(errors[i]),
-                    )
-                    for i in range(start, min(start + STORE_BATCH, len(image_ids)))
-                ]
-            )
+        _insert_embedding_rows(run.pk, image_ids, codes, xy, labels, errors)
         timings["storing"] = round(time.perf_counter() - started - sum(timings.values()), 3)
         metrics["total_seconds"] = round(time.perf_counter() - started, 3)
         TrainingRun.objects.filter(pk=run.pk).update(

@@ -9,6 +9,7 @@ Schemathesis see the real shapes.
 import math
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from rest_framework import serializers
 
 from core.api.serializers import ErrorSerializer, KeywordFieldsMixin
@@ -25,6 +26,27 @@ def IdField(**kwargs):
     return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
 
 
+def _plain_integers(child, data) -> list[int] | None:
+    """`data` itself when it is a list of JSON integers an IntegerField `child` accepts unchanged, else None.
+
+    Validating 100,000 ids one by one through IntegerField took 0.44 s of a bulk
+    label's ~5 s; ints within the field's bounds need no per-element work. Anything
+    else (strings, floats, null, bools, values out of bounds) takes DRF's path and
+    its messages.
+    """
+    if type(child) is not serializers.IntegerField or not data:
+        return None
+    if not all(isinstance(v, (MinValueValidator, MaxValueValidator)) for v in child.validators):
+        return None
+    if not all(type(item) is int for item in data):
+        return None
+    if (child.min_value is not None and min(data) < child.min_value) or (
+        child.max_value is not None and max(data) > child.max_value
+    ):
+        return None
+    return list(data)
+
+
 class BoundedListField(serializers.ListField):
     """A ListField that checks its length before validating any element.
 
@@ -39,6 +61,9 @@ class BoundedListField(serializers.ListField):
         return super().to_internal_value(data)
 
     def run_child_validation(self, data):
+        plain = _plain_integers(self.child, data)
+        if plain is not None:
+            return plain
         # Like DRF's, but stops at the 100th bad element: 100,000 bad ids need not cost 100,000 messages.
         result, errors = [], {}
         for index, item in enumerate(data):

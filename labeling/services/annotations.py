@@ -95,14 +95,24 @@ def images_check_in_dataset(*, dataset_id: int, image_ids: list[int]) -> None:
     A 400 on "image_ids" naming (up to MAX_INVALID_IDS_REPORTED of) the unknown or
     foreign ids, in the message and as `invalid_image_ids`; nothing is written.
     """
+    dataset_lock_for_labels(dataset_id)
     if on_postgres():
+        ids_array = _pg_array(image_ids)
+        missing = []
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT t.i FROM unnest(%s::bigint[]) AS t(i) WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {Image._meta.db_table} im WHERE im.id = t.i AND im.dataset_id = %s)",
-                [_pg_array(image_ids), dataset_id],
+                f"SELECT count(*) FROM {Image._meta.db_table} WHERE id = ANY(%s::bigint[]) AND dataset_id = %s",
+                [ids_array, dataset_id],
             )
-            missing = sorted(row[0] for row in cursor.fetchall())
+            found = cursor.fetchone()[0]
+        if found != len(image_ids):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT t.i FROM unnest(%s::bigint[]) AS t(i) WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM {Image._meta.db_table} im WHERE im.id = t.i AND im.dataset_id = %s)",
+                    [ids_array, dataset_id],
+                )
+                missing = sorted(row[0] for row in cursor.fetchall())
         bad = len(missing)
     else:
         missing = []
@@ -123,11 +133,32 @@ def images_check_in_dataset(*, dataset_id: int, image_ids: list[int]) -> None:
         )
 
 
+def dataset_lock_for_labels(dataset_id: int) -> None:
+    """Holds the dataset row FOR KEY SHARE until the transaction ends (PostgreSQL), or NotFound.
+
+    Annotation and AnnotationHistory carry no database constraint on their image: images
+    are deleted only with their dataset, and dataset_delete locks the dataset row FOR
+    UPDATE first, so a label write and a deletion of its images never overlap. One row,
+    where locking each image FOR KEY SHARE (what the constraint's check did) dirtied the
+    pages of 100,000 image rows per bulk label of a million-image dataset.
+    """
+    if not on_postgres():
+        return  # SQLite writes one transaction at a time
+    with connection.cursor() as cursor:
+        # KEY SHARE: label writers do not wait for each other, nor for updates of the dataset's fields.
+        cursor.execute(f"SELECT 1 FROM {Dataset._meta.db_table} WHERE id = %s FOR KEY SHARE", [dataset_id])
+        if cursor.fetchone() is None:
+            raise NotFound("That dataset was deleted.")
+
+
 def _ensure_annotation_rows(dataset_id: int, image_ids: list[int]) -> None:
     """Every image gets an Annotation row (version 0, no class) before it is locked.
 
     A concurrent writer may insert the same rows: ON CONFLICT DO NOTHING waits
-    for it and then keeps its row.
+    for it and then keeps its row. It is also the only filter of the rows that
+    exist: a `WHERE NOT EXISTS` pre-filter, with statistics saying the table is
+    empty (a new dataset, autovacuum behind), was planned as a sequential scan per
+    row over the rows the statement itself was inserting: 80 s for 100,000 images.
     """
     if on_postgres():
         table = Annotation._meta.db_table
@@ -136,7 +167,6 @@ def _ensure_annotation_rows(dataset_id: int, image_ids: list[int]) -> None:
                 f"INSERT INTO {table} (image_id, dataset_id, label_class_id, author_id, source, updated_at, version, "
                 f"reviewed_by_id, reviewed_at) "
                 f"SELECT t.i, %s, NULL, NULL, %s, %s, 0, NULL, NULL FROM unnest(%s::bigint[]) AS t(i) "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {table} a WHERE a.image_id = t.i) "
                 f"ON CONFLICT (image_id) DO NOTHING",
                 [dataset_id, AnnotationSource.MANUAL, timezone.now(), _pg_array(image_ids)],
             )
@@ -281,6 +311,7 @@ def annotation_set(
     the class was already that one).
     """
     new_class_id = _check_class(image.dataset_id, label_class)
+    dataset_lock_for_labels(image.dataset_id)
     _ensure_annotation_rows(image.dataset_id, [image.pk])
     annotation = Annotation.objects.select_for_update().get(image_id=image.pk)
     if expected_version is not None and annotation.version != expected_version:
@@ -460,7 +491,6 @@ def annotations_apply_bulk(
     ids = _clean_image_ids(image_ids)
     expected = clean_expected(expected)
     images_check_in_dataset(dataset_id=dataset.pk, image_ids=ids)
-    _ensure_annotation_rows(dataset.pk, ids)
     if on_postgres():
         return _apply_bulk_postgres(
             dataset=dataset,
@@ -471,6 +501,7 @@ def annotations_apply_bulk(
             mark_reviewed=mark_reviewed,
             expected=expected,
         )
+    _ensure_annotation_rows(dataset.pk, ids)
     current = _lock_annotations(ids)
     _raise_if_stale(expected, current, lambda _image_id: new_class_id)
     changes = [(image_id, current[image_id]) for image_id in ids if current[image_id].class_id != new_class_id]
@@ -507,25 +538,61 @@ def _apply_bulk_postgres(
     mark_reviewed: bool,
     expected: dict[int, int] | None,
 ) -> LabelAction:
-    """annotations_apply_bulk's writes on PostgreSQL, for checked, sorted `ids` whose rows exist.
+    """annotations_apply_bulk's writes on PostgreSQL, for checked, sorted `ids`.
 
     The same rules as the portable path, without a row per image in Python: the
     lock (ascending image id) counts the rows whose class changes; only the
     images listed in `expected` are read back; one UPDATE ... FROM (the table
     itself, read at the statement's snapshot, i.e. the old values) RETURNING
     each changed image's old class and new version feeds the history INSERT.
+
+    Images never labeled have no annotation row yet.  Setting a class without
+    `expected`, they are inserted already carrying it (version 1, with their
+    history rows) instead of inserted blank and then updated: labeling 100,000
+    fresh images of a million-image dataset wrote every row twice (1.2 s of
+    INSERT, then 2.8 s of UPDATE and history).
     """
     table = Annotation._meta.db_table
     ids_array = _pg_array(ids)
     user_id = user.pk if user is not None else None
+    # (The review queue's mark_reviewed writes and `expected` checks keep the general path.)
+    insert_fresh = new_class_id is not None and expected is None and not mark_reviewed
+    if not insert_fresh:
+        _ensure_annotation_rows(dataset.pk, ids)
+    now = timezone.now()
+    lock_sql = (
+        f"SELECT count(*), count(*) FILTER (WHERE l.label_class_id IS DISTINCT FROM %s::bigint) FROM "
+        f"(SELECT label_class_id FROM {table} WHERE image_id = ANY(%s::bigint[]) "
+        f"ORDER BY image_id FOR UPDATE) AS l"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE l.label_class_id IS DISTINCT FROM %s::bigint) FROM "
-            f"(SELECT label_class_id FROM {table} WHERE image_id = ANY(%s::bigint[]) "
-            f"ORDER BY image_id FOR UPDATE) AS l",
-            [new_class_id, ids_array],
-        )
+        cursor.execute(lock_sql, [new_class_id, ids_array])
         locked, change_count = cursor.fetchone()
+        action = None
+        inserted = 0  # fresh rows written with the class (and their history) already
+        if insert_fresh and locked != len(ids):
+            action = _bulk_action(dataset, user, new_class_id, source, 0)
+            # ON CONFLICT alone skips the rows that exist (see _ensure_annotation_rows: no NOT EXISTS).
+            cursor.execute(
+                f"WITH fresh AS ("
+                f"INSERT INTO {table} (image_id, dataset_id, label_class_id, author_id, source, updated_at, version, "
+                f"reviewed_by_id, reviewed_at) "
+                f"SELECT t.i, %s, %s, %s, %s, %s, 1, NULL, NULL FROM unnest(%s::bigint[]) AS t(i) "
+                f"ON CONFLICT (image_id) DO NOTHING RETURNING image_id) "
+                f"INSERT INTO {AnnotationHistory._meta.db_table} (dataset_id, image_id, old_class_id, new_class_id, "
+                f"new_version, user_id, action_id, created_at) "
+                f"SELECT %s, image_id, NULL, %s, 1, %s, %s, %s FROM fresh ORDER BY image_id",
+                [dataset.pk, new_class_id, user_id, source, now, ids_array]
+                + [dataset.pk, new_class_id, user_id, action.pk, now],
+            )
+            inserted = cursor.rowcount
+            if locked + inserted != len(ids):
+                # Another writer inserted some rows meanwhile (ON CONFLICT skipped them): lock them too, in
+                # order.  Our fresh rows carry the class already, so the count of rows to change leaves them out.
+                cursor.execute(lock_sql, [new_class_id, ids_array])
+                locked, change_count = cursor.fetchone()
+            else:
+                locked += inserted
         if locked != len(ids):
             raise RuntimeError(f"bulk label: {locked} annotation rows locked for {len(ids)} images")
         current: dict[int, _Current] = {}
@@ -537,7 +604,6 @@ def _apply_bulk_postgres(
             )
             current = {image_id: _Current(ann_id, cls, ver) for image_id, ann_id, cls, ver in cursor.fetchall()}
         _raise_if_stale(expected, current, lambda _image_id: new_class_id)
-        now = timezone.now()
         if mark_reviewed:
             # Images already carrying the class are confirmed by the reviewer too.
             cursor.execute(
@@ -545,10 +611,16 @@ def _apply_bulk_postgres(
                 f"WHERE image_id = ANY(%s::bigint[]) AND label_class_id IS NOT DISTINCT FROM %s::bigint",
                 [user_id, now, ids_array, new_class_id],
             )
-        action = _bulk_action(dataset, user, new_class_id, source, change_count)
+        if action is None:
+            action = _bulk_action(dataset, user, new_class_id, source, change_count)
+        else:
+            action.image_count = change_count + inserted
+            LabelAction.objects.filter(pk=action.pk).update(image_count=action.image_count)
         changed = {image_id for image_id, cur in current.items() if cur.class_id != new_class_id}
         action.versions = _versions_after(expected, current, changed)
         if not change_count:
+            if inserted:
+                _after_labels_changed(dataset.pk, action)
             return action
         cursor.execute(
             f"WITH changed AS ("

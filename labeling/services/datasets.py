@@ -106,6 +106,10 @@ def dataset_update(*, dataset: Dataset, **fields) -> Dataset:
 def dataset_delete(*, dataset: Dataset) -> None:
     # Annotations and history protect their classes (on_delete=PROTECT), so the
     # rows that point at classes go first; images' files are removed after commit.
+    # The dataset row first: label writes hold it FOR KEY SHARE while they write (see
+    # labeling.services.annotations.dataset_lock_for_labels), so none is half-way
+    # through writing rows for images this deletes.
+    Dataset.objects.select_for_update().filter(pk=dataset.pk).exists()
     file_names = list(dataset.images.values_list("file", "thumbnail").iterator(chunk_size=2000))
     dataset_id = dataset.pk
     AnnotationHistory.objects.filter(dataset=dataset).delete()

@@ -242,6 +242,45 @@ def test_bulk_over_a_mix_writes_exact_history_and_undoes_exactly(world, target):
     assert undo_history == sorted((i.pk, target, old_name[i.pk], old_version[i.pk] + 2) for i in changed)
 
 
+def test_bulk_set_of_never_labeled_images_writes_each_row_once_with_exact_history(world):
+    """Without `expected` or a reviewer, images with no annotation row are inserted carrying the class
+    (PostgreSQL; SQLite inserts and updates): the same versions, history and undo as the general path."""
+    images = world["images"]
+    never_a, never_b, same, other, cleared, untouched = images
+    annotation_set(image=same, label_class=world["cat"], user=world["ann2"])
+    annotation_set(image=other, label_class=world["dog"], user=world["ann2"])
+    annotation_set(image=cleared, label_class=world["dog"], user=world["ann2"])
+    annotation_set(image=cleared, label_class=None, user=world["ann2"])
+    before = _state(images)
+    assert before[0] is None and before[1] is None
+
+    action = annotations_apply_bulk(
+        dataset=world["dataset"],
+        user=world["ann"],
+        label_class=world["cat"],
+        image_ids=[i.pk for i in (other, never_b, same, cleared, never_a)],
+    )
+
+    changed = [never_a, never_b, other, cleared]
+    old_version = {never_a.pk: 0, never_b.pk: 0, other.pk: 1, cleared.pk: 2}
+    old_name = {never_a.pk: None, never_b.pk: None, other.pk: "dog", cleared.pk: None}
+    assert action.image_count == 4 and LabelAction.objects.get(pk=action.pk).image_count == 4
+    history = list(
+        AnnotationHistory.objects.filter(action=action)
+        .order_by("image_id")
+        .values_list("image_id", "old_class__name", "new_class__name", "new_version", "user__username")
+    )
+    assert history == sorted((i.pk, old_name[i.pk], "cat", old_version[i.pk] + 1, "ann") for i in changed)
+    after = _state(images)
+    for image in changed:
+        assert after[images.index(image)] == ("cat", old_version[image.pk] + 1, "ann", "bulk", None)
+    assert after[2] == before[2] and after[5] == before[5]
+
+    result = label_action_undo(dataset=world["dataset"], user=world["ann"], action_id=action.pk)
+    assert result["restored"] == 4 and result["conflicts"] == []
+    assert [r[0] if r else None for r in _state(images)] == [b[0] if b else None for b in before]
+
+
 def test_bulk_stale_expected_changes_nothing_and_lists_conflicts_in_id_order(world):
     images = world["images"]
     for image in images[:4]:

@@ -152,3 +152,42 @@ def test_bulk_of_10000_images_uses_a_bounded_number_of_queries(transactional_db,
     assert len(queries) <= 60, len(queries)
     assert AnnotationHistory.objects.filter(action=action).count() == 10_000
     assert set(Annotation.objects.filter(dataset=dataset).values_list("label_class_id", flat=True)) == {dog.pk}
+
+
+def test_a_bulk_label_and_the_deletion_of_its_dataset_do_not_overlap(transactional_db, make_user, make_dataset):
+    """Annotations carry no database constraint on their image: the dataset row's lock keeps a label
+    write from leaving rows for images a concurrent dataset deletion removed."""
+    from django.db import transaction
+
+    from core.errors import NotFound
+    from labeling.models import Dataset
+    from labeling.services.datasets import dataset_delete
+
+    admin = make_user("admin")
+    dataset = make_dataset("Doomed", admin=admin)
+    cat = LabelClass.objects.create(dataset=dataset, name="cat")
+    ids = [i.pk for i in _images(dataset, 50)]
+    deleting = threading.Event()
+    outcome = {}
+
+    def delete(_):
+        with transaction.atomic():
+            dataset_delete(dataset=Dataset.objects.get(pk=dataset.pk))
+            deleting.set()
+            threading.Event().wait(1.0)  # the label write arrives while the deletion is uncommitted
+
+    def label(_):
+        deleting.wait(30)
+        try:
+            annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=ids)
+            outcome["label"] = "written"
+        except NotFound:
+            outcome["label"] = "not found"
+
+    def either(index):
+        (delete if index == 0 else label)(index)
+
+    _run_threads(either, 2)
+    assert outcome["label"] == "not found"
+    assert not Annotation.objects.filter(image_id__in=ids).exists()
+    assert not AnnotationHistory.objects.filter(image_id__in=ids).exists()

@@ -146,3 +146,20 @@ def test_resolve_threads_uses_the_cores_of_this_process():
 
     assert neighbors.resolve_threads(None) == max(1, min(8, len(os.sched_getaffinity(0))))
     assert neighbors.resolve_threads(3) == 3
+
+
+def test_a_runs_near_duplicates_take_the_threshold_and_the_pairs_from_one_graph(monkeypatch):
+    from embeddings.ml.review_ranking import near_duplicate_threshold, near_duplicates
+
+    monkeypatch.setattr(neighbors, "APPROXIMATE_MIN_POINTS", 1000)
+    builds = []
+    build = neighbors._nndescent
+    monkeypatch.setattr(neighbors, "_nndescent", lambda *args, **kw: builds.append(len(args[0])) or build(*args, **kw))
+    codes = _clustered(3000, d=8)
+    codes[100] = codes[20]
+    codes[2500] = codes[7] + 1e-4
+    pairs, threshold = near_duplicates(codes)
+    assert builds == [3000]  # the NN-descent graph of a million codes took minutes: once, not twice
+    assert [(int(p["a"]), int(p["b"])) for p in pairs] == [(20, 100), (7, 2500)]
+    builds.clear()
+    assert threshold == pytest.approx(near_duplicate_threshold(codes)) and builds == [3000]

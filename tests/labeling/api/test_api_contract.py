@@ -245,6 +245,31 @@ def test_bad_elements_within_the_limit_get_a_bounded_answer(team, client_for):
     assert len(body["errors"]["expected"]) == 100
 
 
+@pytest.mark.parametrize(
+    "ids, error",
+    [
+        ([3, 1, 2], None),
+        (["3", 1], None),  # DRF's path: strings of digits are ids too
+        ([1, 0], "image_ids.1: "),  # below the bound
+        ([1, 2**63], "image_ids.1: "),  # above it
+        ([True, 2], "image_ids.0: "),  # a JSON boolean is not an id
+        ([1, None], "image_ids.1: "),
+        ([1, 2.5], "image_ids.1: "),
+    ],
+)
+def test_id_lists_take_the_plain_integer_path_only_when_drf_would_accept_them_unchanged(ids, error):
+    from labeling.api.serializers import BulkSerializer
+
+    serializer = BulkSerializer(data={"class": 1, "image_ids": ids})
+    if error is None:
+        assert serializer.is_valid(), serializer.errors
+        assert serializer.validated_data["image_ids"] == [int(i) for i in ids]
+    else:
+        assert not serializer.is_valid()
+        index = int(error.split(".")[1].rstrip(": "))
+        assert list(serializer.errors["image_ids"]) == [index]
+
+
 def test_a_million_elements_under_the_default_limit_are_413(team, client_for):
     cases = _huge_body_cases(team)
     for url, payload, _, _ in (cases[1], cases[3]):  # 10**6 points, 10**6 real ids: 6-8 MB
