@@ -552,6 +552,8 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--skip-run", action="store_true", help="with --reuse-dataset: measure the map and after only")
     args = parser.parse_args(argv)
+    if args.skip_run and args.reuse_dataset is None:
+        parser.error("--skip-run measures a reused dataset's current map: give --reuse-dataset ID")
 
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs a loop in this thread
     recreate = bool(args.database_url) and args.reuse_dataset is None

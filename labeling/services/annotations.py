@@ -94,6 +94,7 @@ def images_check_in_dataset(*, dataset_id: int, image_ids: list[int]) -> None:
 
     A 400 on "image_ids" naming (up to MAX_INVALID_IDS_REPORTED of) the unknown or
     foreign ids, in the message and as `invalid_image_ids`; nothing is written.
+    It also takes dataset_lock_for_labels, so the images checked stay until the write commits.
     """
     dataset_lock_for_labels(dataset_id)
     if on_postgres():
@@ -727,6 +728,8 @@ def label_action_undo(*, dataset: Dataset, user, action_id: int) -> dict:
         raise NotFound("No such action in this dataset.") from None
     if not 0 < action_id < 2**63:
         raise NotFound("No such action in this dataset.")
+    # Undo writes annotations and history of the action's images like any label write.
+    dataset_lock_for_labels(dataset.pk)
     # Locking the action row makes a concurrent second undo wait and then see the first.
     action = LabelAction.objects.select_for_update().filter(dataset=dataset, pk=action_id).first()
     if action is None:
