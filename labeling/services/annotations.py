@@ -569,31 +569,24 @@ def _apply_bulk_postgres(
     with connection.cursor() as cursor:
         cursor.execute(lock_sql, [new_class_id, ids_array])
         locked, change_count = cursor.fetchone()
-        action = None
-        inserted = 0  # fresh rows written with the class (and their history) already
+        fresh_ids: list[int] = []  # rows this write inserted already carrying the class (history follows)
         if insert_fresh and locked != len(ids):
-            action = _bulk_action(dataset, user, new_class_id, source, 0)
             # ON CONFLICT alone skips the rows that exist (see _ensure_annotation_rows: no NOT EXISTS).
             cursor.execute(
-                f"WITH fresh AS ("
                 f"INSERT INTO {table} (image_id, dataset_id, label_class_id, author_id, source, updated_at, version, "
                 f"reviewed_by_id, reviewed_at) "
                 f"SELECT t.i, %s, %s, %s, %s, %s, 1, NULL, NULL FROM unnest(%s::bigint[]) AS t(i) "
-                f"ON CONFLICT (image_id) DO NOTHING RETURNING image_id) "
-                f"INSERT INTO {AnnotationHistory._meta.db_table} (dataset_id, image_id, old_class_id, new_class_id, "
-                f"new_version, user_id, action_id, created_at) "
-                f"SELECT %s, image_id, NULL, %s, 1, %s, %s, %s FROM fresh ORDER BY image_id",
-                [dataset.pk, new_class_id, user_id, source, now, ids_array]
-                + [dataset.pk, new_class_id, user_id, action.pk, now],
+                f"ON CONFLICT (image_id) DO NOTHING RETURNING image_id",
+                [dataset.pk, new_class_id, user_id, source, now, ids_array],
             )
-            inserted = cursor.rowcount
-            if locked + inserted != len(ids):
-                # Another writer inserted some rows meanwhile (ON CONFLICT skipped them): lock them too, in
-                # order.  Our fresh rows carry the class already, so the count of rows to change leaves them out.
+            fresh_ids = sorted(row[0] for row in cursor.fetchall())
+            if locked + len(fresh_ids) != len(ids):
+                # Another writer inserted some rows meanwhile (ON CONFLICT waited for it and skipped them): lock
+                # them too, in order.  Our fresh rows carry the class already, so the count to change leaves them out.
                 cursor.execute(lock_sql, [new_class_id, ids_array])
                 locked, change_count = cursor.fetchone()
             else:
-                locked += inserted
+                locked += len(fresh_ids)
         if locked != len(ids):
             raise RuntimeError(f"bulk label: {locked} annotation rows locked for {len(ids)} images")
         current: dict[int, _Current] = {}
@@ -612,15 +605,20 @@ def _apply_bulk_postgres(
                 f"WHERE image_id = ANY(%s::bigint[]) AND label_class_id IS NOT DISTINCT FROM %s::bigint",
                 [user_id, now, ids_array, new_class_id],
             )
-        if action is None:
-            action = _bulk_action(dataset, user, new_class_id, source, change_count)
-        else:
-            action.image_count = change_count + inserted
-            LabelAction.objects.filter(pk=action.pk).update(image_count=action.image_count)
+        # The action is numbered only now, with every row locked or inserted: of two writers over the same images
+        # the one that applies later has the later action (undo and the activity list go by that order).
+        action = _bulk_action(dataset, user, new_class_id, source, change_count + len(fresh_ids))
+        if fresh_ids:
+            cursor.execute(
+                f"INSERT INTO {AnnotationHistory._meta.db_table} (dataset_id, image_id, old_class_id, new_class_id, "
+                f"new_version, user_id, action_id, created_at) "
+                f"SELECT %s, t.i, NULL, %s, 1, %s, %s, %s FROM unnest(%s::bigint[]) AS t(i)",
+                [dataset.pk, new_class_id, user_id, action.pk, now, _pg_array(fresh_ids)],
+            )
         changed = {image_id for image_id, cur in current.items() if cur.class_id != new_class_id}
         action.versions = _versions_after(expected, current, changed)
         if not change_count:
-            if inserted:
+            if fresh_ids:
                 _after_labels_changed(dataset.pk, action)
             return action
         cursor.execute(
