@@ -39,6 +39,15 @@ class ServiceBackend:
         run = current_run(self.dataset)
         return dict(ImageEmbedding.objects.filter(run=run).values_list("image_id", "suggested_class_id"))
 
+    def suggestion_confidences(self) -> dict[int, float]:
+        """Image id -> its suggestion's confidence on the current map (0 where there is none)."""
+        from embeddings.models import ImageEmbedding
+        from embeddings.selectors import current_run
+
+        run = current_run(self.dataset)
+        rows = ImageEmbedding.objects.filter(run=run).values_list("image_id", "suggestion_confidence")
+        return {image_id: float(conf or 0.0) for image_id, conf in rows}
+
     def unlabeled_ids(self) -> list[int]:
         from labeling.selectors.datasets import dataset_images
 
@@ -150,6 +159,10 @@ class ApiBackend(ServiceBackend):
     def suggestions(self) -> dict[int, int | None]:
         data = self._get("/map/")
         return dict(zip(data["image_ids"], data["suggestion"]))
+
+    def suggestion_confidences(self) -> dict[int, float]:
+        data = self._get("/map/")
+        return {i: float(c or 0.0) for i, c in zip(data["image_ids"], data["confidence"])}
 
     def unlabeled_ids(self) -> list[int]:
         ids, page = [], 1

@@ -26,7 +26,8 @@ on every run, except with --reuse-dataset ID: the images an earlier call uploade
 2-4 measured again on them (the media stay under SIMLABEL_VAR_DIR).  Each figure is printed beside the issue's goal at 1,000,000 images and today's
 number from README's "Measurements" at 100,000 (where one exists); below 1,000,000 the verdict is
 against today's number where there is one, else against the 1,000,000 goal.  Results also go to
-bench/out/scale.json.
+bench/out/scale.json.  Last, any statement of another session still running on the database is
+printed ("STILL RUNNING"): it shared the cores with the figures.
 """
 
 from __future__ import annotations
@@ -527,7 +528,29 @@ def run_scale(
         raise SystemExit(f"CSV export: {rows} rows for {n} images")
     log(f"  CSV export of {rows:,} rows: {results['export_csv']:.2f} s (load {load_average()})")
     results["loads"].append(load_average())
+    results["long_queries"] = long_running_queries()
+    for seconds, query in results["long_queries"]:
+        log(f"  STILL RUNNING on the database for {seconds:.0f} s (it shares the cores with every figure): {query}")
     return results
+
+
+def long_running_queries(older_than_s: float = 30.0) -> list[tuple[float, str]]:
+    """Other sessions' statements on this database running longer than `older_than_s` (PostgreSQL; else none).
+
+    A query the run's worker left behind keeps a core busy while the figures are taken: a run's
+    "is any image missing from it" check once ran for hours on statistics that did not know the run."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT extract(epoch FROM now() - query_start), left(query, 200) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid() "
+            "AND now() - query_start > make_interval(secs => %s) ORDER BY query_start",
+            [older_than_s],
+        )
+        return [(float(seconds), query) for seconds, query in cursor.fetchall()]
 
 
 def main(argv=None) -> None:

@@ -619,16 +619,23 @@ def _insert_embedding_rows(run_id: int, image_ids, codes, xy, labels, errors) ->
     if on_postgres():
         table = ImageEmbedding._meta.db_table
         columns = "run_id, image_id, code, x, y, cluster, reconstruction_error, placed_after_run"
-        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for start in range(0, n, STORE_BATCH):
-                stop = min(start + STORE_BATCH, n)
-                # Python numbers a slice at a time (tolist), not numpy scalars row by row.
-                ids, xs, ys = image_ids[start:stop].tolist(), xy[start:stop, 0].tolist(), xy[start:stop, 1].tolist()
-                clusters = labels[start:stop].tolist()
-                errs = [None] * (stop - start) if errors is None else errors[start:stop].tolist()
-                block = np.ascontiguousarray(codes[start:stop])
-                for j in range(stop - start):
-                    copy.write_row((run_id, ids[j], block[j].tobytes(), xs[j], ys[j], clusters[j], errs[j], False))
+        with connection.cursor() as cursor:
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for start in range(0, n, STORE_BATCH):
+                    stop = min(start + STORE_BATCH, n)
+                    # Python numbers a slice at a time (tolist), not numpy scalars row by row.
+                    ids, xs = image_ids[start:stop].tolist(), xy[start:stop, 0].tolist()
+                    ys, clusters = xy[start:stop, 1].tolist(), labels[start:stop].tolist()
+                    errs = [None] * (stop - start) if errors is None else errors[start:stop].tolist()
+                    block = np.ascontiguousarray(codes[start:stop])
+                    for j in range(stop - start):
+                        copy.write_row((run_id, ids[j], block[j].tobytes(), xs[j], ys[j], clusters[j], errs[j], False))
+            # Statistics that know the new run, committed with its rows.  Without them the planner takes a run id
+            # it has never sampled for a handful of rows, and the first query after the run, "is any image missing
+            # from the run" (a NOT EXISTS probe per image), probed the run's rows through the run_id index with
+            # image_id as a filter: 100,000 x 100,000 row visits, a core busy for hours after every run (autovacuum's
+            # analyze comes a minute later at best).  The columns the planner filters on only.
+            cursor.execute(f"ANALYZE {table} (run_id, image_id, cluster)")
         return
     for start in range(0, n, STORE_BATCH):
         ImageEmbedding.objects.bulk_create(

@@ -945,6 +945,8 @@ async function start() {
       if (state.clusterFilter !== null && state.colorMode === "class" && !classes.length) state.colorMode = "cluster";
       fillFilterOptions();
       await draw();
+      // Drawn, before the first frame is painted (the awaited request below resolves after it).
+      timings.drawnAt = performance.now();
       await loadSuggestionSources().catch(showError);
     }
   } catch (err) {

@@ -199,8 +199,7 @@ def test_accept_through_the_api_passes_min_confidence(mapped):
     from rest_framework.test import APIClient
 
     dataset, admin, run, (cat, dog), (blob_a, blob_b) = mapped
-    annotations_apply_bulk(dataset=dataset, user=admin, label_class=cat, image_ids=blob_a[:2])
-    suggestions_recompute(dataset=dataset)
+    label_two_of_each_and_recompute(dataset, admin, (cat, dog), (blob_a, blob_b))
     unsure = blob_a[5]
     ImageEmbedding.objects.filter(run=run, image_id=unsure).update(suggestion_confidence=0.3)
     client = APIClient()
@@ -209,7 +208,7 @@ def test_accept_through_the_api_passes_min_confidence(mapped):
     for bad in (1.5, -0.1, "lots", "NaN"):
         response = client.post(url, {"cluster": 0, "min_confidence": bad}, format="json")
         assert response.status_code == 400, (bad, response.content)
-    assert Annotation.objects.filter(label_class__isnull=False).count() == 2
+    assert Annotation.objects.filter(label_class__isnull=False).count() == 4
     response = client.post(url, {"cluster": 0, "min_confidence": 0.5}, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["updated"] == 17  # 20 in the blob, 2 labeled, 1 below 0.5

@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from embeddings.ml.suggestions import UNLABELED, suggest_calibrated, suggest_classes, suggest_spreading
+from embeddings.ml.suggestions import (
+    ONE_CLASS_CEILING,
+    UNLABELED,
+    suggest_calibrated,
+    suggest_classes,
+    suggest_spreading,
+)
 
 
 def blobs(n_per=40, n_blobs=3, spread=0.3, gap=6.0, seed=0):
@@ -46,6 +52,27 @@ def test_one_class_labeled_gives_other_classes_low_confidence():
     rest = (truth == 0) & (labels == UNLABELED)
     assert (new.classes[rest] == 0).all()
     assert new.confidence[rest].mean() > new.confidence[others].mean() + 0.2
+
+
+def test_one_class_labeled_never_reaches_one_half_even_next_to_its_labels():
+    """Images of another class that look like the labeled one (held-out MNIST: up to 0.81 before
+    the ceiling; 0.72 here) cannot be told apart without a second labeled class: under one half."""
+    rng = np.random.default_rng(0)
+    zeros, ones = rng.normal(0.0, 0.5, (40, 6)), rng.normal(0.0, 0.5, (40, 6))
+    ones[4:, 0] += 4.0  # class 1 sits apart, but for four images that look like class 0
+    codes = np.concatenate([zeros, ones]).astype(np.float32)
+    labels = np.full(len(codes), UNLABELED)
+    labels[:28] = 0  # 70 % of class 0
+    s = suggest_calibrated(codes, labels, n_classes=2, k=8)
+    lookalikes, rest_of_class = slice(40, 44), slice(28, 40)
+    assert (s.classes[lookalikes] == 0).all()
+    assert s.confidence[lookalikes].max() < ONE_CLASS_CEILING + 1e-6
+    # Ranked, not zeroed: the rest of the labeled class and its lookalikes come first.
+    assert s.confidence[rest_of_class].min() > 0.3 > s.confidence[44:].max()
+    reached = (labels == UNLABELED) & (s.probabilities.sum(axis=1) > 0)  # the far ones get no suggestion
+    assert reached[40:44].all()
+    assert np.allclose(s.probabilities[reached].sum(axis=1) + s.other[reached], 1.0, atol=1e-5)
+    assert (s.other[reached] > 0.5).all()
 
 
 def test_a_whole_labeled_cluster_leaves_the_rest_unsure():
