@@ -607,6 +607,21 @@ def _run_metrics(
     }
 
 
+def embedding_statistics_refresh() -> None:
+    """On PostgreSQL, ANALYZE the embeddings table's planner columns, inside the caller's transaction.
+
+    Called after storing many rows of one run, so the statistics that know them commit with them.
+    Without them the planner takes a run id it has never sampled for a handful of rows, and the
+    first query after a run, "is any image missing from the run" (a NOT EXISTS probe per image),
+    probed the run's rows through the run_id index with image_id as a filter: 100,000 x 100,000
+    row visits, a core busy for hours after every run (autovacuum's analyze comes a minute later
+    at best).  The columns the planner filters on only.
+    """
+    if on_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {ImageEmbedding._meta.db_table} (run_id, image_id, cluster)")
+
+
 def _insert_embedding_rows(run_id: int, image_ids, codes, xy, labels, errors) -> None:
     """Every image's ImageEmbedding row of a run, inside the caller's transaction.
 
@@ -630,12 +645,7 @@ def _insert_embedding_rows(run_id: int, image_ids, codes, xy, labels, errors) ->
                     block = np.ascontiguousarray(codes[start:stop])
                     for j in range(stop - start):
                         copy.write_row((run_id, ids[j], block[j].tobytes(), xs[j], ys[j], clusters[j], errs[j], False))
-            # Statistics that know the new run, committed with its rows.  Without them the planner takes a run id
-            # it has never sampled for a handful of rows, and the first query after the run, "is any image missing
-            # from the run" (a NOT EXISTS probe per image), probed the run's rows through the run_id index with
-            # image_id as a filter: 100,000 x 100,000 row visits, a core busy for hours after every run (autovacuum's
-            # analyze comes a minute later at best).  The columns the planner filters on only.
-            cursor.execute(f"ANALYZE {table} (run_id, image_id, cluster)")
+        embedding_statistics_refresh()
         return
     for start in range(0, n, STORE_BATCH):
         ImageEmbedding.objects.bulk_create(

@@ -62,6 +62,10 @@ PLACEMENT_CHUNK = 2048
 # One task places at most this many (then queues the next), so a huge backlog is written in
 # pieces a worker restart does not lose all of.
 PLACEMENT_MAX_IMAGES = 100_000
+# A placement of at least this many images refreshes the embeddings table's statistics, as a run's
+# storing does (pipeline.embedding_statistics_refresh): a run of 1,000 images that receives 100,000
+# more would otherwise be planned as small until autovacuum catches up.
+PLACEMENT_ANALYZE_MIN_IMAGES = 10_000
 
 _models: OrderedDict = OrderedDict()
 _models_lock = threading.Lock()
@@ -336,6 +340,8 @@ def _place_embedded(run: TrainingRun, ids: np.ndarray, codes: np.ndarray, errors
             if int(image_id) not in already
         ]
         ImageEmbedding.objects.bulk_create(new_rows, batch_size=2000)
+        if len(new_rows) >= PLACEMENT_ANALYZE_MIN_IMAGES:
+            pipeline.embedding_statistics_refresh()
         if new_rows:
             # Under the run lock, before placed_count moves: a reader caching the new
             # version of the map finds the new pairs already stored.

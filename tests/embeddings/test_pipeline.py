@@ -256,3 +256,29 @@ def test_a_runs_rows_are_stored_with_statistics_that_know_the_run(dataset):
         row = cursor.fetchone()
     assert row is not None, "the embeddings table has no statistics on run_id"
     assert {run.pk for run in runs} <= {int(v) for v in row[0].strip("{}").split(",")}
+
+
+@pytest.mark.postgres
+def test_a_large_placement_refreshes_the_statistics(dataset, monkeypatch):
+    """A run that receives many more images than it was stored with is not planned as small (the same
+    stale-statistics trap as above); the threshold is lowered so that 6 images count as many."""
+    from django.db import connection
+
+    from embeddings.services import placement
+
+    run = queued_run(dataset)
+    assert training_run_execute(run_id=run.pk, worker_name="test") == "succeeded"
+
+    def rows_in_statistics():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [ImageEmbedding._meta.db_table])
+            return cursor.fetchone()[0]
+
+    assert rows_in_statistics() == 30
+    few = add_kind_images(dataset, per_kind=1, start_seed=500)
+    assert images_place_execute(run_id=run.pk, image_ids=list(few)) == 3
+    assert rows_in_statistics() == 30  # under the threshold: left to autovacuum
+    monkeypatch.setattr(placement, "PLACEMENT_ANALYZE_MIN_IMAGES", 3)
+    more = add_kind_images(dataset, per_kind=1, start_seed=600)
+    assert images_place_execute(run_id=run.pk, image_ids=list(more)) == 3
+    assert rows_in_statistics() == 36
