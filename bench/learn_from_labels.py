@@ -69,9 +69,12 @@ def scores(result, y: np.ndarray, mask: np.ndarray) -> dict:
     return out
 
 
-def run(x, y, seed: int, labels: np.ndarray | None):
+def run(x, y, seed: int, labels: np.ndarray | None, patch_features: str = "auto", patch_weight: float | None = None):
     train, layout, cluster = recommended_configs(len(x), input_size=x.shape[2], channels=x.shape[1], seed=seed)
     train.num_threads, layout.n_jobs, cluster.n_jobs = 1, 1, 1
+    train.patch_features = patch_features
+    if patch_weight is not None:
+        train.patch_weight = patch_weight
     train.budget_clock = False
     started = time.perf_counter()
     result = run_pipeline(x, train, layout, cluster, labels=labels)
@@ -89,6 +92,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="images per dataset (a seeded sample)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--fractions", default="0.01,0.05,0.2", help="labeled shares (0 is always run)")
+    parser.add_argument(
+        "--patch-features", default="auto", help="the runs' patch_features setting: auto, on or off (both runs)"
+    )
+    parser.add_argument("--patch-weight", type=float, default=None, help="the learned code's weight beside them")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     fractions = [float(f) for f in args.fractions.split(",") if float(f) > 0]
@@ -99,14 +106,14 @@ def main() -> None:
     for name in args.datasets.split(","):
         x, y = load_dataset(name, args.n or None, seed=0)
         for seed in seeds:
-            baseline, seconds = run(x, y, seed, None)
+            baseline, seconds = run(x, y, seed, None, args.patch_features, args.patch_weight)
             print(f"  {name} seed {seed} no labels: {seconds:.0f} s", flush=True)
             table.setdefault((name, 0.0), {}).setdefault("without", []).append(
                 scores(baseline, y, np.zeros(len(y), bool))
             )
             for fraction in fractions:
                 mask = labeled_mask(len(y), fraction, seed)
-                result, seconds = run(x, y, seed, np.where(mask, y, -1))
+                result, seconds = run(x, y, seed, np.where(mask, y, -1), args.patch_features, args.patch_weight)
                 cell = table.setdefault((name, fraction), {})
                 cell.setdefault("without", []).append(scores(baseline, y, mask))
                 cell.setdefault("with", []).append(out := scores(result, y, mask))
@@ -116,7 +123,10 @@ def main() -> None:
                     + f"; {result.labels_used} used, {seconds:.0f} s",
                     flush=True,
                 )
-    print(f"\nN {args.n}, seeds {seeds}: mean (min-max) over the unlabeled images; load {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nN {args.n}, seeds {seeds}, patch features {args.patch_features}: mean (min-max) over the unlabeled "
+        f"images; load {os.getloadavg()[0]:.1f}"
+    )
     print(f"| dataset | labeled | labels | {' | '.join(METRICS)} |")
     print("|---|---|---|" + "---|" * len(METRICS))
     for (name, fraction), cell in table.items():

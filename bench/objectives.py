@@ -6,8 +6,9 @@
 
 For each dataset and seed, the pipeline (embeddings.ml.pipeline, the default
 configs of recommended_configs, so the default training budget for N images)
-runs once per objective (reconstruction, contrastive; 'auto' is whichever the
-rule picks, marked), and once on "uploaded" vectors: PCA-50 of the pixels
+runs once per objective (reconstruction, contrastive without patch features
+('contrastive:off'), contrastive; 'auto' is whichever the rule picks, marked),
+and once on "uploaded" vectors: PCA-50 of the pixels
 through run_pipeline_on_codes, the baseline, measured in the same run.  It
 prints for each: the share of each image's 10 nearest neighbors in code space
 (Euclidean, as the similar-images view finds them) that share its class;
@@ -66,10 +67,12 @@ def pca50(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 def configs(x: np.ndarray, seed: int, objective: str | None, args):
+    """objective: 'contrastive', or with the patch features' setting after a colon ('contrastive:off')."""
     train, layout, cluster = recommended_configs(len(x), input_size=x.shape[2], channels=x.shape[1], seed=seed)
     train.num_threads, layout.n_jobs, cluster.n_jobs = 1, 1, 1
     if objective is not None:
-        train.objective = objective
+        train.objective, _, patches = objective.partition(":")
+        train.patch_features = patches or "auto"
     train.budget_clock = args.clock
     if args.budget_s is not None:
         train.max_seconds = args.budget_s
@@ -105,13 +108,16 @@ def run_uploaded(x, y, seed, args) -> dict:
 def run_objective(x, y, seed, objective, args) -> dict:
     train, layout, cluster = configs(x, seed, objective, args)
     info = {}
-    result = run_pipeline(x, train, layout, cluster, after_training=lambda t: info.update(objective=t.objective))
+    result = run_pipeline(
+        x, train, layout, cluster, after_training=lambda t: info.update(objective=t.objective, patches=t.patch_features)
+    )
     out = scores(result.codes, result.clusters, y, cluster)
     out["seconds"] = dict(result.timings)
     out["cpu"] = sum(result.cpu_timings.values())
     out["epochs"] = result.epochs_run
     out["budget"] = result.training_budget["reason"]
     out["recon_mse"] = float(result.recon_error.mean())
+    out["patches"] = info["patches"]
     return out
 
 
@@ -126,7 +132,11 @@ def main() -> None:
     parser.add_argument("--datasets", default="photos,mnist5k,fashion")
     parser.add_argument("--n", type=int, default=5000, help="images per dataset (a seeded sample); 0: all")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--objectives", default="reconstruction,contrastive")
+    parser.add_argument(
+        "--objectives",
+        default="reconstruction,contrastive:off,contrastive",
+        help="objectives, each optionally with the patch features' setting after a colon (auto, on, off)",
+    )
     parser.add_argument("--budget-s", type=float, default=None, help="training seconds (default: the pipeline's)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the pipeline's)")
     parser.add_argument(
@@ -155,8 +165,8 @@ def main() -> None:
                 print(
                     f"  {name} seed {seed} {objective}: knn {out['knn']:.3f} purity {out['purity']:.3f} "
                     f"per-class {out['per_class']:.3f}; {out['epochs']} epochs in {out['seconds']['training']:.0f} s "
-                    f"(budget {out['budget']}); recon mse {out['recon_mse']:.4f}; stage seconds "
-                    + ", ".join(f"{k} {v:.1f}" for k, v in out["seconds"].items()),
+                    f"(budget {out['budget']}); recon mse {out['recon_mse']:.4f}; patch features {out['patches']}; "
+                    "stage seconds " + ", ".join(f"{k} {v:.1f}" for k, v in out["seconds"].items()),
                     flush=True,
                 )
         for key, entries in results.items():

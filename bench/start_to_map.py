@@ -9,7 +9,8 @@ parameters is started (training_run_start) and executed in this process as a wor
 it (training_run_execute: read the images from storage, train, embed, lay out, cluster, store
 the rows).  Printed: each stage's seconds from the run's row and the total from the start
 request to the run's success, beside the baseline measured in the same process: the same run
-with `objective: reconstruction` (what photos trained before issue 14).  Goal (issue 14):
+with `patch_features: off` (the contrastive codes alone, before patch features) and with
+`objective: reconstruction` (what photos trained before issue 14).  Goal (issue 14):
 10,000 32x32 photos map-ready in <= 120 s on 2 cores.
 """
 
@@ -71,6 +72,7 @@ def main(argv=None) -> None:
     rows = []
     for name, params in [
         ("default (auto objective)", {}),
+        ("baseline: no patch features", {"patch_features": "off"}),
         ("baseline: reconstruction", {"objective": "reconstruction"}),
     ]:
         if args.no_baseline and params:
@@ -84,11 +86,12 @@ def main(argv=None) -> None:
     print(f"\n{args.dataset}: {len(x)} images {tuple(x.shape[1:])}; goal <= {GOAL_SECONDS:.0f} s start to map")
     print(f"{machine_description()}; load average {load_average()} at the end")
     stage_names = sorted({s for _, _, stages, _ in rows for s in stages})
-    print(f"{'run':28s} {'total s':>8s}  " + "  ".join(f"{s:>10s}" for s in stage_names) + "  objective")
+    print(f"{'run':28s} {'total s':>8s}  " + "  ".join(f"{s:>10s}" for s in stage_names) + "  objective, patches")
     for name, seconds, stages, metrics in rows:
         cells = "  ".join(f"{stages.get(s, 0.0):10.1f}" for s in stage_names)
         verdict = "meets" if seconds <= GOAL_SECONDS else "MISSES"
-        print(f"{name:28s} {seconds:8.1f}  {cells}  {metrics.get('objective', '?')}  ({verdict} the goal)")
+        objective, patches = metrics.get("objective", "?"), metrics.get("patch_features")
+        print(f"{name:28s} {seconds:8.1f}  {cells}  {objective}, {patches}  ({verdict} the goal)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .patch_features import PatchFeatures
+
 
 class ConvAutoencoder(nn.Module):
     """Stride-2 conv encoder to a small code, transposed-conv decoder back.
@@ -25,6 +27,11 @@ class ConvAutoencoder(nn.Module):
         batch_norm: bool = False,
         convs_per_stage: int = 1,
         normalize_codes: bool = False,
+        patch_dims: int = 0,
+        patch_size: int = 6,
+        patch_dictionary_size: int = 128,
+        patch_pool: int = 2,
+        patch_weight: float = 1.0,
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -35,6 +42,19 @@ class ConvAutoencoder(nn.Module):
         self.batch_norm = batch_norm
         self.convs_per_stage = convs_per_stage
         self.normalize_codes = normalize_codes
+        # Patch features (patch_features.py) after the learned code, when
+        # patch_dims > 0: fitted after training (attach_patch_features) or
+        # loaded with the state dict; the learned code is weighted by patch_weight.
+        self.patch_size = patch_size
+        self.patch_dictionary_size = patch_dictionary_size
+        self.patch_pool = patch_pool
+        self.patch_weight = float(patch_weight)
+        self.patches = None
+        self.patch_dims = 0
+        if patch_dims:
+            self._set_patches(
+                PatchFeatures(in_channels, input_size, patch_size, patch_dictionary_size, patch_pool, patch_dims)
+            )
 
         sides = [input_size]
         for _ in range(depth):
@@ -76,16 +96,42 @@ class ConvAutoencoder(nn.Module):
             decoder.append(nn.Sigmoid() if last else nn.ReLU(inplace=True))
         self.decoder = nn.Sequential(*decoder)
 
+    def _set_patches(self, patches: PatchFeatures) -> None:
+        self.patches = patches
+        self.patch_dims = patches.dims
+        self.patch_size, self.patch_dictionary_size, self.patch_pool = (
+            patches.patch_size,
+            patches.dictionary_size,
+            patches.pool,
+        )
+
+    def attach_patch_features(self, patches: PatchFeatures, weight: float = 1.0) -> None:
+        """Codes become [weight x learned code, patch features] (embedding_size numbers)."""
+        self._set_patches(patches.to(next(self.parameters()).device))
+        self.patch_weight = float(weight)
+
+    @property
+    def embedding_size(self) -> int:
+        """Numbers in each image's code as encode returns it."""
+        return self.code_size + self.patch_dims
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         z = self.encoder(x)
         if self.normalize_codes:
             # Unit length: NT-Xent compares codes by angle only, so their length
             # is noise to Euclidean neighbors, the map and the clusters.
             z = F.normalize(z, dim=1)
+        if self.patches is not None:
+            z = torch.cat([z * self.patch_weight, self.patches(x)], 1)
         return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.decoder_input(z).view(-1, *self._bottleneck_shape)
+        # The decoder redraws from the learned code alone (the patch features follow it), as
+        # encode weighted it.
+        learned = z[:, : self.code_size]
+        if self.patches is not None and self.patch_weight not in (0.0, 1.0):
+            learned = learned / self.patch_weight
+        h = self.decoder_input(learned).view(-1, *self._bottleneck_shape)
         return self.decoder(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

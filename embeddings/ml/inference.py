@@ -19,6 +19,11 @@ _HYPERPARAMETERS = (
     "batch_norm",
     "convs_per_stage",
     "normalize_codes",
+    "patch_dims",
+    "patch_size",
+    "patch_dictionary_size",
+    "patch_pool",
+    "patch_weight",
 )
 
 
@@ -29,7 +34,7 @@ def embed_images(
     device=None,
     num_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Codes float32 (N, code_size) and reconstruction error float32 (N,)
+    """Codes float32 (N, model.embedding_size) and reconstruction error float32 (N,)
     (mean squared error per image: high means unusual for this dataset).
     num_threads: torch CPU threads (None: all cores but one)."""
     previous_threads = torch.get_num_threads()
@@ -44,7 +49,7 @@ def _embed(model, images, batch_size, device):
     device = device or next(model.parameters()).device
     model = model.to(device).eval()
     n = len(images)
-    codes = np.empty((n, model.code_size), dtype=np.float32)
+    codes = np.empty((n, model.embedding_size), dtype=np.float32)
     errors = np.empty(n, dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
@@ -58,7 +63,9 @@ def _embed(model, images, batch_size, device):
 
 
 def _plain(value):
-    return bool(value) if isinstance(value, bool) else int(value)
+    if isinstance(value, bool):
+        return bool(value)
+    return float(value) if isinstance(value, float) else int(value)
 
 
 def save_model(model: ConvAutoencoder, path_or_fileobj) -> None:

@@ -19,11 +19,13 @@ from .config import (
     TrainConfig,
     TrainingBudget,
     choose_objective,
+    choose_patch_features,
     default_cpu_threads,
     select_device,
     training_budget,
 )
 from .contrastive import nt_xent
+from .patch_features import PatchFeatures
 from .supervised import supcon_loss
 
 ProgressFn = Callable[[int, int, dict], None]
@@ -46,6 +48,8 @@ class TrainResult:
     budget: TrainingBudget | None = None
     # Labeled images the supervised term trained on (0: none).
     labels_used: int = 0
+    # Whether patch features were fitted beside the learned code, why, and in how many seconds.
+    patch_features: dict | None = None
 
 
 def set_seeds(seed: int) -> None:
@@ -312,6 +316,9 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device, labels
             break
 
     model.eval()
+    patch_info = None
+    if not cancelled and not (should_stop is not None and should_stop()):
+        patch_info = _attach_patch_features(model, images, config, objective, device)
     return TrainResult(
         model=model,
         loss_curve=loss_curve,
@@ -324,7 +331,25 @@ def _train(images, config: TrainConfig, on_progress, should_stop, device, labels
         objective_reason=objective_reason,
         budget=budget,
         labels_used=0 if labeled_data is None else len(labeled_data),
+        patch_features=patch_info,
     )
+
+
+def _attach_patch_features(model: ConvAutoencoder, images: np.ndarray, config: TrainConfig, objective, device):
+    """Fit patch features on the training images and put them beside the model's code, when
+    config.patch_features says so (choose_patch_features)."""
+    use, reason = choose_patch_features(config.patch_features, objective, config.channels)
+    if not use:
+        return {"used": False, "reason": reason}
+    started = time.perf_counter()
+    patches = PatchFeatures(config.channels, config.input_size, dims=config.patch_dims).fit(images, seed=config.seed)
+    model.attach_patch_features(patches.to(device), weight=config.patch_weight)
+    return {
+        "used": True,
+        "reason": reason,
+        "dims": model.patch_dims,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def _labeled_images(images: np.ndarray, labels: np.ndarray | None, device):

@@ -16,6 +16,7 @@ from embeddings.ml.config import (
     LayoutConfig,
     TrainConfig,
     choose_objective,
+    choose_patch_features,
 )
 from embeddings.ml.run_params import BY_NAME, CLUSTER_METHODS, LAYOUT_METHODS, RunParam  # noqa: F401
 
@@ -138,6 +139,7 @@ def train_config(params: dict, *, input_size: int, channels: int):
         max_train_images=params["max_train_images"],
         max_seconds=params["max_train_seconds"],
         objective=params["objective"],
+        patch_features=params["patch_features"],
     )
 
 
@@ -148,7 +150,13 @@ def objective_metrics(params: dict, *, channels: int) -> dict:
     if params.get("embedding", "autoencoder") != "autoencoder":
         return {}
     objective, reason = choose_objective(params["objective"], channels)
-    return {"objective": objective, "objective_reason": reason}
+    patches, patches_reason = choose_patch_features(params["patch_features"], objective, channels)
+    return {
+        "objective": objective,
+        "objective_reason": reason,
+        "patch_features": patches,
+        "patch_features_reason": patches_reason,
+    }
 
 
 def layout_config(params: dict, *, image_count: int):

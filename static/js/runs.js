@@ -99,6 +99,8 @@ function showRun(run) {
   if (metrics.backbone) facts.push(`backbone: ${metrics.backbone.name} (${metrics.backbone.dim} values, ${metrics.backbone.device}, ${metrics.backbone.images_per_second} images/s)`);
   // Which training objective ran, and why ("auto: 3-channel photos"): photos and digits train differently.
   if (metrics.objective) facts.push(`objective: ${metrics.objective}${metrics.objective_reason ? ` (${metrics.objective_reason})` : ""}`);
+  // Whether patch features sit beside the learned code, and why ("auto: contrastive codes of 3-channel photos").
+  if (metrics.patch_features != null) facts.push(`patch features: ${metrics.patch_features ? "yes" : "no"}${metrics.patch_features_reason ? ` (${metrics.patch_features_reason})` : ""}`);
   // How many labeled images the encoder learned from, and why (or why not): "auto: 120 labeled images in 4 classes".
   if (metrics.labels_used != null) facts.push(`labels used: ${metrics.labels_used}${metrics.labels_reason ? ` (${metrics.labels_reason})` : ""}`);
   if (metrics.final_loss != null) facts.push(`final loss ${Number(metrics.final_loss).toFixed(4)}`);

@@ -171,3 +171,27 @@ def test_a_backbone_run_is_started_by_picking_the_backbone_by_name(browser_page,
     run = TrainingRun.objects.get(dataset=dataset)
     assert run.params["embedding"] == "backbone" and run.params["backbone"] == backbone.pk
     page.watch.check(page)
+
+
+def test_patch_features_are_chosen_under_advanced_and_stored_with_the_run(browser_page, team):
+    from embeddings.models import TrainingRun
+    from tests.e2e.test_labeling_flow import screenshot
+
+    dataset, _, _ = team
+    page = browser_page
+    login(page, "alice", PASSWORD)
+    page.goto(f"/datasets/{dataset.pk}/runs/")
+    page.click("summary:has-text('Advanced')")
+    assert page.input_value("#p-patch-features") == "auto"
+    options = page.eval_on_selector_all("#p-patch-features option", "els => els.map(e => e.value)")
+    assert options == ["auto", "on", "off"]
+    page.select_option("#p-patch-features", "off")
+    screenshot(page, "runs-advanced-patch-features")
+    page.click("#start-run-button")
+    page.wait_for_function("() => document.getElementById('start-run-note').textContent.includes('queued')")
+    run = TrainingRun.objects.get(dataset=dataset)
+    assert run.params["patch_features"] == "off"
+    assert {k: v for k, v in run.params.items() if k != "patch_features"} == {
+        k: v for k, v in run_param_defaults().items() if k != "patch_features"
+    }
+    page.watch.check(page)

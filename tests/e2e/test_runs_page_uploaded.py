@@ -74,12 +74,20 @@ def test_a_finished_run_says_which_objective_trained_it_and_why(browser_page, te
         image_count=12,
         cluster_count=3,
         params={"objective": "auto"},
-        metrics={"objective": "contrastive", "objective_reason": "auto: 3-channel images", "final_loss": 0.5},
+        metrics={
+            "objective": "contrastive",
+            "objective_reason": "auto: 3-channel images",
+            "patch_features": True,
+            "patch_features_reason": "auto: contrastive codes of 3-channel photos",
+            "final_loss": 0.5,
+        },
     )
     page = browser_page
     login(page, "alice", PASSWORD)
     page.goto(f"/datasets/{dataset.pk}/runs/")
     page.wait_for_function("() => document.body.dataset.runStatus === 'succeeded'")
-    assert "objective: contrastive (auto: 3-channel images)" in page.text_content("#live-metrics")
+    facts = page.text_content("#live-metrics")
+    assert "objective: contrastive (auto: 3-channel images)" in facts
+    assert "patch features: yes (auto: contrastive codes of 3-channel photos)" in facts
     page.screenshot(path="/tmp/pages-runs-objective.png")
     page.watch.check(page)

@@ -53,6 +53,7 @@ def test_a_run_embeds_lays_out_and_clusters_every_image(dataset):
     # Gray images: "auto" keeps the reconstruction objective, and the run says which ran and why.
     assert run.metrics["objective"] == "reconstruction"
     assert run.metrics["objective_reason"].startswith("auto")
+    assert run.metrics["patch_features"] is False
     assert set(run.stage_timings) >= {"preparing", "training", "embedding", "layout", "clustering"}
     assert run.loss_curve and all("loss" in p for p in run.loss_curve)
 
@@ -92,6 +93,63 @@ def test_new_images_are_placed_on_the_current_map_once(dataset):
     for row in placed:
         assert xy[:, 0].min() - 1 <= row.x <= xy[:, 0].max() + 1 and 0 <= row.cluster < 3
     assert selectors.dataset_map_points(dataset)["count"] == 36
+
+
+def _add_color_kind_images(dataset, per_kind, start_seed=0):
+    """The kinds' pictures tinted a random color each: 3-channel images."""
+    import io
+
+    from PIL import Image as PILImage
+    from pipeline_factories import KINDS, kind_png
+
+    from tests.factories import ImageFactory
+
+    ids = []
+    for k, kind in enumerate(KINDS):
+        for i in range(per_kind):
+            seed = start_seed + k * 10_000 + i
+            gray = np.asarray(PILImage.open(io.BytesIO(kind_png(kind, seed)))).astype(np.float32)
+            tint = np.random.default_rng(seed).uniform(0.4, 1.0, 3)
+            buf = io.BytesIO()
+            PILImage.fromarray((gray[..., None] * tint).astype(np.uint8), mode="RGB").save(buf, format="PNG")
+            ids.append(ImageFactory(dataset=dataset, data=buf.getvalue(), original_name=f"c-{kind}-{seed}.png").pk)
+    return ids
+
+
+def test_a_photo_run_puts_patch_features_beside_the_code_and_places_new_images_with_them(make_user, make_dataset):
+    ds = make_dataset("Tinted", admin=make_user())
+    _add_color_kind_images(ds, per_kind=10)
+    run = queued_run(ds)
+    assert training_run_execute(run_id=run.pk, worker_name="test") == "succeeded"
+    run.refresh_from_db()
+    assert run.channels == 3 and run.metrics["objective"] == "contrastive"
+    assert run.metrics["patch_features"] is True
+    assert run.metrics["patch_features_reason"] == "auto: contrastive codes of 3-channel photos"
+    model = storage.read_model(run)
+    assert model.patch_dims > 0 and run.metrics["code_size"] == 4 + model.patch_dims
+    codes = storage.read_array(run, storage.CODES)
+    assert codes.shape == (30, 4 + model.patch_dims)
+    # The patch part tells the kinds apart (stripes one way or the other, blobs) whatever their tint.
+    kinds = np.repeat(np.arange(3), 10)[np.argsort(np.argsort(storage.read_array(run, storage.IMAGE_IDS)))]
+    patches = codes[:, 4:]
+    distance = ((patches[:, None] - patches[None]) ** 2).sum(-1)
+    np.fill_diagonal(distance, np.inf)
+    assert (kinds[distance.argmin(1)] == kinds).mean() >= 0.9
+    # An image added later is embedded by the stored model, patch features included.
+    new = _add_color_kind_images(ds, per_kind=1, start_seed=700)
+    assert images_place_execute(run_id=run.pk, image_ids=new) == 3
+    placed = ImageEmbedding.objects.filter(run=run, placed_after_run=True)
+    assert placed.count() == 3
+    for row in placed:
+        code = np.frombuffer(bytes(row.code), dtype=np.float32)
+        assert code.shape == (4 + model.patch_dims,) and np.isfinite(code).all()
+        assert np.linalg.norm(code[4:]) == pytest.approx(1.0, abs=1e-4)
+
+    off = queued_run(ds, patch_features="off")
+    assert training_run_execute(run_id=off.pk, worker_name="test") == "succeeded"
+    off.refresh_from_db()
+    assert (off.metrics["patch_features"], off.metrics["patch_features_reason"]) == (False, "chosen")
+    assert storage.read_array(off, storage.CODES).shape == (33, 4)
 
 
 def test_unreadable_images_fail_the_run_with_the_reason(make_user, make_dataset):

@@ -114,7 +114,9 @@ def test_contrastive_training_reports_progress_and_keeps_a_decoder():
     assert reports and all(total == 8 for _, total, _ in reports)
     assert [m["epoch_loss"] for _, _, m in reports if "epoch_loss" in m] == result.loss_curve
     codes, errors = embed_images(result.model, _photos())
-    assert codes.shape == (64, 4) and errors.shape == (64,) and np.all(np.isfinite(errors))
+    # Color photos: the learned code (4) with patch features after it (auto).
+    assert result.patch_features["used"] and codes.shape == (64, 4 + result.model.patch_dims)
+    assert errors.shape == (64,) and np.all(np.isfinite(errors))
 
 
 def test_contrastive_training_is_reproducible():

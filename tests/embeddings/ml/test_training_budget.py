@@ -108,10 +108,18 @@ def test_deeper_encoder_and_unit_codes_keep_shapes_and_round_trip():
 
 def test_contrastive_codes_are_unit_length_unless_switched_off():
     x = _photos()
-    config = tiny_train_config(channels=3, objective="contrastive", epochs=1)
+    config = tiny_train_config(channels=3, objective="contrastive", epochs=1, patch_features="off")
     codes, _ = embed_images(train_autoencoder(x, config).model, x)
     assert np.allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-4)
-    config = tiny_train_config(channels=3, objective="contrastive", epochs=1, normalize_codes=False)
+    # With patch features (auto on color): the learned part is patch_weight long, the patch part unit length.
+    model = train_autoencoder(x, tiny_train_config(channels=3, objective="contrastive", epochs=1)).model
+    codes, _ = embed_images(model, x)
+    learned, patches = codes[:, : model.code_size], codes[:, model.code_size :]
+    assert np.allclose(np.linalg.norm(learned, axis=1), model.patch_weight, atol=1e-4)
+    assert np.allclose(np.linalg.norm(patches, axis=1), 1.0, atol=1e-4)
+    config = tiny_train_config(
+        channels=3, objective="contrastive", epochs=1, normalize_codes=False, patch_features="off"
+    )
     codes, _ = embed_images(train_autoencoder(x, config).model, x)
     assert not np.allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-2)
     recon = tiny_train_config(channels=3, epochs=1, objective="reconstruction")
