@@ -182,7 +182,7 @@ class Slow(torch.nn.Module):
 
 def test_a_run_is_cancelled_while_it_embeds(team, client_for):
     client = client_for(team.admin)
-    backbone_id = register(client, team.dataset, torchscript_bytes(model=Slow(4000))).json()["id"]
+    backbone_id = register(client, team.dataset, torchscript_bytes(model=Slow(20000))).json()["id"]
     run = start_run(client, team.dataset, backbone_id)
 
     def cancel_when_embedding():
