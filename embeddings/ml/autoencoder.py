@@ -48,7 +48,7 @@ class ConvAutoencoder(nn.Module):
         self.patch_size = patch_size
         self.patch_dictionary_size = patch_dictionary_size
         self.patch_pool = patch_pool
-        self.patch_weight = float(patch_weight)
+        self.patch_weight = _positive_weight(patch_weight)
         self.patches = None
         self.patch_dims = 0
         if patch_dims:
@@ -108,7 +108,7 @@ class ConvAutoencoder(nn.Module):
     def attach_patch_features(self, patches: PatchFeatures, weight: float = 1.0) -> None:
         """Codes become [weight x learned code, patch features] (embedding_size numbers)."""
         self._set_patches(patches.to(next(self.parameters()).device))
-        self.patch_weight = float(weight)
+        self.patch_weight = _positive_weight(weight)
 
     @property
     def embedding_size(self) -> int:
@@ -126,13 +126,20 @@ class ConvAutoencoder(nn.Module):
         return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        # The decoder redraws from the learned code alone (the patch features follow it), as
-        # encode weighted it.
+        # The decoder redraws from the learned code alone (the patch features follow it), with
+        # encode's weight taken off again.
         learned = z[:, : self.code_size]
-        if self.patches is not None and self.patch_weight not in (0.0, 1.0):
+        if self.patches is not None:
             learned = learned / self.patch_weight
         h = self.decoder_input(learned).view(-1, *self._bottleneck_shape)
         return self.decoder(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+
+def _positive_weight(weight: float) -> float:
+    # Zero would leave the decoder nothing to redraw from (decode divides by it).
+    if not weight > 0:
+        raise ValueError(f"patch_weight must be positive, got {weight}")
+    return float(weight)

@@ -95,30 +95,9 @@ def test_new_images_are_placed_on_the_current_map_once(dataset):
     assert selectors.dataset_map_points(dataset)["count"] == 36
 
 
-def _add_color_kind_images(dataset, per_kind, start_seed=0):
-    """The kinds' pictures tinted a random color each: 3-channel images."""
-    import io
-
-    from PIL import Image as PILImage
-    from pipeline_factories import KINDS, kind_png
-
-    from tests.factories import ImageFactory
-
-    ids = []
-    for k, kind in enumerate(KINDS):
-        for i in range(per_kind):
-            seed = start_seed + k * 10_000 + i
-            gray = np.asarray(PILImage.open(io.BytesIO(kind_png(kind, seed)))).astype(np.float32)
-            tint = np.random.default_rng(seed).uniform(0.4, 1.0, 3)
-            buf = io.BytesIO()
-            PILImage.fromarray((gray[..., None] * tint).astype(np.uint8), mode="RGB").save(buf, format="PNG")
-            ids.append(ImageFactory(dataset=dataset, data=buf.getvalue(), original_name=f"c-{kind}-{seed}.png").pk)
-    return ids
-
-
 def test_a_photo_run_puts_patch_features_beside_the_code_and_places_new_images_with_them(make_user, make_dataset):
     ds = make_dataset("Tinted", admin=make_user())
-    _add_color_kind_images(ds, per_kind=10)
+    kind_of = add_kind_images(ds, per_kind=10, color=True)
     run = queued_run(ds)
     assert training_run_execute(run_id=run.pk, worker_name="test") == "succeeded"
     run.refresh_from_db()
@@ -130,14 +109,14 @@ def test_a_photo_run_puts_patch_features_beside_the_code_and_places_new_images_w
     codes = storage.read_array(run, storage.CODES)
     assert codes.shape == (30, 4 + model.patch_dims)
     # The patch part tells the kinds apart (stripes one way or the other, blobs) whatever their tint.
-    kinds = np.repeat(np.arange(3), 10)[np.argsort(np.argsort(storage.read_array(run, storage.IMAGE_IDS)))]
+    kinds = np.array([kind_of[i] for i in storage.read_array(run, storage.IMAGE_IDS).tolist()])
     patches = codes[:, 4:]
     distance = ((patches[:, None] - patches[None]) ** 2).sum(-1)
     np.fill_diagonal(distance, np.inf)
     assert (kinds[distance.argmin(1)] == kinds).mean() >= 0.9
     # An image added later is embedded by the stored model, patch features included.
-    new = _add_color_kind_images(ds, per_kind=1, start_seed=700)
-    assert images_place_execute(run_id=run.pk, image_ids=new) == 3
+    new = add_kind_images(ds, per_kind=1, start_seed=700, color=True)
+    assert images_place_execute(run_id=run.pk, image_ids=list(new)) == 3
     placed = ImageEmbedding.objects.filter(run=run, placed_after_run=True)
     assert placed.count() == 3
     for row in placed:

@@ -141,3 +141,5 @@ def test_the_decoder_reads_the_learned_code_as_it_was_before_weighting():
     assert codes.shape == (32, 4 + 4)
     assert np.allclose(np.linalg.norm(codes[:, :4], axis=1), 0.5, atol=1e-4)
     assert np.allclose(errors, weighted_errors, atol=1e-6)
+    with pytest.raises(ValueError, match="patch_weight must be positive"):
+        result.model.attach_patch_features(result.model.patches, 0.0)
